@@ -1,0 +1,5 @@
+"""`python -m tusingest` runs the command line."""
+
+from tusingest.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,76 @@
+"""HTTP assembly: routes, middlewares, the service graph's lifetime, health probes."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from tusingest.config import Settings
+from tusingest.cors import cors_middleware
+from tusingest.errors import TusingestError
+from tusingest.services import SERVICES, open_services
+from tusingest.tus import handlers as tus
+from tusingest.tus.middleware import tus_middleware
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(
+        middlewares=[cors_middleware(settings.cors_allowed_origins), json_errors, tus_middleware]
+    )
+
+    async def services_ctx(app: web.Application) -> AsyncIterator[None]:
+        async with open_services(settings) as services:
+            app[SERVICES] = services
+            yield
+
+    app.cleanup_ctx.append(services_ctx)
+    app.router.add_route("*", "/files", tus.collection)
+    app.router.add_route("*", "/files/", tus.collection)
+    app.router.add_route("*", "/files/{upload_id}", tus.resource)
+    app.router.add_get("/health/live", live)
+    app.router.add_get("/health/ready", ready)
+    return app
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Errors outside the tus surface as JSON `{"error": code, "message": ...}`."""
+    try:
+        return await handler(request)
+    except TusingestError as exc:
+        return web.json_response(
+            {"error": exc.code, "message": exc.message}, status=exc.status, headers=exc.headers
+        )
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return web.json_response(
+            {"error": exc.reason.lower().replace(" ", "_"), "message": exc.reason},
+            status=exc.status,
+        )
+    except Exception:
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return web.json_response(
+            {"error": "internal_error", "message": "unexpected server error"}, status=500
+        )
+
+
+async def live(_request: web.Request) -> web.StreamResponse:
+    return web.json_response({"status": "ok"})
+
+
+async def ready(request: web.Request) -> web.StreamResponse:
+    services = request.app[SERVICES]
+    try:
+        await services.sessions.ping()
+    except Exception as exc:
+        return web.json_response(
+            {"status": "unavailable", "checks": {"database": f"error: {exc.__class__.__name__}"}},
+            status=503,
+        )
+    return web.json_response({"status": "ok", "checks": {"database": "ok"}})

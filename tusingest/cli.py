@@ -1,0 +1,137 @@
+"""Command line: serve | migrate | token."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+from aiohttp import web
+
+from tusingest.app import create_app
+from tusingest.config import Settings
+from tusingest.domain import Role
+from tusingest.errors import ConfigError
+from tusingest.keys import ensure_dev_keys, mint_token
+from tusingest.observability import configure_logging
+from tusingest.store import schema
+
+log = logging.getLogger("tusingest")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tusingest", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the upload server")
+    serve.add_argument("--host", help="bind address (APP_HOST, default 127.0.0.1)")
+    serve.add_argument("--port", help="port (APP_PORT, default 8020)")
+    serve.add_argument("--data-dir", help="data directory (DATA_DIR, default ./tusingest-data)")
+
+    sub.add_parser("migrate", help="upgrade the database schema to the latest revision")
+
+    token = sub.add_parser("token", help="print a JWT signed with the dev key")
+    token.add_argument("--sub", required=True, help="subject (user id)")
+    token.add_argument("--name", help="display name (default: the subject)")
+    token.add_argument("--role", choices=[r.value for r in Role], default=Role.USER.value)
+    token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
+    token.add_argument("--data-dir", help="data directory holding the dev keys")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = Settings.from_env(
+            os.environ,
+            {
+                "APP_HOST": getattr(args, "host", None),
+                "APP_PORT": getattr(args, "port", None),
+                "DATA_DIR": getattr(args, "data_dir", None),
+            },
+        )
+        configure_logging(settings.log_level, settings.log_format)
+        if args.command == "serve":
+            return asyncio.run(_serve(settings))
+        if args.command == "migrate":
+            asyncio.run(schema.upgrade(settings.database_url))
+            print(f"database migrated to revision {schema.head_revision()}")
+            return 0
+        return _token(settings, args)
+    except ConfigError as exc:
+        print(f"tusingest: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _token(settings: Settings, args: argparse.Namespace) -> int:
+    if args.ttl <= 0:
+        raise ConfigError("--ttl", "must be > 0")
+    private = settings.auth.dev_private_key_path
+    ensure_dev_keys(private)
+    if not settings.auth.uses_dev_keys:
+        print(
+            f"warning: AUTH_PUBLIC_KEY_PATH is {settings.auth.public_key_path}; this token is "
+            f"signed with the dev key in {private.parent} and will not verify there",
+            file=sys.stderr,
+        )
+    print(
+        mint_token(
+            private,
+            sub=args.sub,
+            name=args.name,
+            role=Role(args.role),
+            ttl_seconds=args.ttl,
+            algorithm=settings.auth.algorithm,
+        )
+    )
+    return 0
+
+
+async def _serve(settings: Settings) -> int:
+    runner = web.AppRunner(create_app(settings), access_log=logging.getLogger("aiohttp.access"))
+    try:
+        await runner.setup()
+    except ConfigError:
+        await runner.cleanup()
+        raise
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        site = web.TCPSite(runner, settings.host, settings.port)
+        try:
+            await site.start()
+        except OSError as exc:
+            raise ConfigError("APP_PORT", f"cannot listen on {settings.host}:{settings.port}: "
+                              f"{exc.strerror}") from None
+        _banner(settings, runner)
+        await stop.wait()
+        log.info("shutting down")
+        return 0
+    finally:
+        await runner.cleanup()
+
+
+def _banner(settings: Settings, runner: web.AppRunner) -> None:
+    host, port = runner.addresses[0][:2]
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    url = f"http://{shown}:{port}"
+    lines = [
+        f"tusingest listening on {url}",
+        f"  tus endpoint: {url}/files/",
+        f"  database:     {settings.database_url.split('@')[-1]}",
+        f"  staging:      {settings.staging_dir}",
+    ]
+    if settings.auth.enabled:
+        data_dir = settings.data_dir
+        lines.append(f"  token:        tusingest token --sub alice --data-dir {data_dir}")
+    else:
+        lines.append("  auth:         OFF (AUTH_ENABLED=off): anyone can upload")
+    print("\n".join(lines), flush=True)

@@ -1,0 +1,164 @@
+"""Settings: frozen dataclasses parsed once from the environment (ArtStore names) and CLI flags."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from tusingest.errors import ConfigError
+
+T = TypeVar("T")
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+_ALGORITHMS = ("RS256", "RS384", "RS512")
+_LOG_FORMATS = ("text", "json")
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    enabled: bool
+    algorithm: str
+    public_key_path: Path
+    # The dev key pair lives in the data dir; only used when the public key is the dev one.
+    dev_private_key_path: Path
+
+    @property
+    def uses_dev_keys(self) -> bool:
+        return self.public_key_path == self.dev_private_key_path.with_name("jwt_public.pem")
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str
+    port: int
+    data_dir: Path
+    database_url: str
+    staging_dir: Path
+    session_ttl_seconds: float
+    max_file_size: int
+    auth: AuthSettings
+    cors_allowed_origins: tuple[str, ...]
+    log_level: str
+    log_format: str
+    reaper_interval_seconds: float
+    lock_timeout_seconds: float
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    def public_url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
+
+    @classmethod
+    def from_env(
+        cls, env: Mapping[str, str], overrides: Mapping[str, str | None] | None = None
+    ) -> Settings:
+        """Parse settings; `overrides` (CLI flags, keyed by variable name) win over `env`."""
+        merged: dict[str, str] = dict(env)
+        for key, value in (overrides or {}).items():
+            if value is not None:
+                merged[key] = value
+        return _parse(merged)
+
+
+def _parse(env: Mapping[str, str]) -> Settings:
+    def get(name: str, default: str) -> str:
+        value = env.get(name, "").strip()
+        return value if value else default
+
+    data_dir = Path(get("DATA_DIR", "./tusingest-data")).expanduser().absolute()
+    keys_dir = data_dir / "keys"
+    dev_public = keys_dir / "jwt_public.pem"
+
+    database_url = normalise_database_url(
+        "DATABASE_URL", get("DATABASE_URL", f"sqlite:///{data_dir / 'tusingest.db'}")
+    )
+    ttl_hours = _number("UPLOAD_SESSION_TTL_HOURS", get("UPLOAD_SESSION_TTL_HOURS", "2"), float)
+    if ttl_hours <= 0:
+        raise ConfigError("UPLOAD_SESSION_TTL_HOURS", "must be > 0")
+    max_mb = _number("MAX_FILE_SIZE_MB", get("MAX_FILE_SIZE_MB", "1024"), int)
+    if max_mb <= 0:
+        raise ConfigError("MAX_FILE_SIZE_MB", "must be > 0")
+    port = _number("APP_PORT", get("APP_PORT", "8020"), int)
+    if not 0 <= port <= 65535:
+        raise ConfigError("APP_PORT", "must be between 0 and 65535")
+    algorithm = get("AUTH_ALGORITHM", "RS256").upper()
+    if algorithm not in _ALGORITHMS:
+        raise ConfigError("AUTH_ALGORITHM", f"must be one of {', '.join(_ALGORITHMS)}")
+    log_level = get("LOG_LEVEL", "INFO").upper()
+    if not isinstance(logging.getLevelName(log_level), int):
+        raise ConfigError("LOG_LEVEL", f"unknown level {log_level!r}")
+    log_format = get("LOG_FORMAT", "text").lower()
+    if log_format not in _LOG_FORMATS:
+        raise ConfigError("LOG_FORMAT", f"must be one of {', '.join(_LOG_FORMATS)}")
+    origins = tuple(o.strip().rstrip("/") for o in get("CORS_ALLOWED_ORIGINS", "*").split(","))
+    origins = tuple(o for o in origins if o)
+    for origin in origins:
+        if origin != "*" and not origin.startswith(("http://", "https://")):
+            raise ConfigError("CORS_ALLOWED_ORIGINS", f"{origin!r} is not an http(s) origin")
+    reaper = _number(
+        "UPLOAD_REAPER_INTERVAL_SECONDS", get("UPLOAD_REAPER_INTERVAL_SECONDS", "60"), float
+    )
+    lock_timeout = _number("LOCK_TIMEOUT_SECONDS", get("LOCK_TIMEOUT_SECONDS", "5"), float)
+    if reaper <= 0:
+        raise ConfigError("UPLOAD_REAPER_INTERVAL_SECONDS", "must be > 0")
+    if lock_timeout < 0:
+        raise ConfigError("LOCK_TIMEOUT_SECONDS", "must be >= 0")
+
+    return Settings(
+        host=get("APP_HOST", "127.0.0.1"),
+        port=port,
+        data_dir=data_dir,
+        database_url=database_url,
+        staging_dir=Path(get("STAGING_DIR", str(data_dir / "staging"))).expanduser().absolute(),
+        session_ttl_seconds=ttl_hours * 3600.0,
+        max_file_size=max_mb * 1024 * 1024,
+        auth=AuthSettings(
+            enabled=_bool("AUTH_ENABLED", get("AUTH_ENABLED", "on")),
+            algorithm=algorithm,
+            public_key_path=Path(get("AUTH_PUBLIC_KEY_PATH", str(dev_public))).expanduser(),
+            dev_private_key_path=keys_dir / "jwt_private.pem",
+        ),
+        cors_allowed_origins=origins,
+        log_level=log_level,
+        log_format=log_format,
+        reaper_interval_seconds=reaper,
+        lock_timeout_seconds=lock_timeout,
+    )
+
+
+def normalise_database_url(variable: str, url: str) -> str:
+    """Map plain `postgresql://` / `sqlite:///` URLs onto the async drivers we ship."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise ConfigError(variable, f"{url!r} is not a URL")
+    base = scheme.split("+", 1)[0]
+    if base in ("postgresql", "postgres"):
+        return f"postgresql+asyncpg://{rest}"
+    if base == "sqlite":
+        return f"sqlite+aiosqlite://{rest}"
+    raise ConfigError(variable, f"unsupported database scheme {scheme!r} (sqlite or postgresql)")
+
+
+def _number(name: str, raw: str, kind: Callable[[str], T]) -> T:
+    try:
+        return kind(raw)
+    except ValueError:
+        raise ConfigError(name, f"{raw!r} is not a valid number") from None
+
+
+def _bool(name: str, raw: str) -> bool:
+    lowered = raw.lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ConfigError(name, f"{raw!r} is not on/off")

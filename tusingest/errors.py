@@ -1,0 +1,100 @@
+"""Error hierarchy: every error carries its HTTP status and a machine-readable code."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+
+class TusingestError(Exception):
+    """Base error: rendered at the HTTP edge with `status` and `code`."""
+
+    status: int = 500
+    code: str = "internal_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        status: int | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        if status is not None:
+            self.status = status
+        self.headers: dict[str, str] = dict(headers or {})
+
+
+class ConfigError(TusingestError):
+    """A setting is missing or malformed; names the variable."""
+
+    code = "invalid_config"
+
+    def __init__(self, variable: str, message: str) -> None:
+        super().__init__(f"{variable}: {message}")
+        self.variable = variable
+
+
+class BadRequest(TusingestError):
+    status = 400
+    code = "bad_request"
+
+
+class Unauthorized(TusingestError):
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(TusingestError):
+    status = 403
+    code = "forbidden"
+
+
+class NotFound(TusingestError):
+    status = 404
+    code = "upload_not_found"
+
+
+class Conflict(TusingestError):
+    status = 409
+    code = "offset_mismatch"
+
+
+class Gone(TusingestError):
+    status = 410
+    code = "upload_expired"
+
+
+class PreconditionFailed(TusingestError):
+    status = 412
+    code = "unsupported_version"
+
+
+class PayloadTooLarge(TusingestError):
+    status = 413
+    code = "too_large"
+
+
+class UnsupportedMediaType(TusingestError):
+    status = 415
+    code = "unsupported_media_type"
+
+
+class Locked(TusingestError):
+    status = 423
+    code = "upload_locked"
+
+
+class ServiceUnavailable(TusingestError):
+    status = 503
+    code = "service_unavailable"
+
+
+class BodyInterrupted(TusingestError):
+    """The client's request body ended early (connection lost or reset)."""
+
+    status = 400
+    code = "body_interrupted"

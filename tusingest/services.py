@@ -1,0 +1,103 @@
+"""The service graph: opened from Settings inside an AsyncExitStack; the only adapter importer."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from tusingest.auth import Authenticator
+from tusingest.config import Settings
+from tusingest.errors import ConfigError
+from tusingest.keys import ensure_dev_keys
+from tusingest.ports import SessionStore
+from tusingest.store import schema
+from tusingest.store.locks import MemoryLocker
+from tusingest.store.sql import SqlSessionStore, create_engine
+from tusingest.store.staging import FileStaging
+from tusingest.store.uploads import UploadPolicy, UploadStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Services:
+    settings: Settings
+    uploads: UploadStore
+    sessions: SessionStore
+    authenticator: Authenticator
+
+
+SERVICES = web.AppKey("services", Services)
+
+
+@contextlib.asynccontextmanager
+async def open_services(settings: Settings) -> AsyncIterator[Services]:
+    async with contextlib.AsyncExitStack() as stack:
+        if settings.auth.enabled and settings.auth.uses_dev_keys:
+            await asyncio.to_thread(ensure_dev_keys, settings.auth.dev_private_key_path)
+        authenticator = Authenticator.from_settings(settings.auth)
+
+        engine = create_engine(settings.database_url)
+        stack.push_async_callback(engine.dispose)
+        await _ensure_schema(settings, engine)
+
+        settings.staging_dir.mkdir(parents=True, exist_ok=True)
+        sessions = SqlSessionStore(engine)
+        uploads = UploadStore(
+            sessions,
+            FileStaging(settings.staging_dir),
+            MemoryLocker(),
+            UploadPolicy(
+                ttl_seconds=settings.session_ttl_seconds,
+                max_size=settings.max_file_size,
+                lock_timeout=settings.lock_timeout_seconds,
+            ),
+        )
+        reaper = asyncio.create_task(_reap_forever(uploads, settings.reaper_interval_seconds))
+        stack.push_async_callback(_cancel, reaper)
+        yield Services(
+            settings=settings, uploads=uploads, sessions=sessions, authenticator=authenticator
+        )
+
+
+async def _ensure_schema(settings: Settings, engine: object) -> None:
+    """SQLite (embedded) migrates itself; PostgreSQL must be migrated explicitly."""
+    if settings.is_sqlite:
+        await schema.upgrade(settings.database_url)
+        return
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    assert isinstance(engine, AsyncEngine)
+    try:
+        current = await schema.current_revision(engine)
+    except OSError as exc:
+        raise ConfigError("DATABASE_URL", f"cannot reach the database: {exc}") from None
+    head = schema.head_revision()
+    if current != head:
+        raise ConfigError(
+            "DATABASE_URL",
+            f"the database schema is at revision {current or 'none'}, this version needs "
+            f"{head}: run `tusingest migrate` first",
+        )
+
+
+async def _reap_forever(uploads: UploadStore, interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            reaped = await uploads.reap_expired()
+            if reaped:
+                log.info("expired %d upload(s)", reaped)
+        except Exception:
+            log.exception("upload reaper failed; retrying next interval")
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

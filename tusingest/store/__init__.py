@@ -1,0 +1,1 @@
+"""Upload state: the tus state machine, its database rows, staging bytes and locks."""

@@ -1,0 +1,69 @@
+"""Pure tus 1.0 header codecs and constants (no I/O)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import email.utils
+import re
+from datetime import UTC, datetime
+
+from tusingest.errors import BadRequest
+
+TUS_VERSION = "1.0.0"
+OFFSET_CONTENT_TYPE = "application/offset+octet-stream"
+EXTENSIONS = (
+    "creation",
+    "creation-with-upload",
+    "creation-defer-length",
+    "expiration",
+    "termination",
+)
+
+_INTEGER = re.compile(r"^[0-9]{1,19}$")
+_B64 = re.compile(r"^[A-Za-z0-9+/]*={0,2}$")
+
+
+def parse_non_negative(header: str, value: str | None) -> int | None:
+    """An integer header (None when absent); malformed or negative → 400 naming the header."""
+    if value is None:
+        return None
+    stripped = value.strip()
+    if not _INTEGER.match(stripped):
+        raise BadRequest(
+            f"{header} must be a non-negative integer, got {value!r}",
+            code=f"invalid_{header.lower().replace('-', '_')}",
+        )
+    return int(stripped)
+
+
+def parse_metadata(value: str | None) -> dict[str, bytes] | None:
+    """Validate `Upload-Metadata`; returns decoded pairs, None when absent or empty."""
+    if value is None or not value.strip():
+        return None
+    pairs: dict[str, bytes] = {}
+    for item in value.split(","):
+        parts = item.strip().split(" ")
+        if len(parts) > 2 or not parts[0]:
+            raise BadRequest(
+                f"malformed Upload-Metadata pair {item.strip()!r}", code="invalid_metadata"
+            )
+        key = parts[0]
+        encoded = parts[1] if len(parts) == 2 else ""
+        if key in pairs:
+            raise BadRequest(f"duplicate Upload-Metadata key {key!r}", code="invalid_metadata")
+        if not _B64.match(encoded) or len(encoded) % 4:
+            raise BadRequest(
+                f"Upload-Metadata value of {key!r} is not valid Base64", code="invalid_metadata"
+            )
+        try:
+            pairs[key] = base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError):
+            raise BadRequest(
+                f"Upload-Metadata value of {key!r} is not valid Base64", code="invalid_metadata"
+            ) from None
+    return pairs
+
+
+def format_http_date(moment: datetime) -> str:
+    return email.utils.format_datetime(moment.astimezone(UTC), usegmt=True)
