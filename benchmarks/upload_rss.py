@@ -107,7 +107,8 @@ def main() -> int:
             env["DATABASE_URL"] = args.database_url
         server = subprocess.Popen(
             [sys.executable, "-m", "tusingest", "serve", "--port", str(port)],
-            env=env, stdout=subprocess.DEVNULL,
+            env=env,
+            stdout=subprocess.DEVNULL,
         )
         try:
             return _run(server, port, data_dir, args.size_mib * MiB, args.patch_mib * MiB, env)
@@ -117,7 +118,11 @@ def main() -> int:
 
 
 def _run(
-    server: subprocess.Popen[bytes], port: int, data_dir: Path, size: int, patch: int,
+    server: subprocess.Popen[bytes],
+    port: int,
+    data_dir: Path,
+    size: int,
+    patch: int,
     env: dict[str, str],
 ) -> int:
     base = f"http://127.0.0.1:{port}"
@@ -134,7 +139,10 @@ def _run(
         time.sleep(0.1)
     token = subprocess.run(
         [sys.executable, "-m", "tusingest", "token", "--sub", "bench", "--ttl", "86400"],
-        env=env, check=True, capture_output=True, text=True,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout.strip()
     headers = {"Tus-Resumable": "1.0.0", "Authorization": f"Bearer {token}"}
     idle_rss = _rss_bytes(server.pid)

@@ -161,7 +161,12 @@ class Server:
         return {**TUS, "Authorization": f"Bearer {self.keys.token(sub, role)}", **extra}
 
     def request(
-        self, method: str, url: str, *, sub: str = "alice", headers: Mapping[str, str] | None = None,
+        self,
+        method: str,
+        url: str,
+        *,
+        sub: str = "alice",
+        headers: Mapping[str, str] | None = None,
         **kwargs: Any,
     ) -> requests.Response:
         """A tus request as `sub` (Tus-Resumable and bearer token added; `headers` win)."""

@@ -108,9 +108,20 @@ def embedded_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     data_dir = tmp_path / "data"
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "DATA_DIR")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tusingest", "serve", "--port", str(port), "--data-dir",
-         str(data_dir)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "tusingest",
+            "serve",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(data_dir),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -133,14 +144,14 @@ def embedded_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
             proc.kill()
 
 
-def test_embedded_server_token_and_tuspy(
-    embedded_server: tuple[str, Path], tmp_path: Path
-) -> None:
+def test_embedded_server_token_and_tuspy(embedded_server: tuple[str, Path], tmp_path: Path) -> None:
     url, data_dir = embedded_server
     token = subprocess.run(
-        [sys.executable, "-m", "tusingest", "token", "--sub", "carol", "--data-dir",
-         str(data_dir)],
-        check=True, capture_output=True, text=True, timeout=30,
+        [sys.executable, "-m", "tusingest", "token", "--sub", "carol", "--data-dir", str(data_dir)],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=30,
     ).stdout.strip()
     path = tmp_path / "doc.txt"
     path.write_bytes(b"embedded defaults work\n" * 1000)

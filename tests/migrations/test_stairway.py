@@ -23,7 +23,9 @@ from tusingest.store.tables import metadata
 def database_url(
     request: pytest.FixtureRequest, tmp_path: Path, new_pg_database: Callable[[], str]
 ) -> str:
-    raw = f"sqlite:///{tmp_path / 'stairway.db'}" if request.param == "sqlite" else new_pg_database()
+    raw = (
+        f"sqlite:///{tmp_path / 'stairway.db'}" if request.param == "sqlite" else new_pg_database()
+    )
     return Settings.from_env({"DATABASE_URL": raw}).database_url
 
 
