@@ -49,9 +49,12 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
+        # 405 must keep its Allow header.
+        allow = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
         return web.json_response(
             {"error": exc.reason.lower().replace(" ", "_"), "message": exc.reason},
             status=exc.status,
+            headers=allow,
         )
     except Exception:
         log.exception("unhandled error in %s %s", request.method, request.path)

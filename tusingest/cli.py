@@ -18,7 +18,7 @@ from tusingest.domain import Role
 from tusingest.errors import ConfigError
 from tusingest.keys import ensure_dev_keys, mint_token
 from tusingest.observability import configure_logging
-from tusingest.store import schema
+from tusingest.services import migrate
 
 log = logging.getLogger("tusingest")
 
@@ -58,8 +58,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             return asyncio.run(_serve(settings))
         if args.command == "migrate":
-            asyncio.run(schema.upgrade(settings.database_url))
-            print(f"database migrated to revision {schema.head_revision()}")
+            revision = asyncio.run(migrate(settings))
+            print(f"database migrated to revision {revision}")
             return 0
         return _token(settings, args)
     except ConfigError as exc:
@@ -109,8 +109,9 @@ async def _serve(settings: Settings) -> int:
         try:
             await site.start()
         except OSError as exc:
-            raise ConfigError("APP_PORT", f"cannot listen on {settings.host}:{settings.port}: "
-                              f"{exc.strerror}") from None
+            raise ConfigError(
+                "APP_PORT", f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}"
+            ) from None
         _banner(settings, runner)
         await stop.wait()
         log.info("shutting down")

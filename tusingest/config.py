@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,8 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 _ALGORITHMS = ("RS256", "RS384", "RS512")
 _LOG_FORMATS = ("text", "json")
+# Expiry timestamps must stay representable (datetime tops out at year 9999).
+_MAX_TTL_HOURS = 10 * 365 * 24
 
 
 @dataclass(frozen=True)
@@ -82,8 +85,8 @@ def _parse(env: Mapping[str, str]) -> Settings:
         "DATABASE_URL", get("DATABASE_URL", f"sqlite:///{data_dir / 'tusingest.db'}")
     )
     ttl_hours = _number("UPLOAD_SESSION_TTL_HOURS", get("UPLOAD_SESSION_TTL_HOURS", "2"), float)
-    if ttl_hours <= 0:
-        raise ConfigError("UPLOAD_SESSION_TTL_HOURS", "must be > 0")
+    if not 0 < ttl_hours <= _MAX_TTL_HOURS:
+        raise ConfigError("UPLOAD_SESSION_TTL_HOURS", f"must be > 0 and <= {_MAX_TTL_HOURS}")
     max_mb = _number("MAX_FILE_SIZE_MB", get("MAX_FILE_SIZE_MB", "1024"), int)
     if max_mb <= 0:
         raise ConfigError("MAX_FILE_SIZE_MB", "must be > 0")
@@ -99,11 +102,19 @@ def _parse(env: Mapping[str, str]) -> Settings:
     log_format = get("LOG_FORMAT", "text").lower()
     if log_format not in _LOG_FORMATS:
         raise ConfigError("LOG_FORMAT", f"must be one of {', '.join(_LOG_FORMATS)}")
-    origins = tuple(o.strip().rstrip("/") for o in get("CORS_ALLOWED_ORIGINS", "*").split(","))
+    # Browsers serialise origins in lower case; compare the configured ones the same way.
+    origins = tuple(
+        o.strip().rstrip("/").lower() for o in get("CORS_ALLOWED_ORIGINS", "*").split(",")
+    )
     origins = tuple(o for o in origins if o)
     for origin in origins:
-        if origin != "*" and not origin.startswith(("http://", "https://")):
-            raise ConfigError("CORS_ALLOWED_ORIGINS", f"{origin!r} is not an http(s) origin")
+        scheme, sep, host = origin.partition("://")
+        if origin != "*" and (
+            scheme not in ("http", "https") or not sep or not host or "/" in host
+        ):
+            raise ConfigError(
+                "CORS_ALLOWED_ORIGINS", f"{origin!r} is not an origin (http(s)://host[:port])"
+            )
     reaper = _number(
         "UPLOAD_REAPER_INTERVAL_SECONDS", get("UPLOAD_REAPER_INTERVAL_SECONDS", "60"), float
     )
@@ -124,7 +135,9 @@ def _parse(env: Mapping[str, str]) -> Settings:
         auth=AuthSettings(
             enabled=_bool("AUTH_ENABLED", get("AUTH_ENABLED", "on")),
             algorithm=algorithm,
-            public_key_path=Path(get("AUTH_PUBLIC_KEY_PATH", str(dev_public))).expanduser(),
+            public_key_path=Path(get("AUTH_PUBLIC_KEY_PATH", str(dev_public)))
+            .expanduser()
+            .absolute(),
             dev_private_key_path=keys_dir / "jwt_private.pem",
         ),
         cors_allowed_origins=origins,
@@ -150,9 +163,13 @@ def normalise_database_url(variable: str, url: str) -> str:
 
 def _number(name: str, raw: str, kind: Callable[[str], T]) -> T:
     try:
-        return kind(raw)
+        value = kind(raw)
     except ValueError:
         raise ConfigError(name, f"{raw!r} is not a valid number") from None
+    # float() accepts "nan" and "inf", which slip through every range check.
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(name, f"{raw!r} is not a finite number")
+    return value
 
 
 def _bool(name: str, raw: str) -> bool:

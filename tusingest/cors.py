@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
+from aiohttp.typedefs import Handler, Middleware
 
 ALLOW_METHODS = "POST, HEAD, PATCH, OPTIONS, GET, DELETE"
 ALLOW_HEADERS = ", ".join(
@@ -49,7 +49,7 @@ EXPOSE_HEADERS = ", ".join(
 )
 
 
-def cors_middleware(allowed_origins: tuple[str, ...]) -> web.Middleware:
+def cors_middleware(allowed_origins: tuple[str, ...]) -> Middleware:
     """Echo allowed origins (`*` allows any, without credentials); refuse others with 403."""
     allow_any = "*" in allowed_origins
     allowed = frozenset(allowed_origins)
@@ -58,14 +58,16 @@ def cors_middleware(allowed_origins: tuple[str, ...]) -> web.Middleware:
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         origin = request.headers.get("Origin")
         if origin is None:
-            return await handler(request)
+            response = await handler(request)
+            _vary_origin(response)
+            return response
         if not (allow_any or origin.rstrip("/") in allowed):
-            response: web.StreamResponse = web.json_response(
+            refused = web.json_response(
                 {"error": "origin_not_allowed", "message": f"origin {origin} is not allowed"},
                 status=403,
             )
-            response.headers["Vary"] = "Origin"
-            return response
+            _vary_origin(refused)
+            return refused
         if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
             response = web.Response(status=204)
             response.headers["Access-Control-Allow-Methods"] = ALLOW_METHODS
@@ -75,7 +77,14 @@ def cors_middleware(allowed_origins: tuple[str, ...]) -> web.Middleware:
             response = await handler(request)
         response.headers["Access-Control-Allow-Origin"] = origin
         response.headers["Access-Control-Expose-Headers"] = EXPOSE_HEADERS
-        response.headers["Vary"] = "Origin"
+        _vary_origin(response)
         return response
 
     return middleware
+
+
+def _vary_origin(response: web.StreamResponse) -> None:
+    """Responses differ by Origin, so shared caches must key on it (kept with any other Vary)."""
+    current = [v.strip() for v in response.headers.get("Vary", "").split(",") if v.strip()]
+    if "origin" not in (v.lower() for v in current):
+        response.headers["Vary"] = ", ".join([*current, "Origin"])

@@ -7,8 +7,12 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from aiohttp import web
+from sqlalchemy import make_url
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tusingest.auth import Authenticator
 from tusingest.config import Settings
@@ -65,18 +69,34 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         )
 
 
-async def _ensure_schema(settings: Settings, engine: object) -> None:
+async def migrate(settings: Settings) -> str:
+    """Upgrade the schema to head (`tusingest migrate`); returns the head revision."""
+    if settings.is_sqlite:
+        # The embedded database lives in a data dir that may not exist yet.
+        path = make_url(settings.database_url).database
+        if path and path != ":memory:":
+            await asyncio.to_thread(Path(path).parent.mkdir, parents=True, exist_ok=True)
+    try:
+        await schema.upgrade(settings.database_url)
+    except (OSError, DBAPIError) as exc:
+        raise ConfigError("DATABASE_URL", f"cannot migrate: {_db_reason(exc)}") from None
+    return schema.head_revision()
+
+
+def _db_reason(exc: OSError | DBAPIError) -> str:
+    # The driver's message ("database x does not exist"), without SQLAlchemy's boilerplate.
+    return str(exc.orig) if isinstance(exc, DBAPIError) else str(exc)
+
+
+async def _ensure_schema(settings: Settings, engine: AsyncEngine) -> None:
     """SQLite (embedded) migrates itself; PostgreSQL must be migrated explicitly."""
     if settings.is_sqlite:
-        await schema.upgrade(settings.database_url)
+        await migrate(settings)
         return
-    from sqlalchemy.ext.asyncio import AsyncEngine
-
-    assert isinstance(engine, AsyncEngine)
     try:
         current = await schema.current_revision(engine)
-    except OSError as exc:
-        raise ConfigError("DATABASE_URL", f"cannot reach the database: {exc}") from None
+    except (OSError, DBAPIError) as exc:
+        raise ConfigError("DATABASE_URL", f"cannot reach the database: {_db_reason(exc)}") from None
     head = schema.head_revision()
     if current != head:
         raise ConfigError(

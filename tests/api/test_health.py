@@ -1,0 +1,62 @@
+"""Health probes: liveness always, readiness only while the database answers."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import asyncpg
+import requests
+
+from tests.conftest import Server, pg_admin_dsn
+from tusingest.config import Settings
+from tusingest.store import schema
+
+
+def test_live(server: Server) -> None:
+    response = requests.get(f"{server.url}/health/live", timeout=30)
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+def test_ready_checks_the_database(server: Server) -> None:
+    response = requests.get(f"{server.url}/health/ready", timeout=30)
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "ok"
+    assert body["checks"]["database"] == "ok"
+
+
+def test_wrong_method_is_405_with_allow(server: Server) -> None:
+    response = requests.post(f"{server.url}/health/live", timeout=30)
+    assert response.status_code == 405
+    assert "GET" in {m.strip() for m in response.headers["Allow"].split(",")}
+    assert response.json()["error"] == "method_not_allowed"
+
+
+def test_ready_is_503_when_the_database_is_gone(
+    make_server: Callable[..., Server], new_pg_database: Callable[[], str]
+) -> None:
+    url = new_pg_database()
+    asyncio.run(schema.upgrade(Settings.from_env({"DATABASE_URL": url}).database_url))
+    server = make_server("postgres", DATABASE_URL=url)
+    assert requests.get(f"{server.url}/health/ready", timeout=30).status_code == 200
+
+    name = url.rsplit("/", 1)[-1]
+
+    async def drop() -> None:
+        conn = await asyncpg.connect(pg_admin_dsn(), timeout=5)
+        try:
+            await conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+    asyncio.run(drop())
+
+    response = requests.get(f"{server.url}/health/ready", timeout=30)
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] == "unavailable"
+    assert body["checks"]["database"].startswith("error")
+    # Liveness does not depend on the database: the process is fine, only not ready.
+    assert requests.get(f"{server.url}/health/live", timeout=30).status_code == 200
