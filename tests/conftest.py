@@ -82,11 +82,18 @@ def pg_url(new_pg_database: Callable[[], str]) -> str:
 class Keys:
     private: Path
     public: Path
+    _tokens: dict[tuple[str, Role, int, str | None], str] = field(default_factory=dict)
 
     def token(
         self, sub: str = "alice", role: Role = Role.USER, ttl: int = 3600, name: str | None = None
     ) -> str:
-        return mint_token(self.private, sub=sub, name=name, role=role, ttl_seconds=ttl)
+        # Signing parses the RSA key (~25 ms): reuse tokens, they outlive the session.
+        key = (sub, role, ttl, name)
+        if key not in self._tokens:
+            self._tokens[key] = mint_token(
+                self.private, sub=sub, name=name, role=role, ttl_seconds=ttl
+            )
+        return self._tokens[key]
 
 
 @pytest.fixture(scope="session")

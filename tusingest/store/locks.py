@@ -17,7 +17,8 @@ class MemoryLocker:
         self._users: dict[str, int] = {}
 
     @asynccontextmanager
-    async def hold(self, key: str, timeout: float) -> AsyncIterator[None]:
+    async def hold(self, key: str, timeout: float) -> AsyncIterator[None]:  # noqa: ASYNC109
+        # `timeout` bounds only the wait for the lock (Locker protocol), not the held section.
         lock = self._locks.setdefault(key, asyncio.Lock())
         self._users[key] = self._users.get(key, 0) + 1
         try:

@@ -44,7 +44,8 @@ def _utc(value: datetime | None) -> datetime | None:
 def _row_to_upload(row: sa.Row[Any]) -> Upload:
     created = _utc(row.created_at)
     updated = _utc(row.updated_at)
-    assert created is not None and updated is not None
+    assert created is not None
+    assert updated is not None
     return Upload(
         id=row.id,
         owner=row.owner,
@@ -86,9 +87,7 @@ class SqlSessionStore:
 
     async def get(self, upload_id: str) -> Upload | None:
         async with self._engine.connect() as conn:
-            row = (
-                await conn.execute(sa.select(uploads).where(uploads.c.id == upload_id))
-            ).first()
+            row = (await conn.execute(sa.select(uploads).where(uploads.c.id == upload_id))).first()
         return None if row is None else _row_to_upload(row)
 
     async def advance(

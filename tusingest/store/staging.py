@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tusingest.errors import NotFound
 
-_ID = re.compile(r"^[0-9a-f]{32}$")
+_ID = re.compile(r"[0-9a-f]{32}")
 _FLUSH_BYTES = 1 << 20
 _FLUSH_BUFFERS = 256  # well below IOV_MAX for pwritev
 
@@ -21,7 +21,7 @@ class FileStaging:
         self._root = root
 
     def path(self, upload_id: str) -> Path:
-        if not _ID.match(upload_id):
+        if not _ID.fullmatch(upload_id):
             raise NotFound("upload not found")
         return self._root / upload_id
 

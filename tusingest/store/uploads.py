@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -23,6 +24,9 @@ from tusingest.ports import Locker, SessionStore, Staging, StagingWriter
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
+
+# Upload ids are uuid4 hex; anything else (NUL bytes, huge strings) never reaches the database.
+_UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
 
 
 def utcnow() -> datetime:
@@ -86,7 +90,7 @@ class UploadStore:
 
     async def find(self, principal: Principal, upload_id: str) -> Upload:
         """The upload as `principal` may see it: 404 unknown/foreign/terminated, 410 expired."""
-        upload = await self._sessions.get(upload_id)
+        upload = await self._sessions.get(upload_id) if _UPLOAD_ID.fullmatch(upload_id) else None
         if (
             upload is None
             or not principal.may_access(upload.owner)

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 
-from aiohttp import web
+from aiohttp import StreamReader, web
 
 from tusingest.domain import Principal, Upload
 from tusingest.errors import (
     BadRequest,
     BodyInterrupted,
+    PayloadTooLarge,
     PreconditionFailed,
     TusingestError,
     UnsupportedMediaType,
@@ -23,6 +25,8 @@ from tusingest.tus.protocol import (
     parse_metadata,
     parse_non_negative,
 )
+
+log = logging.getLogger(__name__)
 
 _READ_SIZE = 1 << 20
 _COLLECTION_METHODS = ("OPTIONS", "POST")
@@ -115,24 +119,43 @@ async def _create(
     metadata = parse_metadata(raw_metadata)
     with_body = request.body_exists
     if with_body and request.content_type != OFFSET_CONTENT_TYPE:
-        raise UnsupportedMediaType(
-            f"a creation body must be {OFFSET_CONTENT_TYPE}", code="unsupported_media_type"
-        )
+        # Some HTTP stacks force a content type even on an empty (chunked) body.
+        async for chunk in _body(request):
+            if chunk:
+                raise UnsupportedMediaType(
+                    f"a creation body must be {OFFSET_CONTENT_TYPE}", code="unsupported_media_type"
+                )
+        with_body = False
+    content_length = request.content_length
+    if with_body and length is not None and content_length is not None and content_length > length:
+        raise PayloadTooLarge(f"the body ({content_length} bytes) is longer than Upload-Length")
     upload = await services.uploads.create(
         principal, length=length, metadata_raw=raw_metadata if metadata else None
     )
     if with_body:
-        upload = await services.uploads.append(
-            principal,
-            upload.id,
-            offset=0,
-            length=None,
-            content_length=request.content_length,
-            body=_body(request),
-        )
+        try:
+            upload = await services.uploads.append(
+                principal,
+                upload.id,
+                offset=0,
+                length=None,
+                content_length=content_length,
+                body=_body(request),
+            )
+        except Exception:
+            # Without a 201 the client never learns the Location: nobody could resume it.
+            await _discard(services, principal, upload.id)
+            raise
     headers = _state_headers(upload)
     headers["Location"] = f"{request.path.rstrip('/')}/{upload.id}"
     return web.Response(status=201, headers=headers)
+
+
+async def _discard(services: Services, principal: Principal, upload_id: str) -> None:
+    try:
+        await services.uploads.terminate(principal, upload_id)
+    except Exception:
+        log.exception("could not discard the failed creation %s", upload_id)
 
 
 async def _head(services: Services, principal: Principal, upload_id: str) -> web.StreamResponse:
@@ -178,8 +201,24 @@ async def _body(request: web.Request) -> AsyncIterator[bytes]:
         except TusingestError:
             raise
         except Exception as exc:
+            rest = _buffered(content)
+            if rest:
+                yield rest
             raise BodyInterrupted(f"the request body ended early: {exc!r}") from None
         if not chunk:
             return
         yield chunk
 
+
+def _buffered(content: StreamReader) -> bytes:
+    """Bytes that arrived before the connection dropped but were not read yet.
+
+    aiohttp's `read()` raises the connection error even while data is still buffered; an
+    interrupted PATCH should keep everything that arrived (tus-protocol.md §2.4), so drain the
+    buffer directly. `_read_nowait` is aiohttp-internal (checked with 3.14): on any surprise
+    keep only what was read before.
+    """
+    try:
+        return content._read_nowait(-1)
+    except Exception:
+        return b""

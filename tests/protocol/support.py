@@ -1,0 +1,119 @@
+"""Helpers for the tus protocol tests: raw HTTP, HTTP dates, polling, reading upload rows."""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import hashlib
+import http.client
+import re
+import socket
+import sqlite3
+import time
+from collections.abc import Callable, Iterator, Mapping
+from datetime import datetime
+from urllib.parse import urlsplit
+
+import asyncpg
+
+from tests.conftest import Server
+
+OCTET = "application/offset+octet-stream"
+IMF_FIXDATE = re.compile(
+    r"^(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d{2} "
+    r"(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) \d{4} \d{2}:\d{2}:\d{2} GMT$"
+)
+
+
+def upload_id(url: str) -> str:
+    return url.rstrip("/").rsplit("/", 1)[-1]
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def chunks(data: bytes, size: int) -> Iterator[bytes]:
+    """A generator body: requests sends it chunked, without Content-Length."""
+    for start in range(0, len(data), size):
+        yield data[start : start + size]
+
+
+def http_date(value: str) -> datetime:
+    """Parse an IMF-fixdate (GMT) header value, asserting the exact format."""
+    assert IMF_FIXDATE.match(value), f"not an IMF-fixdate: {value!r}"
+    return email.utils.parsedate_to_datetime(value)
+
+
+def offset_of(server: Server, url: str) -> int:
+    response = server.request("HEAD", url)
+    assert response.status_code == 200, response.status_code
+    return int(response.headers["Upload-Offset"])
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, step: float = 0.02) -> None:
+    """Poll `predicate` until true; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met before the deadline"
+        time.sleep(step)
+
+
+def raw_request(
+    server: Server,
+    method: str,
+    path: str,
+    headers: Mapping[str, str] | None = None,
+    body: bytes = b"",
+) -> http.client.HTTPResponse:
+    """One request with the path sent exactly as given (no client-side normalisation)."""
+    parts = urlsplit(server.url)
+    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=30)
+    conn.putrequest(method, path, skip_accept_encoding=True)
+    for name, value in {**server.headers(), **(headers or {})}.items():
+        conn.putheader(name, value)
+    if body or method in ("POST", "PATCH"):
+        conn.putheader("Content-Length", str(len(body)))
+    conn.endheaders(body or None)
+    response = conn.getresponse()
+    response.read()
+    conn.close()
+    return response
+
+
+def send_and_drop(
+    server: Server, path: str, headers: Mapping[str, str], body: bytes, content_length: int
+) -> None:
+    """Send a request announcing `content_length` body bytes, send only `body`, then close."""
+    parts = urlsplit(server.url)
+    lines = [f"PATCH {path} HTTP/1.1", f"Host: {parts.netloc}"]
+    lines += [f"{k}: {v}" for k, v in {**server.headers(), **headers}.items()]
+    lines.append(f"Content-Length: {content_length}")
+    head_bytes = ("\r\n".join(lines) + "\r\n\r\n").encode()
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+        sock.sendall(head_bytes + body)
+        sock.shutdown(socket.SHUT_WR)
+
+
+def upload_status(server: Server, upload_id: str) -> str | None:
+    """The `status` column of an upload row, read straight from the database."""
+    url = server.settings.database_url
+    if server.backend == "sqlite":
+        path = url.split(":///", 1)[1]
+        with sqlite3.connect(path) as conn:
+            row = conn.execute("SELECT status FROM uploads WHERE id = ?", (upload_id,)).fetchone()
+        return None if row is None else str(row[0])
+
+    async def fetch() -> str | None:
+        conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+        try:
+            value = await conn.fetchval("SELECT status FROM uploads WHERE id = $1", upload_id)
+        finally:
+            await conn.close()
+        return None if value is None else str(value)
+
+    return asyncio.run(fetch())
+
+
+def staged_count(server: Server) -> int:
+    return sum(1 for _ in server.settings.staging_dir.iterdir())

@@ -1,0 +1,165 @@
+"""tus expiration extension (tus-protocol.md §3.4) against SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from tests.conftest import BACKENDS, Server
+from tests.protocol.support import http_date, upload_id, upload_status, wait_until
+
+TTL = 1.0  # seconds, for the short-lived servers below
+
+
+def _ttl_env(reaper_seconds: float) -> dict[str, str]:
+    return {
+        "UPLOAD_SESSION_TTL_HOURS": str(TTL / 3600),
+        "UPLOAD_REAPER_INTERVAL_SECONDS": str(reaper_seconds),
+    }
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def unreaped(request: pytest.FixtureRequest, make_server: Callable[..., Server]) -> Server:
+    """Sessions live 1 s; the reaper practically never runs."""
+    return make_server(request.param, **_ttl_env(3600))
+
+
+@dataclass
+class Reaped:
+    server: Server
+    incomplete: str
+    deferred: str
+    complete: str
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def reaped(request: pytest.FixtureRequest, make_server: Callable[..., Server]) -> Reaped:
+    """Sessions live 1 s, the reaper runs every 0.1 s; returns uploads after one reaping."""
+    server = make_server(request.param, **_ttl_env(0.1))
+    complete = server.create(3)
+    assert server.patch(complete, b"abc", 0).status_code == 204
+    incomplete = server.create(10)
+    assert server.patch(incomplete, b"abcd", 0).status_code == 204
+    deferred = server.create(None)
+    wait_until(
+        lambda: not server.staged(incomplete).exists() and not server.staged(deferred).exists(),
+        timeout=15,
+    )
+    return Reaped(server, incomplete, deferred, complete)
+
+
+def _near_window(value: str, server: Server) -> datetime:
+    expires = http_date(value)
+    window = timedelta(seconds=server.settings.session_ttl_seconds)
+    now = datetime.now(UTC)
+    assert now + window - timedelta(seconds=5) <= expires <= now + window + timedelta(seconds=1)
+    return expires
+
+
+# --- Upload-Expires on responses -------------------------------------------------------------
+
+
+def test_upload_expires_on_201_and_every_patch_while_incomplete(server: Server) -> None:
+    response = server.request("POST", server.endpoint, headers={"Upload-Length": "6"})
+    assert response.status_code == 201
+    _near_window(response.headers["Upload-Expires"], server)
+    url = f"{server.url}{response.headers['Location']}"
+    for data, offset in [(b"ab", 0), (b"", 2), (b"cd", 2)]:
+        patched = server.patch(url, data, offset)
+        assert patched.status_code == 204
+        _near_window(patched.headers["Upload-Expires"], server)
+
+
+def test_upload_expires_on_deferred_upload_patches(server: Server) -> None:
+    url = server.create(None)
+    patched = server.patch(url, b"ab", 0)
+    _near_window(patched.headers["Upload-Expires"], server)
+    declared = server.patch(url, b"", 2, **{"Upload-Length": "4"})
+    _near_window(declared.headers["Upload-Expires"], server)
+
+
+def test_upload_expires_moves_forward_with_activity(server: Server) -> None:
+    response = server.request("POST", server.endpoint, headers={"Upload-Length": "6"})
+    created = http_date(response.headers["Upload-Expires"])
+    url = f"{server.url}{response.headers['Location']}"
+    time.sleep(1.02 - time.time() % 1)  # into the next wall-clock second (dates have 1 s steps)
+    patched = server.patch(url, b"ab", 0)
+    after_patch = http_date(patched.headers["Upload-Expires"])
+    assert after_patch > created
+
+
+def test_upload_expires_absent_once_complete(server: Server) -> None:
+    url = server.create(4)
+    assert "Upload-Expires" in server.patch(url, b"ab", 0).headers
+    last = server.patch(url, b"cd", 2)
+    assert last.status_code == 204
+    assert "Upload-Expires" not in last.headers
+    assert "Upload-Expires" not in server.request("HEAD", url).headers
+    again = server.patch(url, b"", 4)
+    assert again.status_code == 204
+    assert "Upload-Expires" not in again.headers
+
+
+def test_zero_length_upload_has_no_expiry(server: Server) -> None:
+    response = server.request("POST", server.endpoint, headers={"Upload-Length": "0"})
+    assert response.status_code == 201
+    assert "Upload-Expires" not in response.headers
+
+
+# --- expiry ------------------------------------------------------------------------------------
+
+
+def test_activity_postpones_expiry_then_overdue_upload_is_410(unreaped: Server) -> None:
+    server = unreaped
+    created = time.monotonic()
+    url = server.create(10)
+    time.sleep(TTL * 0.5)
+    assert server.patch(url, b"abcd", 0).status_code == 204
+    patched = time.monotonic()
+    time.sleep(max(0.0, created + TTL * 1.2 - time.monotonic()))
+    # Past the creation deadline, but the PATCH moved it.
+    assert server.request("HEAD", url).status_code == 200
+    time.sleep(max(0.0, patched + TTL * 1.1 - time.monotonic()))
+    head = server.request("HEAD", url)
+    assert head.status_code == 410
+    assert head.headers["Tus-Resumable"] == "1.0.0"
+    assert "Upload-Offset" not in head.headers
+    assert server.patch(url, b"ef", 4).status_code == 410
+    assert server.request("DELETE", url).status_code == 410
+    # Refused by its deadline alone: the reaper has not run yet.
+    assert upload_status(server, upload_id(url)) == "receiving"
+    assert server.staged(url).read_bytes() == b"abcd"
+
+
+@pytest.mark.parametrize("which", ["incomplete", "deferred"])
+def test_expired_upload_is_410_on_head_patch_delete(reaped: Reaped, which: str) -> None:
+    server, url = reaped.server, getattr(reaped, which)
+    head = server.request("HEAD", url)
+    assert head.status_code == 410
+    assert "Upload-Offset" not in head.headers
+    patch = server.patch(url, b"ef", 4 if which == "incomplete" else 0)
+    assert patch.status_code == 410
+    assert patch.headers["Tus-Resumable"] == "1.0.0"
+    assert server.request("DELETE", url).status_code == 410
+    assert server.request("HEAD", url).status_code == 410  # DELETE did not turn it into 404
+
+
+@pytest.mark.parametrize("which", ["incomplete", "deferred"])
+def test_reaper_deletes_staged_bytes_and_marks_expired(reaped: Reaped, which: str) -> None:
+    url = getattr(reaped, which)
+    assert not reaped.server.staged(url).exists()
+    assert upload_status(reaped.server, upload_id(url)) == "expired"
+
+
+def test_complete_upload_does_not_expire(reaped: Reaped) -> None:
+    server, url = reaped.server, reaped.complete
+    head = server.request("HEAD", url)
+    assert head.status_code == 200
+    assert head.headers["Upload-Offset"] == head.headers["Upload-Length"] == "3"
+    assert server.staged(url).read_bytes() == b"abc"
+    assert upload_status(server, upload_id(url)) == "complete"
+    assert server.request("DELETE", url).status_code == 204
