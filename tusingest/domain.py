@@ -6,6 +6,17 @@ import enum
 from dataclasses import dataclass
 from datetime import datetime
 
+PARTIAL = "partial"
+FINAL_PREFIX = "final;"
+
+
+@dataclass(frozen=True)
+class Checksum:
+    """A client-declared digest of one request body (`Upload-Checksum`)."""
+
+    algorithm: str
+    digest: bytes
+
 
 class UploadStatus(enum.StrEnum):
     RECEIVING = "receiving"
@@ -55,6 +66,16 @@ class Upload:
     concat: str | None = None
     error: str | None = None
     file_id: str | None = None
+    md5: str | None = None
+    sha256: str | None = None
+
+    @property
+    def is_partial(self) -> bool:
+        return self.concat == PARTIAL
+
+    @property
+    def is_final(self) -> bool:
+        return self.concat is not None and self.concat.startswith(FINAL_PREFIX)
 
     @property
     def is_complete(self) -> bool:

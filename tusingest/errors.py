@@ -98,3 +98,14 @@ class BodyInterrupted(TusingestError):
 
     status = 400
     code = "body_interrupted"
+
+
+class UploadInterrupted(BodyInterrupted):
+    """A newer request on the same upload asked this one to stop and commit what it has."""
+
+    code = "upload_interrupted"
+
+
+class ChecksumMismatch(TusingestError):
+    status = 460
+    code = "checksum_mismatch"

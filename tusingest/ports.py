@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Protocol
@@ -27,8 +27,10 @@ class SessionStore(Protocol):
         status: UploadStatus,
         now: datetime,
         expires_at: datetime | None,
+        digests: tuple[str, str] | None = None,
     ) -> Upload | None:
-        """Set offset/length/status if the row is receiving at `expected_offset`; else None."""
+        """Set offset/length/status (and md5/sha256 hex) if the row is receiving at
+        `expected_offset`; None otherwise."""
         ...
 
     async def transition(
@@ -43,19 +45,19 @@ class SessionStore(Protocol):
         ...
 
     async def expired_ids(self, now: datetime, limit: int) -> list[str]:
-        """Receiving uploads whose `expires_at` has passed."""
+        """Uploads whose `expires_at` has passed (receiving ones, and unused partials)."""
         ...
 
     async def ping(self) -> None: ...
 
 
 class StagingWriter(Protocol):
-    """Appends bytes at a fixed start offset of one staging file."""
+    """Appends bytes at a fixed start offset of one staging file (blocking calls run off-loop)."""
 
     @property
     def written(self) -> int: ...
 
-    async def write(self, data: bytes) -> None: ...
+    async def write(self, buffers: Sequence[bytes]) -> None: ...
 
     async def sync(self) -> None:
         """Make everything written so far durable (fsync)."""
@@ -77,14 +79,37 @@ class Staging(Protocol):
         """Open for appending at `offset`; bytes past it (uncommitted) are discarded first."""
         ...
 
+    async def assemble(self, upload_id: str, parts: Sequence[tuple[str, int]]) -> None:
+        """Create `upload_id` durably from the first `length` bytes of each part, in order."""
+        ...
+
     async def delete(self, upload_id: str) -> None: ...
 
     async def size(self, upload_id: str) -> int | None: ...
 
+    async def stale(self, older_than_seconds: float) -> list[str]:
+        """Ids of staged files not modified for `older_than_seconds`."""
+        ...
+
+
+ReleaseRequest = Callable[[], None]
+
 
 class Locker(Protocol):
-    """Exclusive per-upload locks."""
+    """Exclusive per-upload leases, with tusd-style release requests."""
 
-    def hold(self, key: str, timeout: float) -> AbstractAsyncContextManager[None]:
-        """Hold the lock for `key`; raise `Locked` if it cannot be had within `timeout`."""
+    def hold(
+        self, key: str, *, on_release: ReleaseRequest | None = None, patient: bool = True
+    ) -> AbstractAsyncContextManager[None]:
+        """Hold the lease for `key`.
+
+        If another request holds it and `patient`, ask the holder to release (its
+        `on_release` is called, on whichever node it runs) and wait a bounded time; raise
+        `Locked` if the lease cannot be had (at once when not `patient`). `on_release` is
+        this holder's own callback, called when a later request asks for the lease.
+        """
+        ...
+
+    async def busy(self, key: str) -> bool:
+        """Whether some request holds the lease for `key` now."""
         ...

@@ -18,9 +18,10 @@ from tusingest.auth import Authenticator
 from tusingest.config import Settings
 from tusingest.errors import ConfigError
 from tusingest.keys import ensure_dev_keys
-from tusingest.ports import SessionStore
+from tusingest.ports import Locker, SessionStore
 from tusingest.store import schema
 from tusingest.store.locks import MemoryLocker
+from tusingest.store.pglocks import PgLocker, asyncpg_dsn
 from tusingest.store.sql import SqlSessionStore, create_engine
 from tusingest.store.staging import FileStaging
 from tusingest.store.uploads import UploadPolicy, UploadStore
@@ -52,15 +53,23 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
 
         settings.staging_dir.mkdir(parents=True, exist_ok=True)
         sessions = SqlSessionStore(engine)
+        locker: Locker
+        if settings.is_sqlite:
+            locker = MemoryLocker(settings.lock_timeout_seconds)
+        else:
+            pg_locker = PgLocker(
+                engine,
+                asyncpg_dsn(settings.database_url),
+                wait_seconds=settings.lock_timeout_seconds,
+            )
+            await pg_locker.start()
+            stack.push_async_callback(pg_locker.stop)
+            locker = pg_locker
         uploads = UploadStore(
             sessions,
             FileStaging(settings.staging_dir),
-            MemoryLocker(),
-            UploadPolicy(
-                ttl_seconds=settings.session_ttl_seconds,
-                max_size=settings.max_file_size,
-                lock_timeout=settings.lock_timeout_seconds,
-            ),
+            locker,
+            UploadPolicy(ttl_seconds=settings.session_ttl_seconds, max_size=settings.max_file_size),
         )
         reaper = asyncio.create_task(_reap_forever(uploads, settings.reaper_interval_seconds))
         stack.push_async_callback(_cancel, reaper)

@@ -24,7 +24,10 @@ from tests.protocol.support import (
     wait_until,
 )
 
-EXTENSIONS = "creation,creation-with-upload,creation-defer-length,expiration,termination"
+EXTENSIONS = (
+    "creation,creation-with-upload,creation-defer-length,expiration,termination,"
+    "checksum,concatenation"
+)
 
 
 def _no_version(server: Server, **extra: str) -> dict[str, str]:
@@ -127,7 +130,7 @@ def test_options_advertises_version_extensions_and_max_size(server: Server) -> N
     assert response.headers["Tus-Version"] == "1.0.0"
     assert response.headers["Tus-Extension"] == EXTENSIONS
     assert response.headers["Tus-Max-Size"] == str(server.settings.max_file_size)
-    assert "Tus-Checksum-Algorithm" not in response.headers
+    assert response.headers["Tus-Checksum-Algorithm"] == "sha1,md5,sha256"
     assert response.content == b""
 
 
@@ -427,7 +430,7 @@ def test_plain_post_to_upload_url_is_405(server: Server) -> None:
 # --- concurrency -----------------------------------------------------------------------------
 
 
-def test_concurrent_patches_never_both_apply(server: Server) -> None:
+def test_a_newer_patch_takes_over_and_both_never_apply(server: Server) -> None:
     size = 64 * 1024
     slow_data, fast_data = os.urandom(size), os.urandom(size)
     url = server.create(size)
@@ -456,19 +459,26 @@ def test_concurrent_patches_never_both_apply(server: Server) -> None:
     time.sleep(0.2)  # let the server take the slow request's lock
     fast = threading.Thread(target=send, args=("fast", fast_data))
     fast.start()
-    time.sleep(0.2)  # the fast request is now waiting for (or refused) the lock
+    fast.join(30)
     release.set()
     slow.join(30)
     fast.join(30)
 
+    # The newer request asks the streaming one to release the upload (tusd semantics): the
+    # slow request commits what it had received and is told so; the fast one, sent for offset
+    # 0, then finds the offset moved and gets 409. Never do both apply.
     statuses = {name: r.status_code for name, r in results.items()}
-    winners = [name for name, status in statuses.items() if status == 204]
-    assert len(winners) == 1, statuses
-    loser = "fast" if winners == ["slow"] else "slow"
-    assert statuses[loser] in (409, 423), statuses
-    expected = slow_data if winners == ["slow"] else fast_data
-    assert offset_of(server, url) == size
-    assert sha256(server.staged(url).read_bytes()) == sha256(expected)
+    assert statuses["slow"] == 400, statuses
+    assert results["slow"].text.startswith("upload_interrupted"), results["slow"].text
+    assert statuses["fast"] == 409, statuses
+    kept = int(results["fast"].headers["Upload-Offset"])
+    assert 1024 <= kept < size
+    assert offset_of(server, url) == kept
+    assert server.staged(url).read_bytes() == slow_data[:kept]
+    # The client that lost continues from the committed offset and finishes.
+    finish = server.patch(url, fast_data[kept:], kept)
+    assert finish.status_code == 204, finish.text
+    assert sha256(server.staged(url).read_bytes()) == sha256(slow_data[:kept] + fast_data[kept:])
 
 
 # --- unknown ids and methods -------------------------------------------------------------------

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from tusingest.domain import Upload, UploadStatus
+from tusingest.domain import PARTIAL, Upload, UploadStatus
 from tusingest.store.tables import uploads
 
 
@@ -59,6 +59,8 @@ def _row_to_upload(row: sa.Row[Any]) -> Upload:
         concat=row.concat,
         error=row.error,
         file_id=row.file_id,
+        md5=row.md5,
+        sha256=row.sha256,
     )
 
 
@@ -100,7 +102,17 @@ class SqlSessionStore:
         status: UploadStatus,
         now: datetime,
         expires_at: datetime | None,
+        digests: tuple[str, str] | None = None,
     ) -> Upload | None:
+        values: dict[str, Any] = {
+            "upload_offset": new_offset,
+            "length": length,
+            "status": status.value,
+            "updated_at": now,
+            "expires_at": expires_at,
+        }
+        if digests is not None:
+            values["md5"], values["sha256"] = digests
         stmt = (
             uploads.update()
             .where(
@@ -108,13 +120,7 @@ class SqlSessionStore:
                 uploads.c.upload_offset == expected_offset,
                 uploads.c.status == UploadStatus.RECEIVING.value,
             )
-            .values(
-                upload_offset=new_offset,
-                length=length,
-                status=status.value,
-                updated_at=now,
-                expires_at=expires_at,
-            )
+            .values(**values)
             .returning(*uploads.c)
         )
         async with self._engine.begin() as conn:
@@ -145,7 +151,13 @@ class SqlSessionStore:
         stmt = (
             sa.select(uploads.c.id)
             .where(
-                uploads.c.status == UploadStatus.RECEIVING.value,
+                sa.or_(
+                    uploads.c.status == UploadStatus.RECEIVING.value,
+                    sa.and_(
+                        uploads.c.status == UploadStatus.COMPLETE.value,
+                        uploads.c.concat == PARTIAL,
+                    ),
+                ),
                 uploads.c.expires_at <= now,
             )
             .order_by(uploads.c.expires_at)

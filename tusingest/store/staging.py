@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from tusingest.errors import NotFound
 
 _ID = re.compile(r"[0-9a-f]{32}")
-_FLUSH_BYTES = 1 << 20
-_FLUSH_BUFFERS = 256  # well below IOV_MAX for pwritev
+_IOV_MAX = 512  # well below the kernel's IOV_MAX (1024) for one pwritev
+_COPY_CHUNK = 64 << 20
 
 
 class FileStaging:
@@ -50,9 +52,29 @@ class FileStaging:
 
         return FileStagingWriter(await asyncio.to_thread(_open), offset)
 
+    async def assemble(self, upload_id: str, parts: Sequence[tuple[str, int]]) -> None:
+        target = self.path(upload_id)
+        sources = [(self.path(part), length) for part, length in parts]
+        await asyncio.to_thread(_assemble, target, sources)
+
     async def delete(self, upload_id: str) -> None:
         path = self.path(upload_id)
         await asyncio.to_thread(path.unlink, True)
+
+    async def stale(self, older_than_seconds: float) -> list[str]:
+        def _stale() -> list[str]:
+            cutoff = time.time() - older_than_seconds
+            found = []
+            with os.scandir(self._root) as entries:
+                for entry in entries:
+                    if _ID.fullmatch(entry.name) and entry.stat().st_mtime < cutoff:
+                        found.append(entry.name)
+            return found
+
+        try:
+            return await asyncio.to_thread(_stale)
+        except FileNotFoundError:
+            return []
 
     async def size(self, upload_id: str) -> int | None:
         path = self.path(upload_id)
@@ -67,42 +89,27 @@ class FileStaging:
 
 
 class FileStagingWriter:
-    """Buffers up to 1 MiB, writes with pwritev off the event loop, fsyncs on demand."""
+    """Writes batches with pwritev at the running position, off the event loop."""
 
     def __init__(self, fd: int, start: int) -> None:
         self._fd = fd
         self._start = start
         self._written = 0
-        self._flushed = 0
-        self._pending: list[bytes] = []
-        self._pending_size = 0
 
     @property
     def written(self) -> int:
         return self._written
 
-    async def write(self, data: bytes) -> None:
-        self._pending.append(data)
-        self._pending_size += len(data)
-        self._written += len(data)
-        if self._pending_size >= _FLUSH_BYTES or len(self._pending) >= _FLUSH_BUFFERS:
-            await self._flush()
-
-    async def _flush(self) -> None:
-        if not self._pending:
-            return
-        buffers, self._pending, self._pending_size = self._pending, [], 0
-        position = self._start + self._flushed
+    async def write(self, buffers: Sequence[bytes]) -> None:
+        position = self._start + self._written
         await asyncio.to_thread(_pwrite_all, self._fd, buffers, position)
-        self._flushed += sum(len(b) for b in buffers)
+        self._written += sum(len(b) for b in buffers)
 
     async def sync(self) -> None:
-        await self._flush()
         await asyncio.to_thread(os.fsync, self._fd)
 
     async def discard(self) -> None:
-        self._pending, self._pending_size = [], 0
-        self._written = self._flushed = 0
+        self._written = 0
         await asyncio.to_thread(os.ftruncate, self._fd, self._start)
 
     async def close(self) -> None:
@@ -111,13 +118,45 @@ class FileStagingWriter:
             await asyncio.to_thread(os.close, fd)
 
 
-def _pwrite_all(fd: int, buffers: list[bytes], position: int) -> None:
+def _pwrite_all(fd: int, buffers: Sequence[bytes], position: int) -> None:
     views = [memoryview(b) for b in buffers]
     while views:
-        n = os.pwritev(fd, views, position)
+        n = os.pwritev(fd, views[:_IOV_MAX], position)
         position += n
         while views and n >= len(views[0]):
             n -= len(views[0])
             views.pop(0)
         if views and n:
             views[0] = views[0][n:]
+
+
+def _assemble(target: Path, sources: Sequence[tuple[Path, int]]) -> None:
+    """Concatenate in the kernel (copy_file_range: reflinks or in-kernel copies), fsync."""
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+    try:
+        position = 0
+        for source, length in sources:
+            src = os.open(source, os.O_RDONLY)
+            try:
+                _copy_range(src, fd, length, position)
+            finally:
+                os.close(src)
+            position += length
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _copy_range(src: int, dst: int, length: int, position: int) -> None:
+    copied = 0
+    while copied < length:
+        want = min(_COPY_CHUNK, length - copied)
+        try:
+            n = os.copy_file_range(src, dst, want, copied, position + copied)
+        except OSError:
+            # Filesystems or kernels without copy_file_range: sendfile, still no Python buffer.
+            os.lseek(dst, position + copied, os.SEEK_SET)
+            n = os.sendfile(dst, src, copied, want)
+        if n == 0:
+            raise OSError(f"source ended after {copied} of {length} bytes")
+        copied += n

@@ -21,5 +21,16 @@ uploads = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("md5", sa.String(32), nullable=True),
+    sa.Column("sha256", sa.String(64), nullable=True),
     sa.Index("ix_uploads_status_expires_at", "status", "expires_at"),
+)
+
+# Cross-node leases (PostgreSQL locker); a row per held upload.
+upload_locks = sa.Table(
+    "upload_locks",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("holder", sa.String(64), nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
 )

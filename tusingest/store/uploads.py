@@ -1,4 +1,5 @@
-"""tus state transitions: create, append (stream → staging → durable commit), terminate, expire."""
+"""tus state transitions: create, append (stream → staging → durable commit), concatenate,
+terminate, expire."""
 
 from __future__ import annotations
 
@@ -6,20 +7,23 @@ import asyncio
 import logging
 import re
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from tusingest.domain import Principal, Upload, UploadStatus
+from tusingest.domain import FINAL_PREFIX, PARTIAL, Checksum, Principal, Upload, UploadStatus
 from tusingest.errors import (
     BadRequest,
     BodyInterrupted,
     Conflict,
+    Forbidden,
     Gone,
     NotFound,
     PayloadTooLarge,
 )
-from tusingest.ports import Locker, SessionStore, Staging, StagingWriter
+from tusingest.ports import Locker, ReleaseRequest, SessionStore, Staging
+from tusingest.store.digests import InlineDigests, UploadDigest
+from tusingest.store.receive import Receiver
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +37,14 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def is_upload_id(value: str) -> bool:
+    return _UPLOAD_ID.fullmatch(value) is not None
+
+
 @dataclass(frozen=True)
 class UploadPolicy:
     ttl_seconds: float
     max_size: int
-    lock_timeout: float
 
 
 class UploadStore:
@@ -56,6 +63,7 @@ class UploadStore:
         self._locker = locker
         self._policy = policy
         self._clock = clock
+        self._digests = InlineDigests()
 
     @property
     def policy(self) -> UploadPolicy:
@@ -64,13 +72,22 @@ class UploadStore:
     def _expiry(self, now: datetime) -> datetime:
         return now + timedelta(seconds=self._policy.ttl_seconds)
 
-    async def create(
-        self, principal: Principal, *, length: int | None, metadata_raw: str | None
-    ) -> Upload:
-        if length is not None and length > self._policy.max_size:
+    def _check_size(self, length: int) -> None:
+        if length > self._policy.max_size:
             raise PayloadTooLarge(
                 f"Upload-Length {length} exceeds the maximum of {self._policy.max_size} bytes"
             )
+
+    async def create(
+        self,
+        principal: Principal,
+        *,
+        length: int | None,
+        metadata_raw: str | None,
+        partial: bool = False,
+    ) -> Upload:
+        if length is not None:
+            self._check_size(length)
         now = self._clock()
         complete = length == 0
         upload = Upload(
@@ -82,15 +99,76 @@ class UploadStore:
             status=UploadStatus.COMPLETE if complete else UploadStatus.RECEIVING,
             created_at=now,
             updated_at=now,
-            expires_at=None if complete else self._expiry(now),
+            # Partials stay expirable when complete: only a final makes them worth keeping.
+            expires_at=None if complete and not partial else self._expiry(now),
+            concat=PARTIAL if partial else None,
         )
         await self._staging.create(upload.id)
         await self._sessions.insert(upload)
         return upload
 
+    async def create_final(
+        self,
+        principal: Principal,
+        *,
+        concat: str,
+        part_ids: Sequence[tuple[str, str]],
+        metadata_raw: str | None,
+    ) -> Upload:
+        """Concatenate complete partials (`(url, id)` in order) into a new, complete upload."""
+        parts: list[Upload] = []
+        for url, part_id in part_ids:
+            try:
+                part = await self.find(principal, part_id)
+            except (NotFound, Gone):
+                raise BadRequest(
+                    f"Upload-Concat references {url}, which is not an upload of yours",
+                    code="invalid_concat_part",
+                ) from None
+            if not part.is_partial:
+                raise BadRequest(
+                    f"Upload-Concat references {url}, which is not a partial upload",
+                    code="invalid_concat_part",
+                )
+            if part.status is not UploadStatus.COMPLETE or part.length is None:
+                raise BadRequest(
+                    f"Upload-Concat references {url}, which is not complete",
+                    code="concat_part_incomplete",
+                )
+            parts.append(part)
+        length = sum(part.length or 0 for part in parts)
+        self._check_size(length)
+        now = self._clock()
+        final = Upload(
+            id=uuid.uuid4().hex,
+            owner=principal.sub,
+            length=length,
+            offset=length,
+            metadata_raw=metadata_raw,
+            status=UploadStatus.COMPLETE,
+            created_at=now,
+            updated_at=now,
+            expires_at=None,
+            concat=FINAL_PREFIX + concat,
+        )
+        # Bytes first, durably; the row makes them visible. A crash in between leaves a file
+        # without a row, which the staging sweep removes.
+        await self._staging.assemble(final.id, [(p.id, p.length or 0) for p in parts])
+        await self._sessions.insert(final)
+        for part_id in {p.id for p in parts}:
+            await self._sessions.transition(
+                part_id,
+                from_statuses=[UploadStatus.COMPLETE],
+                to_status=UploadStatus.TERMINATED,
+                now=now,
+            )
+            await self._staging.delete(part_id)
+            self._digests.drop(part_id)
+        return final
+
     async def find(self, principal: Principal, upload_id: str) -> Upload:
         """The upload as `principal` may see it: 404 unknown/foreign/terminated, 410 expired."""
-        upload = await self._sessions.get(upload_id) if _UPLOAD_ID.fullmatch(upload_id) else None
+        upload = await self._sessions.get(upload_id) if is_upload_id(upload_id) else None
         if (
             upload is None
             or not principal.may_access(upload.owner)
@@ -101,13 +179,21 @@ class UploadStore:
             raise Gone("upload expired")
         return upload
 
+    async def current(self, principal: Principal, upload_id: str) -> Upload:
+        """Like `find`, but a request streaming into the upload is first asked to commit what
+        it has received, so a resuming client sees every byte that arrived (tusd semantics)."""
+        upload = await self.find(principal, upload_id)
+        if upload.status is UploadStatus.RECEIVING and await self._locker.busy(upload_id):
+            async with self._locker.hold(upload_id):
+                upload = await self.find(principal, upload_id)
+        return upload
+
     @staticmethod
     def _is_overdue(upload: Upload, now: datetime) -> bool:
-        return (
-            upload.status is UploadStatus.RECEIVING
-            and upload.expires_at is not None
-            and upload.expires_at <= now
+        expirable = upload.status is UploadStatus.RECEIVING or (
+            upload.is_partial and upload.status is UploadStatus.COMPLETE
         )
+        return expirable and upload.expires_at is not None and upload.expires_at <= now
 
     async def append(
         self,
@@ -118,11 +204,15 @@ class UploadStore:
         length: int | None,
         content_length: int | None,
         body: AsyncIterator[bytes],
+        checksum: Checksum | None = None,
+        on_release: ReleaseRequest | None = None,
     ) -> Upload:
         """Apply one PATCH: check, stream the body to staging, fsync, commit the offset."""
-        await self.find(principal, upload_id)
-        async with self._locker.hold(upload_id, self._policy.lock_timeout):
-            # Re-read under the lock: another request may have moved the offset meanwhile.
+        upload = await self.find(principal, upload_id)
+        if upload.is_final:
+            raise Forbidden("a final upload cannot be patched", code="final_upload")
+        async with self._locker.hold(upload_id, on_release=on_release):
+            # Re-read under the lease: another request may have moved the offset meanwhile.
             upload = await self.find(principal, upload_id)
             if offset != upload.offset:
                 raise Conflict(
@@ -140,7 +230,7 @@ class UploadStore:
                 if await _has_data(body):
                     raise PayloadTooLarge("the upload is already complete")
                 return upload
-            return await self._receive(upload, new_length, limit, body)
+            return await self._receive(upload, new_length, limit, body, checksum)
 
     def _check_length(self, upload: Upload, length: int | None) -> int | None:
         if length is None:
@@ -157,10 +247,7 @@ class UploadStore:
                 f"Upload-Length {length} is below the current offset {upload.offset}",
                 code="length_below_offset",
             )
-        if length > self._policy.max_size:
-            raise PayloadTooLarge(
-                f"Upload-Length {length} exceeds the maximum of {self._policy.max_size} bytes"
-            )
+        self._check_size(length)
         return length
 
     async def _receive(
@@ -169,37 +256,52 @@ class UploadStore:
         new_length: int | None,
         limit: int,
         body: AsyncIterator[bytes],
+        checksum: Checksum | None,
     ) -> Upload:
-        writer: StagingWriter | None = None
+        before = self._digests.take(upload.id, upload.offset)
+        running = before.copy() if before is not None else None
+        receiver = Receiver(
+            lambda: self._staging.writer(upload.id, upload.offset),
+            limit=limit,
+            digest=running,
+            checksum=checksum,
+        )
+        kept = False
         try:
             try:
-                async for chunk in body:
-                    if not chunk:
-                        continue
-                    if writer is None:
-                        writer = await self._staging.writer(upload.id, upload.offset)
-                    if writer.written + len(chunk) > limit:
-                        await writer.discard()
-                        raise PayloadTooLarge("the body goes past the upload length")
-                    await writer.write(chunk)
+                await receiver.receive(body)
+                receiver.verify()
             except (BodyInterrupted, asyncio.CancelledError):
-                # Keep what arrived: commit it, then let the interruption propagate.
-                await asyncio.shield(self._commit(upload, writer, new_length))
+                if checksum is None:
+                    # Keep what arrived: commit it, then let the interruption propagate.
+                    kept = True
+                    await asyncio.shield(self._commit(upload, receiver, new_length, running))
                 raise
-            return await self._commit(upload, writer, new_length)
+            kept = True
+            return await self._commit(upload, receiver, new_length, running)
         finally:
-            if writer is not None:
-                await writer.close()
+            if not kept:
+                if receiver.writer is not None:
+                    await asyncio.shield(receiver.writer.discard())
+                if before is not None:
+                    self._digests.put(upload.id, before)
+            if receiver.writer is not None:
+                await receiver.writer.close()
 
     async def _commit(
-        self, upload: Upload, writer: StagingWriter | None, new_length: int | None
+        self,
+        upload: Upload,
+        receiver: Receiver,
+        new_length: int | None,
+        digest: UploadDigest | None,
     ) -> Upload:
-        received = 0
-        if writer is not None:
-            await writer.sync()
-            received = writer.written
-        new_offset = upload.offset + received
+        if receiver.writer is not None:
+            await receiver.writer.sync()
+        new_offset = upload.offset + receiver.received
         complete = new_length is not None and new_offset == new_length
+        if digest is not None:
+            digest.offset = new_offset
+        digests = digest.hexdigests() if complete and digest is not None else None
         now = self._clock()
         committed = await self._sessions.advance(
             upload.id,
@@ -208,7 +310,8 @@ class UploadStore:
             length=new_length,
             status=UploadStatus.COMPLETE if complete else UploadStatus.RECEIVING,
             now=now,
-            expires_at=None if complete else self._expiry(now),
+            expires_at=self._expiry(now) if not complete or upload.is_partial else None,
+            digests=digests,
         )
         if committed is None:
             current = await self._sessions.get(upload.id)
@@ -216,11 +319,13 @@ class UploadStore:
                 "the upload changed while this request was streaming",
                 headers={"Upload-Offset": str(current.offset if current else upload.offset)},
             )
+        if digest is not None and not complete:
+            self._digests.put(upload.id, digest)
         return committed
 
     async def terminate(self, principal: Principal, upload_id: str) -> None:
         await self.find(principal, upload_id)
-        async with self._locker.hold(upload_id, self._policy.lock_timeout):
+        async with self._locker.hold(upload_id):
             await self.find(principal, upload_id)
             await self._sessions.transition(
                 upload_id,
@@ -229,6 +334,7 @@ class UploadStore:
                 now=self._clock(),
             )
             await self._staging.delete(upload_id)
+            self._digests.drop(upload_id)
 
     async def reap_expired(self, batch: int = 100) -> int:
         """Mark overdue uploads expired and delete their staging bytes; returns how many."""
@@ -236,21 +342,32 @@ class UploadStore:
         now = self._clock()
         for upload_id in await self._sessions.expired_ids(now, batch):
             try:
-                async with self._locker.hold(upload_id, 0):
+                async with self._locker.hold(upload_id, patient=False):
                     upload = await self._sessions.get(upload_id)
                     if upload is None or not self._is_overdue(upload, now):
                         continue
                     if await self._sessions.transition(
                         upload_id,
-                        from_statuses=[UploadStatus.RECEIVING],
+                        from_statuses=[upload.status],
                         to_status=UploadStatus.EXPIRED,
                         now=now,
                     ):
                         await self._staging.delete(upload_id)
+                        self._digests.drop(upload_id)
                         reaped += 1
             except Exception as exc:  # a busy or broken row must not stop the sweep
                 log.info("reaper skipped %s: %s", upload_id, exc)
-        return reaped
+        return reaped + await self._sweep_orphans()
+
+    async def _sweep_orphans(self) -> int:
+        """Delete staged files that no session row owns (a crash between writing the bytes of
+        a new upload and inserting its row); only files older than a session's lifetime."""
+        swept = 0
+        for upload_id in await self._staging.stale(self._policy.ttl_seconds):
+            if await self._sessions.get(upload_id) is None:
+                await self._staging.delete(upload_id)
+                swept += 1
+        return swept
 
 
 async def _has_data(body: AsyncIterator[bytes]) -> bool:

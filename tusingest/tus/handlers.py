@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import StreamReader, web
 
@@ -11,17 +11,21 @@ from tusingest.domain import Principal, Upload
 from tusingest.errors import (
     BadRequest,
     BodyInterrupted,
+    Forbidden,
     PayloadTooLarge,
     PreconditionFailed,
-    TusingestError,
     UnsupportedMediaType,
+    UploadInterrupted,
 )
 from tusingest.services import SERVICES, Services
 from tusingest.tus.protocol import (
+    CHECKSUM_ALGORITHMS,
     EXTENSIONS,
     OFFSET_CONTENT_TYPE,
     TUS_VERSION,
     format_http_date,
+    parse_checksum,
+    parse_concat,
     parse_metadata,
     parse_non_negative,
 )
@@ -91,6 +95,7 @@ def _options(services: Services) -> web.StreamResponse:
             "Tus-Version": TUS_VERSION,
             "Tus-Extension": ",".join(EXTENSIONS),
             "Tus-Max-Size": str(services.settings.max_file_size),
+            "Tus-Checksum-Algorithm": ",".join(CHECKSUM_ALGORITHMS),
         },
     )
 
@@ -102,11 +107,33 @@ def _state_headers(upload: Upload) -> dict[str, str]:
     return headers
 
 
+def _location(request: web.Request, upload: Upload) -> str:
+    # Relative: right behind any proxy; clients resolve it against the endpoint.
+    return f"{request.path.rstrip('/')}/{upload.id}"
+
+
+def _interrupter(request: web.Request) -> Callable[[], None]:
+    """Ends this request's body stream when a newer request wants the upload: what arrived is
+    committed and the lease released (tusd's lock release request)."""
+
+    def interrupt() -> None:
+        if not request.content.is_eof():
+            request.content.set_exception(
+                UploadInterrupted("a newer request on this upload took over")
+            )
+
+    return interrupt
+
+
 async def _create(
     request: web.Request, services: Services, principal: Principal
 ) -> web.StreamResponse:
-    if "Upload-Concat" in request.headers:
-        raise BadRequest("concatenation is not supported", code="concatenation_unsupported")
+    concat_header = request.headers.get("Upload-Concat")
+    concat = parse_concat(concat_header) if concat_header is not None else None
+    raw_metadata = request.headers.get("Upload-Metadata")
+    metadata_raw = raw_metadata if parse_metadata(raw_metadata) else None
+    if concat is not None and concat[0] == "final":
+        return await _create_final(request, services, principal, concat[1], metadata_raw)
     length = parse_non_negative("Upload-Length", request.headers.get("Upload-Length"))
     defer = request.headers.get("Upload-Defer-Length")
     if (length is None) == (defer is None):
@@ -115,22 +142,13 @@ async def _create(
         )
     if defer is not None and defer.strip() != "1":
         raise BadRequest("Upload-Defer-Length must be 1", code="invalid_upload_defer_length")
-    raw_metadata = request.headers.get("Upload-Metadata")
-    metadata = parse_metadata(raw_metadata)
-    with_body = request.body_exists
-    if with_body and request.content_type != OFFSET_CONTENT_TYPE:
-        # Some HTTP stacks force a content type even on an empty (chunked) body.
-        async for chunk in _body(request):
-            if chunk:
-                raise UnsupportedMediaType(
-                    f"a creation body must be {OFFSET_CONTENT_TYPE}", code="unsupported_media_type"
-                )
-        with_body = False
+    checksum = parse_checksum(request.headers.get("Upload-Checksum"))
+    with_body = await _has_offset_body(request)
     content_length = request.content_length
     if with_body and length is not None and content_length is not None and content_length > length:
         raise PayloadTooLarge(f"the body ({content_length} bytes) is longer than Upload-Length")
     upload = await services.uploads.create(
-        principal, length=length, metadata_raw=raw_metadata if metadata else None
+        principal, length=length, metadata_raw=metadata_raw, partial=concat is not None
     )
     if with_body:
         try:
@@ -141,14 +159,64 @@ async def _create(
                 length=None,
                 content_length=content_length,
                 body=_body(request),
+                checksum=checksum,
+                on_release=_interrupter(request),
             )
         except Exception:
             # Without a 201 the client never learns the Location: nobody could resume it.
             await _discard(services, principal, upload.id)
             raise
     headers = _state_headers(upload)
-    headers["Location"] = f"{request.path.rstrip('/')}/{upload.id}"
+    headers["Location"] = _location(request, upload)
     return web.Response(status=201, headers=headers)
+
+
+async def _has_offset_body(request: web.Request) -> bool:
+    """Whether a creation carries upload bytes (creation-with-upload)."""
+    if not request.body_exists:
+        return False
+    if request.content_type == OFFSET_CONTENT_TYPE:
+        return True
+    # Some HTTP stacks force a content type even on an empty (chunked) body.
+    async for chunk in _body(request):
+        if chunk:
+            raise UnsupportedMediaType(
+                f"a creation body must be {OFFSET_CONTENT_TYPE}", code="unsupported_media_type"
+            )
+    return False
+
+
+async def _create_final(
+    request: web.Request,
+    services: Services,
+    principal: Principal,
+    parts: list[tuple[str, str]],
+    metadata_raw: str | None,
+) -> web.StreamResponse:
+    if "Upload-Length" in request.headers or "Upload-Defer-Length" in request.headers:
+        raise BadRequest(
+            "a final upload's length is the sum of its parts: send no Upload-Length",
+            code="invalid_length",
+        )
+    if request.body_exists and await _has_data(request):
+        raise Forbidden("a final upload cannot carry data", code="final_upload")
+    header = request.headers["Upload-Concat"].strip()
+    upload = await services.uploads.create_final(
+        principal,
+        concat=header.partition(";")[2].strip(),
+        part_ids=parts,
+        metadata_raw=metadata_raw,
+    )
+    headers = _state_headers(upload)
+    headers["Location"] = _location(request, upload)
+    return web.Response(status=201, headers=headers)
+
+
+async def _has_data(request: web.Request) -> bool:
+    async for chunk in _body(request):
+        if chunk:
+            return True
+    return False
 
 
 async def _discard(services: Services, principal: Principal, upload_id: str) -> None:
@@ -159,7 +227,7 @@ async def _discard(services: Services, principal: Principal, upload_id: str) -> 
 
 
 async def _head(services: Services, principal: Principal, upload_id: str) -> web.StreamResponse:
-    upload = await services.uploads.find(principal, upload_id)
+    upload = await services.uploads.current(principal, upload_id)
     headers = _state_headers(upload)
     headers["Cache-Control"] = "no-store"
     if upload.length is None:
@@ -168,19 +236,24 @@ async def _head(services: Services, principal: Principal, upload_id: str) -> web
         headers["Upload-Length"] = str(upload.length)
     if upload.metadata_raw:
         headers["Upload-Metadata"] = upload.metadata_raw
+    if upload.concat:
+        headers["Upload-Concat"] = upload.concat
     return web.Response(status=200, headers=headers)
 
 
 async def _patch(
     request: web.Request, services: Services, principal: Principal, upload_id: str
 ) -> web.StreamResponse:
-    await services.uploads.find(principal, upload_id)
+    upload = await services.uploads.find(principal, upload_id)
+    if upload.is_final:
+        raise Forbidden("a final upload cannot be patched", code="final_upload")
     if request.content_type != OFFSET_CONTENT_TYPE:
         raise UnsupportedMediaType(f"PATCH bodies must be {OFFSET_CONTENT_TYPE}")
     offset = parse_non_negative("Upload-Offset", request.headers.get("Upload-Offset"))
     if offset is None:
         raise BadRequest("Upload-Offset is required", code="missing_upload_offset")
     length = parse_non_negative("Upload-Length", request.headers.get("Upload-Length"))
+    checksum = parse_checksum(request.headers.get("Upload-Checksum"))
     upload = await services.uploads.append(
         principal,
         upload_id,
@@ -188,6 +261,8 @@ async def _patch(
         length=length,
         content_length=request.content_length,
         body=_body(request),
+        checksum=checksum,
+        on_release=_interrupter(request),
     )
     return web.Response(status=204, headers=_state_headers(upload))
 
@@ -198,12 +273,12 @@ async def _body(request: web.Request) -> AsyncIterator[bytes]:
     while True:
         try:
             chunk = await content.read(_READ_SIZE)
-        except TusingestError:
-            raise
         except Exception as exc:
             rest = _buffered(content)
             if rest:
                 yield rest
+            if isinstance(exc, BodyInterrupted):
+                raise
             raise BodyInterrupted(f"the request body ended early: {exc!r}") from None
         if not chunk:
             return

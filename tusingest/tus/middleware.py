@@ -7,7 +7,7 @@ import logging
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from tusingest.errors import PreconditionFailed, TusingestError
+from tusingest.errors import PreconditionFailed, TusingestError, UploadInterrupted
 from tusingest.tus.protocol import TUS_VERSION
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,8 @@ async def tus_middleware(request: web.Request, handler: Handler) -> web.StreamRe
         return await handler(request)
     try:
         response = await handler(request)
+    except UploadInterrupted as exc:
+        return await _answer_and_close(request, exc)
     except TusingestError as exc:
         response = error_response(exc)
     except web.HTTPException as exc:
@@ -48,4 +50,18 @@ async def tus_middleware(request: web.Request, handler: Handler) -> web.StreamRe
         log.exception("unhandled error in %s %s", request.method, request.path)
         response = web.Response(status=500, text="internal_error: unexpected server error\n")
     response.headers["Tus-Resumable"] = TUS_VERSION
+    return response
+
+
+async def _answer_and_close(request: web.Request, error: UploadInterrupted) -> web.StreamResponse:
+    """Tell an interrupted request why, then drop its connection: the rest of its body is
+    not wanted, and draining it would only delay the request that took over."""
+    response = error_response(error)
+    response.headers["Tus-Resumable"] = TUS_VERSION
+    response.force_close()
+    try:
+        await response.prepare(request)
+        await response.write_eof()
+    finally:
+        request.protocol.force_close()
     return response

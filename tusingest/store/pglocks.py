@@ -1,0 +1,188 @@
+"""Cross-node per-upload leases in PostgreSQL, with release requests over LISTEN/NOTIFY."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tusingest.ports import ReleaseRequest
+from tusingest.store.locks import locked_error
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "tusingest_lock_release"
+_POLL_SECONDS = 0.02
+
+_ACQUIRE = sa.text(
+    "INSERT INTO upload_locks (key, holder, expires_at) "
+    "VALUES (:key, :holder, now() + make_interval(secs => :ttl)) "
+    "ON CONFLICT (key) DO UPDATE SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at "
+    "WHERE upload_locks.expires_at < now() "
+    "RETURNING holder"
+)
+_RELEASE = sa.text("DELETE FROM upload_locks WHERE key = :key AND holder = :holder")
+_BUSY = sa.text("SELECT 1 FROM upload_locks WHERE key = :key AND expires_at > now()")
+_RENEW = sa.text(
+    "UPDATE upload_locks SET expires_at = now() + make_interval(secs => :ttl) "
+    "WHERE holder IN :holders RETURNING holder"
+).bindparams(sa.bindparam("holders", expanding=True))
+_NOTIFY = sa.text("SELECT pg_notify(:channel, :key)")
+
+
+def asyncpg_dsn(url: str) -> str:
+    """A SQLAlchemy `postgresql+asyncpg://` URL as a plain libpq-style DSN for asyncpg."""
+    return sa.make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+@dataclass
+class _Held:
+    holder: str
+    on_release: ReleaseRequest | None
+
+
+class PgLocker:
+    """Implements `Locker` for a cluster sharing one PostgreSQL database.
+
+    A lease is a row with an expiry, renewed in the background while held, so a crashed
+    node's leases lapse by themselves. Each statement is its own short transaction: no pooled
+    connection stays pinned while a request streams. One dedicated connection per node
+    LISTENs for release requests addressed to the leases it holds.
+    """
+
+    def __init__(
+        self, engine: AsyncEngine, dsn: str, *, wait_seconds: float, lease_seconds: float = 15.0
+    ) -> None:
+        self._engine = engine
+        self._dsn = dsn
+        self._wait = wait_seconds
+        self._lease = lease_seconds
+        self._held: dict[str, _Held] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._listening = asyncio.Event()
+
+    async def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._listen_forever()),
+            asyncio.create_task(self._renew_forever()),
+        ]
+        # Do not serve before release requests can reach us (bounded: a dead listener only
+        # degrades to lease expiry).
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(10):
+                await self._listening.wait()
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def busy(self, key: str) -> bool:
+        async with self._engine.connect() as conn:
+            return (await conn.execute(_BUSY, {"key": key})).first() is not None
+
+    @asynccontextmanager
+    async def hold(
+        self, key: str, *, on_release: ReleaseRequest | None = None, patient: bool = True
+    ) -> AsyncIterator[None]:
+        holder = f"{uuid.uuid4().hex}"
+        if not await self._try_acquire(key, holder):
+            if not patient:
+                raise locked_error()
+            await self._request_release(key)
+            deadline = asyncio.get_running_loop().time() + self._wait
+            while not await self._try_acquire(key, holder):
+                if asyncio.get_running_loop().time() >= deadline:
+                    raise locked_error()
+                await asyncio.sleep(_POLL_SECONDS)
+        self._held[key] = _Held(holder, on_release)
+        try:
+            yield
+        finally:
+            if self._held.get(key) is not None and self._held[key].holder == holder:
+                del self._held[key]
+            await asyncio.shield(self._release(key, holder))
+
+    async def _try_acquire(self, key: str, holder: str) -> bool:
+        async with self._engine.begin() as conn:
+            row = (
+                await conn.execute(_ACQUIRE, {"key": key, "holder": holder, "ttl": self._lease})
+            ).first()
+        return row is not None
+
+    async def _release(self, key: str, holder: str) -> None:
+        try:
+            async with self._engine.begin() as conn:
+                await conn.execute(_RELEASE, {"key": key, "holder": holder})
+        except Exception:
+            log.exception("could not release the lease on %s; it lapses by itself", key)
+
+    async def _request_release(self, key: str) -> None:
+        local = self._held.get(key)
+        if local is not None:
+            if local.on_release is not None:
+                local.on_release()
+            return
+        async with self._engine.begin() as conn:
+            await conn.execute(_NOTIFY, {"channel": CHANNEL, "key": key})
+
+    def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        held = self._held.get(payload)
+        if held is not None and held.on_release is not None:
+            held.on_release()
+
+    async def _listen_forever(self) -> None:
+        while True:
+            conn: asyncpg.Connection | None = None
+            try:
+                conn = await asyncpg.connect(self._dsn)
+                closed = asyncio.Event()
+                conn.add_termination_listener(_setter(closed))
+                await conn.add_listener(CHANNEL, self._on_notify)
+                self._listening.set()
+                await closed.wait()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("lock release listener: %s; reconnecting", exc)
+            finally:
+                self._listening.clear()
+                if conn is not None and not conn.is_closed():
+                    with contextlib.suppress(Exception):
+                        await asyncio.shield(conn.close(timeout=2))
+            await asyncio.sleep(1)
+
+    async def _renew_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._lease / 3)
+            held = dict(self._held)
+            if not held:
+                continue
+            try:
+                async with self._engine.begin() as conn:
+                    rows = await conn.execute(
+                        _RENEW, {"ttl": self._lease, "holders": [h.holder for h in held.values()]}
+                    )
+                    renewed = {row.holder for row in rows}
+            except Exception:
+                log.exception("could not renew leases; retrying")
+                continue
+            for entry in held.values():
+                if entry.holder not in renewed and entry.on_release is not None:
+                    # The lease lapsed (e.g. a long stall): stop writing, someone may own it.
+                    entry.on_release()
+
+
+def _setter(event: asyncio.Event) -> Callable[[Any], None]:
+    return lambda _conn: event.set()
