@@ -19,7 +19,7 @@ from tusingest.config import Settings
 from tusingest.errors import ConfigError
 from tusingest.keys import ensure_dev_keys
 from tusingest.ports import Locker, SessionStore
-from tusingest.store import schema
+from tusingest.store import revision
 from tusingest.store.locks import MemoryLocker
 from tusingest.store.pglocks import PgLocker, asyncpg_dsn
 from tusingest.store.sql import SqlSessionStore, create_engine
@@ -82,14 +82,20 @@ async def migrate(settings: Settings) -> str:
     """Upgrade the schema to head (`tusingest migrate`); returns the head revision."""
     if settings.is_sqlite:
         # The embedded database lives in a data dir that may not exist yet.
-        path = make_url(settings.database_url).database
-        if path and path != ":memory:":
-            await asyncio.to_thread(Path(path).parent.mkdir, parents=True, exist_ok=True)
+        await asyncio.to_thread(_sqlite_dir(settings).mkdir, parents=True, exist_ok=True)
+    # alembic stays resident (~11 MiB) once imported: load it only when a migration is due.
+    from tusingest.store import schema
+
     try:
         await schema.upgrade(settings.database_url)
     except (OSError, DBAPIError) as exc:
         raise ConfigError("DATABASE_URL", f"cannot migrate: {_db_reason(exc)}") from None
     return schema.head_revision()
+
+
+def _sqlite_dir(settings: Settings) -> Path:
+    path = make_url(settings.database_url).database
+    return Path(path).parent if path and path != ":memory:" else Path(".")
 
 
 def _db_reason(exc: OSError | DBAPIError) -> str:
@@ -99,15 +105,14 @@ def _db_reason(exc: OSError | DBAPIError) -> str:
 
 async def _ensure_schema(settings: Settings, engine: AsyncEngine) -> None:
     """SQLite (embedded) migrates itself; PostgreSQL must be migrated explicitly."""
-    if settings.is_sqlite:
-        await migrate(settings)
-        return
     try:
-        current = await schema.current_revision(engine)
+        current = await revision.current_revision(engine)
     except (OSError, DBAPIError) as exc:
         raise ConfigError("DATABASE_URL", f"cannot reach the database: {_db_reason(exc)}") from None
-    head = schema.head_revision()
-    if current != head:
+    head = revision.HEAD
+    if current != head and settings.is_sqlite:
+        await migrate(settings)
+    elif current != head:
         raise ConfigError(
             "DATABASE_URL",
             f"the database schema is at revision {current or 'none'}, this version needs "

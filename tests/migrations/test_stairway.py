@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from tests.conftest import BACKENDS
 from tusingest.config import Settings
-from tusingest.store import schema
+from tusingest.store import revision, schema
 from tusingest.store.tables import metadata
 
 
@@ -59,15 +59,29 @@ async def _diff(url: str) -> list[Any]:
 def test_stairway(database_url: str) -> None:
     revisions = _revisions()
     assert revisions, "no migrations found"
-    for revision, down in revisions:
-        asyncio.run(schema.upgrade(database_url, revision))
-        assert asyncio.run(_current(database_url)) == revision
+    for rev, down in revisions:
+        asyncio.run(schema.upgrade(database_url, rev))
+        assert asyncio.run(_current(database_url)) == rev
         asyncio.run(schema.downgrade(database_url, down))
         assert asyncio.run(_current(database_url)) == (None if down == "base" else down)
-        asyncio.run(schema.upgrade(database_url, revision))
+        asyncio.run(schema.upgrade(database_url, rev))
     assert asyncio.run(_current(database_url)) == schema.head_revision()
 
 
 def test_head_matches_tables(database_url: str) -> None:
     asyncio.run(schema.upgrade(database_url))
     assert asyncio.run(_diff(database_url)) == []
+
+
+def test_code_knows_the_head_revision(database_url: str) -> None:
+    assert schema.head_revision() == revision.HEAD
+    asyncio.run(schema.upgrade(database_url))
+
+    async def current() -> str | None:
+        engine = create_async_engine(database_url)
+        try:
+            return await revision.current_revision(engine)
+        finally:
+            await engine.dispose()
+
+    assert asyncio.run(current()) == revision.HEAD
