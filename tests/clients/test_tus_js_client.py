@@ -1,0 +1,126 @@
+"""tus-js-client in Node (tests/js/tus_node.mjs), end to end, checked against the server's truth."""
+
+from __future__ import annotations
+
+import base64
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.clients.jsclients import MiB, assert_complete, run_node, write_random
+from tests.conftest import Server
+
+CHUNK = 256 * 1024  # tus_node.mjs's chunkSize
+SIZES = {
+    "chunked": 2 * MiB + 12345,
+    "resume": 3 * MiB + 7,
+    "parallel": 3 * MiB + 1,
+    "deferred": MiB + 333,
+    "abort_terminate": 2 * MiB,
+    "override": MiB + 5,
+}
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, str]]:
+    """One file of random bytes per scenario, with its SHA-256."""
+    root = tmp_path_factory.mktemp("js-src")
+    return {
+        name: (root / f"{name}.bin", write_random(root / f"{name}.bin", size))
+        for name, size in SIZES.items()
+    }
+
+
+def _run(server: Server, scenario: str, sources: dict[str, tuple[Path, str]]) -> dict[str, Any]:
+    path, _ = sources[scenario]
+    return run_node("tus_node.mjs", scenario, server.endpoint, server.keys.token(), str(path))
+
+
+def _methods(result: dict[str, Any]) -> list[str]:
+    return [method for method, _ in result["responses"]]
+
+
+def _statuses_ok(result: dict[str, Any]) -> None:
+    bad = [r for r in result["responses"] if not 200 <= r[1] < 300]
+    assert not bad, f"non-2xx responses (retried by the client): {bad}"
+
+
+def test_chunked_upload(server: Server, sources: dict[str, tuple[Path, str]]) -> None:
+    result = _run(server, "chunked", sources)
+    _statuses_ok(result)
+    size = SIZES["chunked"]
+    assert _methods(result) == ["POST"] + ["PATCH"] * math.ceil(size / CHUNK)
+    assert_complete(server, result["url"], size, sources["chunked"][1])
+    head = server.request("HEAD", result["url"])
+    meta = dict(pair.split(" ") for pair in head.headers["Upload-Metadata"].split(","))
+    assert base64.b64decode(meta["filename"]) == b"chunked.bin"
+
+
+def test_resume_from_previous_upload(server: Server, sources: dict[str, tuple[Path, str]]) -> None:
+    result = _run(server, "resume", sources)
+    _statuses_ok(result)
+    size = SIZES["resume"]
+    # The second Upload found the first by fingerprint and went on where the server stood.
+    assert result["stored"] == 1
+    assert result["previous"] == 1
+    assert result["url"] == result["first_url"]
+    assert 0 < result["aborted_at"] < size
+    assert result["resumed_from"] == result["aborted_at"]
+    methods = _methods(result)
+    assert methods.count("POST") == 1
+    assert methods.count("HEAD") == 1
+    patches_after_head = methods[methods.index("HEAD") + 1 :]
+    assert patches_after_head == ["PATCH"] * math.ceil((size - result["resumed_from"]) / CHUNK)
+    assert_complete(server, result["url"], size, sources["resume"][1])
+
+
+def test_parallel_uploads_concatenate(server: Server, sources: dict[str, tuple[Path, str]]) -> None:
+    # Needs the concatenation extension: 3 partial uploads, then one final POST.
+    result = _run(server, "parallel", sources)
+    _statuses_ok(result)
+    concat = [r["concat"] for r in result["requests"] if r["method"] == "POST"]
+    assert concat[:3] == ["partial"] * 3
+    assert concat[3].startswith("final;")
+    partials = concat[3].removeprefix("final;").split()
+    assert len(partials) == 3
+    assert_complete(server, result["url"], SIZES["parallel"], sources["parallel"][1])
+    head = server.request("HEAD", result["url"])
+    assert head.headers["Upload-Concat"].startswith("final;")
+    for partial in partials:
+        # Partials MAY be deleted once concatenated; if kept, they still say what they are.
+        part = server.request("HEAD", partial)
+        assert part.status_code in (200, 404), part.status_code
+        if part.status_code == 200:
+            assert part.headers["Upload-Concat"] == "partial"
+
+
+def test_deferred_length_from_stream(server: Server, sources: dict[str, tuple[Path, str]]) -> None:
+    result = _run(server, "deferred", sources)
+    _statuses_ok(result)
+    size = SIZES["deferred"]
+    post, *patches = result["requests"]
+    assert (post["method"], post["defer"], post["length"]) == ("POST", "1", None)
+    # The length travels with the last PATCH, once the stream ended.
+    assert [p["length"] for p in patches if p["length"] is not None] == [str(size)]
+    assert_complete(server, result["url"], size, sources["deferred"][1])
+
+
+def test_abort_true_terminates(server: Server, sources: dict[str, tuple[Path, str]]) -> None:
+    result = _run(server, "abort_terminate", sources)
+    _statuses_ok(result)
+    assert 0 < result["aborted_at"] < SIZES["abort_terminate"]
+    assert result["responses"][-1] == ["DELETE", 204]
+    assert server.request("HEAD", result["url"]).status_code == 404
+    assert not server.staged(result["url"]).exists()
+
+
+def test_override_patch_method(server: Server, sources: dict[str, tuple[Path, str]]) -> None:
+    result = _run(server, "override", sources)
+    _statuses_ok(result)
+    size = SIZES["override"]
+    requests = result["requests"]
+    assert {r["method"] for r in requests} == {"POST"}
+    assert [r["override"] for r in requests] == [None] + ["PATCH"] * math.ceil(size / CHUNK)
+    assert_complete(server, result["url"], size, sources["override"][1])

@@ -1,0 +1,139 @@
+"""Uppy (@uppy/core + @uppy/tus, bundled locally) in headless Debian Chromium, cross-origin.
+
+The page (tests/js/uppy_page.mjs, bundled by esbuild into a temp dir) is served from its own
+127.0.0.1 port, so every tus request is a CORS request to the server's origin.
+"""
+
+from __future__ import annotations
+
+import functools
+import subprocess
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+import pytest
+
+from tests.clients.jsclients import (
+    JS_DIR,
+    MiB,
+    assert_complete,
+    require_chromium,
+    require_node,
+    run_node,
+    write_random,
+)
+from tests.conftest import Server
+
+FILES = {  # path on the page's origin -> size
+    "data/small.bin": 300 * 1024 + 1,
+    "data/medium.bin": MiB + 77,
+    "data/large.bin": 2 * MiB + MiB // 2,
+    "data/parallel.bin": 3 * MiB + 5,
+}
+INDEX = (
+    '<!doctype html><meta charset="utf-8"><title>tusingest uppy</title>'
+    '<link rel="icon" href="data:,"><script type="module" src="uppy_page.js"></script>\n'
+)
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@dataclass
+class Page:
+    url: str
+    sha256: dict[str, str]
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Page]:
+    """The bundled Uppy page and its files on a static server of its own (another origin)."""
+    require_node()
+    require_chromium()
+    root = tmp_path_factory.mktemp("uppy-page")
+    built = subprocess.run(
+        [
+            str(JS_DIR / "node_modules" / ".bin" / "esbuild"),
+            "uppy_page.mjs",
+            "--bundle",
+            "--format=esm",
+            "--platform=browser",
+            "--log-level=warning",
+            f"--outfile={root / 'uppy_page.js'}",
+        ],
+        cwd=JS_DIR,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert built.returncode == 0, built.stderr
+    (root / "index.html").write_text(INDEX)
+    (root / "data").mkdir()
+    sha256 = {path: write_random(root / path, size) for path, size in FILES.items()}
+    httpd = ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(root))
+    )
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield Page(url=f"http://127.0.0.1:{httpd.server_address[1]}/index.html", sha256=sha256)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(10)
+
+
+def _upload(server: Server, page: Page, files: list[str], parallel: list[str]) -> dict[str, Any]:
+    assert urlsplit(page.url).port != urlsplit(server.url).port  # cross-origin on purpose
+    query = urlencode(
+        {
+            "endpoint": server.endpoint,
+            "token": server.keys.token(),
+            "files": ",".join(files),
+            "parallel": ",".join(parallel),
+        }
+    )
+    return run_node("uppy_run.mjs", f"{page.url}?{query}", "60000", timeout=90)
+
+
+def _check(server: Server, page: Page, result: dict[str, Any], files: list[str]) -> None:
+    assert result["error"] is None
+    assert result["failed"] == []
+    by_name = {f["name"]: f for f in result["successful"]}
+    assert sorted(by_name) == sorted(Path(p).name for p in files)
+    for path in files:
+        uploaded = by_name[Path(path).name]
+        assert uploaded["size"] == FILES[path]
+        assert_complete(server, uploaded["uploadURL"], FILES[path], page.sha256[path])
+
+
+def test_uppy_uploads_several_files_cross_origin(server: Server, page: Page) -> None:
+    files = ["data/small.bin", "data/medium.bin", "data/large.bin"]
+    result = _upload(server, page, files, parallel=[])
+    _check(server, page, result, files)
+    # No CORS or other error reached the console (a blocked response would log one).
+    assert result["consoleErrors"] == []
+    for path in files:
+        methods = [m for m, _ in result["requests"][Path(path).name]]
+        assert methods[0] == "POST"
+        assert set(methods[1:]) == {"PATCH"}
+
+
+def test_uppy_with_one_parallel_upload(server: Server, page: Page) -> None:
+    # Needs the concatenation extension: parallel.bin goes as 3 partial uploads + a final one.
+    files = ["data/small.bin", "data/medium.bin", "data/parallel.bin"]
+    result = _upload(server, page, files, parallel=["data/parallel.bin"])
+    _check(server, page, result, files)
+    concat = [c for m, c in result["requests"]["parallel.bin"] if m == "POST"]
+    assert concat[:3] == ["partial"] * 3
+    assert concat[3].startswith("final;")
+    final = next(f for f in result["successful"] if f["name"] == "parallel.bin")
+    head = server.request("HEAD", final["uploadURL"])
+    assert head.headers["Upload-Concat"].startswith("final;")
