@@ -1,0 +1,468 @@
+"""The workloads: what is sent, what is measured, and how the result is checked.
+
+Owns W1–W4 (and BIG, a W1-like upload of `--big-mib`), each in three steps:
+
+- prepare (not measured): open the connections, seed uploads for the HEAD workload;
+- run, inside a `Meter`: wall time, the server's CPU seconds (utime + stime from /proc), the
+  client's own CPU seconds, and the server's RSS sampled every 10 ms;
+- verify (not measured): every response's `Upload-Offset` is checked as it arrives, then a HEAD
+  of every upload must show offset == length, and where the server's stored bytes are readable
+  (tusingest's staging dir) their SHA-256 must equal that of what was sent — a broken server
+  cannot win. Any mismatch makes the result fail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import math
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+from benchmarks.client import Connection, HttpError
+from benchmarks.payload import MiB, Payload
+from benchmarks.servers import RssSampler, Server, cpu_seconds, rss_bytes
+
+KiB = 1 << 10
+HEAD_SEED_UPLOADS = 64
+HEAD_SEED_BYTES = 4 * KiB
+_PATCH_HEADERS = {"Content-Type": "application/offset+octet-stream"}
+_MAX_REPORTED = 5
+
+
+@dataclass(frozen=True)
+class Spec:
+    key: str  # W1 .. W4, BIG
+    kind: str  # "single" | "many" | "heads"
+    title: str
+    size: int  # bytes per upload
+    patch: int  # PATCH body size
+    count: int  # uploads ("many"), HEADs ("heads"), 1 ("single")
+    concurrency: int
+    unit: str
+    target: float | None = None  # minimum ratio to the baseline
+
+
+def single(key: str, mib: int, patch_mib: int, target: float | None) -> Spec:
+    return Spec(
+        key=key,
+        kind="single",
+        title=f"1 upload of {mib} MiB in {patch_mib} MiB PATCHes",
+        size=mib * MiB,
+        patch=patch_mib * MiB,
+        count=1,
+        concurrency=1,
+        unit="MiB/s",
+        target=target,
+    )
+
+
+def many(count: int, kib: int, concurrency: int) -> Spec:
+    return Spec(
+        key="W2",
+        kind="many",
+        title=f"{count} uploads of {kib} KiB (POST + PATCH) at concurrency {concurrency}",
+        size=kib * KiB,
+        patch=kib * KiB,
+        count=count,
+        concurrency=concurrency,
+        unit="uploads/s",
+    )
+
+
+def heads(count: int, concurrency: int, target: float | None) -> Spec:
+    return Spec(
+        key="W3",
+        kind="heads",
+        title=f"{count} HEADs over {HEAD_SEED_UPLOADS} uploads at concurrency {concurrency}",
+        size=HEAD_SEED_BYTES,
+        patch=HEAD_SEED_BYTES,
+        count=count,
+        concurrency=concurrency,
+        unit="HEAD/s",
+        target=target,
+    )
+
+
+class Mismatch(Exception):
+    """The server answered, but not what a correct tus server must answer."""
+
+
+@dataclass
+class Uploaded:
+    phase: int
+    length: int
+    path: str = ""  # /files/<id> once created
+
+
+@dataclass
+class Result:
+    workload: str
+    server: str
+    ok: bool = True
+    problems: list[str] = field(default_factory=list)
+    value: float | None = None  # in the spec's unit
+    elapsed_s: float | None = None
+    bytes_sent: int = 0
+    requests: int = 0
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    server_cpu_s: float | None = None
+    client_cpu_s: float | None = None
+    start_rss: int | None = None
+    peak_rss: int | None = None
+    rss_samples: int = 0
+    verified: str = ""
+
+    def fail(self, problem: str) -> None:
+        self.ok = False
+        self.problems.append(problem)
+
+
+class Meter:
+    """Wall time, server and client CPU, and sampled server RSS over a `with` block."""
+
+    def __init__(self, pid: int | None) -> None:
+        self._pid = pid
+        self._sampler = RssSampler(pid) if pid else None
+        self._cpu0: float | None = None
+        self._client0 = 0.0
+        self._t0 = 0.0
+        self.elapsed = 0.0
+        self.client_cpu = 0.0
+        self.server_cpu: float | None = None
+        self.start_rss: int | None = None
+        self.peak_rss: int | None = None
+
+    def __enter__(self) -> Meter:
+        if self._pid:
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                self._cpu0 = cpu_seconds(self._pid)
+                self.start_rss = rss_bytes(self._pid)
+        if self._sampler:
+            self._sampler.start()
+        self._client0 = time.process_time()
+        self._t0 = time.perf_counter()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.elapsed = time.perf_counter() - self._t0
+        self.client_cpu = time.process_time() - self._client0
+        if self._sampler:
+            self.peak_rss = self._sampler.stop()
+        if self._pid and self._cpu0 is not None:
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                self.server_cpu = cpu_seconds(self._pid) - self._cpu0
+
+    def record(self, result: Result) -> None:
+        result.elapsed_s = self.elapsed
+        result.client_cpu_s = self.client_cpu
+        result.server_cpu_s = self.server_cpu
+        result.start_rss = self.start_rss
+        result.peak_rss = self.peak_rss
+        result.rss_samples = self._sampler.samples if self._sampler else 0
+
+
+def _percentile_ms(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    rank = max(1, math.ceil(p / 100 * len(ordered)))
+    return ordered[rank - 1] * 1000
+
+
+def _path_of(location: str) -> str:
+    if "://" in location:
+        location = "/" + location.split("://", 1)[1].split("/", 1)[1]
+    return location
+
+
+def _upload_id(path: str) -> str:
+    return path.rstrip("/").rsplit("/", 1)[-1]
+
+
+def _describe(exc: BaseException) -> str:
+    """The first leaf of a (possibly nested) exception group, as text."""
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    if isinstance(exc, HttpError | Mismatch):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _stored(path: Path) -> tuple[int, str] | None:
+    """(size, SHA-256) of a stored file, None if it does not exist."""
+    try:
+        with path.open("rb") as f:
+            digest = hashlib.file_digest(f, "sha256").hexdigest()
+            return f.tell(), digest
+    except FileNotFoundError:
+        return None
+
+
+class Runner:
+    """Runs workloads against servers with one payload and fixed timeouts."""
+
+    def __init__(
+        self,
+        payload: Payload,
+        request_timeout: float,
+        workload_timeout: float,
+        delete_small_uploads: bool,
+    ) -> None:
+        self.payload = payload
+        self._timeout = request_timeout
+        self._workload_timeout = workload_timeout
+        self._delete_small = delete_small_uploads
+        self._runs = 0
+
+    async def run(self, spec: Spec, server: Server) -> Result:
+        self._runs += 1
+        result = Result(workload=spec.key, server=server.name)
+        uploads: list[Uploaded] = []
+        step: Callable[[Spec, Server, Result, list[Uploaded]], Awaitable[None]] = {
+            "single": self._single,
+            "many": self._many,
+            "heads": self._heads,
+        }[spec.kind]
+        try:
+            async with asyncio.timeout(self._workload_timeout):
+                await step(spec, server, result, uploads)
+                await self._verify(spec, server, result, uploads)
+        except TimeoutError:
+            result.fail(f"did not finish within {self._workload_timeout:g} s")
+        except Exception as exc:
+            result.fail(_describe(exc))
+        if not server.alive():
+            result.fail(f"the {server.name} process exited:\n{server.log_tail()}".rstrip())
+        elif spec.kind == "single" or self._delete_small:
+            await self._delete(server, uploads)
+        return result
+
+    def _uploads(self, spec: Spec, server: Server, n: int, length: int) -> list[Uploaded]:
+        key = f"{spec.key}:{server.name}:{self._runs}"
+        return [Uploaded(self.payload.phase(f"{key}:{i}"), length) for i in range(n)]
+
+    async def _connections(self, server: Server, n: int) -> list[Connection]:
+        connections = [server.connection() for _ in range(max(1, n))]
+        await asyncio.gather(*(c.connect() for c in connections))
+        return connections
+
+    async def _create(self, conn: Connection, upload: Uploaded) -> None:
+        response = await conn.request(
+            "POST", "/files/", {"Upload-Length": str(upload.length)}, timeout_s=self._timeout
+        )
+        location = response.header("Location")
+        if response.status != 201 or not location:
+            raise Mismatch(f"POST /files/: expected 201 with a Location, got {response.describe()}")
+        upload.path = _path_of(location)
+
+    async def _patch(self, conn: Connection, upload: Uploaded, offset: int, length: int) -> None:
+        body = self.payload.chunk(upload.phase, offset, length)
+        response = await conn.request(
+            "PATCH",
+            upload.path,
+            {**_PATCH_HEADERS, "Upload-Offset": str(offset)},
+            body,
+            timeout_s=self._timeout,
+        )
+        if response.status != 204:
+            raise Mismatch(
+                f"PATCH {upload.path} at {offset}: expected 204, got {response.describe()}"
+            )
+        got = response.header("Upload-Offset")
+        if got != str(offset + length):
+            raise Mismatch(
+                f"PATCH {upload.path} at {offset} with {length} bytes: "
+                f"Upload-Offset {got}, expected {offset + length}"
+            )
+
+    async def _single(
+        self, spec: Spec, server: Server, result: Result, uploads: list[Uploaded]
+    ) -> None:
+        upload = self._uploads(spec, server, 1, spec.size)[0]
+        uploads.append(upload)
+        (conn,) = await self._connections(server, 1)
+        try:
+            meter = Meter(server.pid)
+            with meter:
+                await self._create(conn, upload)
+                offset = 0
+                while offset < spec.size:
+                    n = min(spec.patch, spec.size - offset)
+                    await self._patch(conn, upload, offset, n)
+                    offset += n
+                    result.requests += 1
+        finally:
+            conn.close()
+        meter.record(result)
+        result.requests += 1
+        result.bytes_sent = spec.size
+        result.value = spec.size / MiB / meter.elapsed
+
+    async def _many(
+        self, spec: Spec, server: Server, result: Result, uploads: list[Uploaded]
+    ) -> None:
+        uploads.extend(self._uploads(spec, server, spec.count, spec.size))
+        latencies = [0.0] * spec.count
+        indices = iter(range(spec.count))
+        connections = await self._connections(server, min(spec.concurrency, spec.count))
+
+        async def worker(conn: Connection) -> None:
+            for i in indices:  # shared: each index is taken by exactly one worker
+                upload = uploads[i]
+                started = time.perf_counter()
+                await self._create(conn, upload)
+                await self._patch(conn, upload, 0, upload.length)
+                latencies[i] = time.perf_counter() - started
+
+        try:
+            meter = Meter(server.pid)
+            with meter:
+                async with asyncio.TaskGroup() as group:
+                    for conn in connections:
+                        group.create_task(worker(conn))
+        finally:
+            for conn in connections:
+                conn.close()
+        meter.record(result)
+        result.requests = 2 * spec.count
+        result.bytes_sent = spec.count * spec.size
+        result.value = spec.count / meter.elapsed
+        result.p50_ms = _percentile_ms(latencies, 50)
+        result.p99_ms = _percentile_ms(latencies, 99)
+
+    async def _heads(
+        self, spec: Spec, server: Server, result: Result, uploads: list[Uploaded]
+    ) -> None:
+        seeds = self._uploads(spec, server, min(HEAD_SEED_UPLOADS, spec.count), spec.size)
+        uploads.extend(seeds)
+        connections = await self._connections(server, min(spec.concurrency, spec.count))
+        try:
+            # Prepare (not measured): complete uploads whose offset every HEAD must report.
+            pending = iter(seeds)
+
+            async def seed(conn: Connection) -> None:
+                for upload in pending:
+                    await self._create(conn, upload)
+                    await self._patch(conn, upload, 0, upload.length)
+
+            async with asyncio.TaskGroup() as group:
+                for conn in connections:
+                    group.create_task(seed(conn))
+
+            latencies = [0.0] * spec.count
+            indices = iter(range(spec.count))
+            expected = str(spec.size)
+
+            async def worker(conn: Connection) -> None:
+                for i in indices:
+                    path = seeds[i % len(seeds)].path
+                    started = time.perf_counter()
+                    response = await conn.request("HEAD", path, timeout_s=self._timeout)
+                    latencies[i] = time.perf_counter() - started
+                    if response.status != 200 or response.header("Upload-Offset") != expected:
+                        raise Mismatch(
+                            f"HEAD {path}: expected 200 with Upload-Offset {expected}, got "
+                            f"{response.status} with {response.header('Upload-Offset')}"
+                        )
+
+            meter = Meter(server.pid)
+            with meter:
+                async with asyncio.TaskGroup() as group:
+                    for conn in connections:
+                        group.create_task(worker(conn))
+        finally:
+            for conn in connections:
+                conn.close()
+        meter.record(result)
+        result.requests = spec.count
+        result.value = spec.count / meter.elapsed
+        result.p50_ms = _percentile_ms(latencies, 50)
+        result.p99_ms = _percentile_ms(latencies, 99)
+
+    async def _verify(
+        self, spec: Spec, server: Server, result: Result, uploads: list[Uploaded]
+    ) -> None:
+        """HEAD every upload (offset == length); SHA-256 of the stored bytes where readable."""
+        problems: list[str] = []
+        connections = await self._connections(server, min(spec.concurrency, len(uploads)))
+        pending = iter(uploads)
+
+        async def head(conn: Connection) -> None:
+            for upload in pending:
+                response = await conn.request("HEAD", upload.path, timeout_s=self._timeout)
+                offset = response.header("Upload-Offset")
+                length = response.header("Upload-Length")
+                if response.status != 200 or offset != str(upload.length):
+                    problems.append(
+                        f"HEAD {upload.path}: {response.status}, Upload-Offset {offset}, "
+                        f"expected {upload.length}"
+                    )
+                elif length is not None and length != str(upload.length):
+                    problems.append(
+                        f"HEAD {upload.path}: Upload-Length {length}, expected {upload.length}"
+                    )
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                for conn in connections:
+                    group.create_task(head(conn))
+        finally:
+            for conn in connections:
+                conn.close()
+        checks = f"HEAD offset == length for {len(uploads)}/{len(uploads)} uploads"
+        if spec.kind == "heads":
+            checks += f", Upload-Offset of each of the {spec.count} measured HEADs"
+        if server.staging_dir is not None:
+            problems += await self._verify_stored(server.staging_dir, uploads)
+            checks += f", SHA-256 of the stored bytes of {len(uploads)}/{len(uploads)} uploads"
+        result.verified = checks
+        for problem in problems[:_MAX_REPORTED]:
+            result.fail(problem)
+        if len(problems) > _MAX_REPORTED:
+            result.fail(f"... and {len(problems) - _MAX_REPORTED} more verification failures")
+
+    async def _verify_stored(self, staging_dir: Path, uploads: list[Uploaded]) -> list[str]:
+        problems: list[str] = []
+        gate = asyncio.Semaphore(2)
+
+        async def check(upload: Uploaded) -> None:
+            path = staging_dir / _upload_id(upload.path)
+            async with gate:
+                expected, stored = await asyncio.gather(
+                    asyncio.to_thread(self.payload.sha256, upload.phase, upload.length),
+                    asyncio.to_thread(_stored, path),
+                )
+            if stored is None:
+                problems.append(f"{upload.path}: stored file {path} not found")
+            elif stored[0] != upload.length:
+                problems.append(f"{path}: {stored[0]} bytes stored, {upload.length} sent")
+            elif stored[1] != expected:
+                problems.append(f"{path}: SHA-256 {stored[1]} != {expected} of what was sent")
+
+        await asyncio.gather(*(check(u) for u in uploads))
+        return problems
+
+    async def _delete(self, server: Server, uploads: list[Uploaded]) -> None:
+        """Best effort: free the server's disk (and the baseline's dict) after a workload."""
+        created = iter([u for u in uploads if u.path])
+        connections = [server.connection() for _ in range(8)]
+
+        async def delete(conn: Connection) -> None:
+            for upload in created:
+                with contextlib.suppress(HttpError):
+                    await conn.request("DELETE", upload.path, timeout_s=self._timeout)
+
+        try:
+            await asyncio.gather(*(delete(c) for c in connections))
+        finally:
+            for conn in connections:
+                conn.close()
