@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import logging
+import time
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
 from tusingest.config import AuthSettings
 from tusingest.domain import Principal, Role
 from tusingest.errors import ConfigError, Unauthorized
 
 log = logging.getLogger(__name__)
+
+_VERIFIED_TOKENS = 4096
 
 ANONYMOUS = Principal(sub="anonymous", name="anonymous", role=Role.ADMIN)
 
@@ -31,7 +37,11 @@ class Authenticator:
     def __init__(self, settings: AuthSettings, public_key: bytes | None) -> None:
         self._enabled = settings.enabled
         self._algorithm = settings.algorithm
-        self._key = public_key
+        # Parsed once: PyJWT would parse a PEM on every request.
+        self._key = _load_rsa_key(public_key) if public_key is not None else None
+        # A token verifies the same way every time until it expires: skip the RSA check for
+        # tokens seen recently (a client sends the same token with every request).
+        self._verified: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
 
     @classmethod
     def from_settings(cls, settings: AuthSettings) -> Authenticator:
@@ -58,6 +68,9 @@ class Authenticator:
                 code="malformed_token",
                 headers=_challenge("invalid_request", "malformed Authorization header"),
             )
+        cached = self._verified.get(token)
+        if cached is not None and cached[1] > time.time():
+            return cached[0]
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,
@@ -77,7 +90,25 @@ class Authenticator:
                 code="invalid_token",
                 headers=_challenge("invalid_token", "invalid token"),
             ) from None
-        return _principal(claims)
+        principal = _principal(claims)
+        self._remember(token, principal, float(claims["exp"]))
+        return principal
+
+    def _remember(self, token: str, principal: Principal, expires: float) -> None:
+        self._verified[token] = (principal, expires)
+        self._verified.move_to_end(token)
+        while len(self._verified) > _VERIFIED_TOKENS:
+            self._verified.popitem(last=False)
+
+
+def _load_rsa_key(pem: bytes) -> RSAPublicKey:
+    try:
+        key = serialization.load_pem_public_key(pem)
+    except ValueError:
+        raise ConfigError("AUTH_PUBLIC_KEY_PATH", "not a readable PEM public key") from None
+    if not isinstance(key, RSAPublicKey):
+        raise ConfigError("AUTH_PUBLIC_KEY_PATH", "the public key must be an RSA key")
+    return key
 
 
 def _principal(claims: dict[str, Any]) -> Principal:

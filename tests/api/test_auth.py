@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.conftest import TUS, Server
 from tusingest.domain import Role
+from tusingest.keys import mint_token
 
 # --- token builders -----------------------------------------------------------------------
 
@@ -324,3 +325,13 @@ def test_auth_enabled_server_still_refuses_the_same_request(server: Server) -> N
     assert server.settings.auth.enabled
     response = _send(server, "POST", "/files/", None, {"Upload-Length": "5"})
     _assert_unauthorized(response, "missing_token")
+
+
+def test_a_token_that_worked_is_refused_once_it_expires(server: Server) -> None:
+    token = mint_token(server.keys.private, sub="alice", ttl_seconds=2)  # fresh, not cached
+    headers = {**TUS, "Authorization": f"Bearer {token}", "Upload-Length": "1"}
+    assert requests.post(server.endpoint, headers=headers, timeout=10).status_code == 201
+    time.sleep(2.2)
+    late = requests.post(server.endpoint, headers=headers, timeout=10)
+    assert late.status_code == 401
+    assert late.text.startswith("token_expired")
