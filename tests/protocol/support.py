@@ -12,6 +12,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
+from typing import Any
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -117,3 +118,24 @@ def upload_status(server: Server, upload_id: str) -> str | None:
 
 def staged_count(server: Server) -> int:
     return sum(1 for _ in server.settings.staging_dir.iterdir())
+
+
+def upload_row(server: Server, upload_id: str) -> dict[str, Any] | None:
+    """The whole `uploads` row of an upload (column → value), read straight from the database."""
+    url = server.settings.database_url
+    if server.backend == "sqlite":
+        path = url.split(":///", 1)[1]
+        with sqlite3.connect(path) as conn:
+            conn.row_factory = sqlite3.Row
+            row = conn.execute("SELECT * FROM uploads WHERE id = ?", (upload_id,)).fetchone()
+        return None if row is None else dict(row)
+
+    async def fetch() -> dict[str, Any] | None:
+        conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+        try:
+            record = await conn.fetchrow("SELECT * FROM uploads WHERE id = $1", upload_id)
+        finally:
+            await conn.close()
+        return None if record is None else dict(record)
+
+    return asyncio.run(fetch())

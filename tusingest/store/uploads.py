@@ -4,6 +4,7 @@ terminate, expire."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import uuid
@@ -115,56 +116,72 @@ class UploadStore:
         part_ids: Sequence[tuple[str, str]],
         metadata_raw: str | None,
     ) -> Upload:
-        """Concatenate complete partials (`(url, id)` in order) into a new, complete upload."""
-        parts: list[Upload] = []
+        """Concatenate complete partials (`(url, id)` in order) into a new, complete upload.
+
+        The partials' leases are held from the check to their removal, so a DELETE, the reaper
+        or another final cannot take a partial away halfway (ids in sorted order: no deadlock).
+        """
+        # Check before taking leases: a bad reference must not disturb another upload's holder.
         for url, part_id in part_ids:
-            try:
-                part = await self.find(principal, part_id)
-            except (NotFound, Gone):
-                raise BadRequest(
-                    f"Upload-Concat references {url}, which is not an upload of yours",
-                    code="invalid_concat_part",
-                ) from None
-            if not part.is_partial:
-                raise BadRequest(
-                    f"Upload-Concat references {url}, which is not a partial upload",
-                    code="invalid_concat_part",
-                )
-            if part.status is not UploadStatus.COMPLETE or part.length is None:
-                raise BadRequest(
-                    f"Upload-Concat references {url}, which is not complete",
-                    code="concat_part_incomplete",
-                )
-            parts.append(part)
-        length = sum(part.length or 0 for part in parts)
-        self._check_size(length)
-        now = self._clock()
-        final = Upload(
-            id=uuid.uuid4().hex,
-            owner=principal.sub,
-            length=length,
-            offset=length,
-            metadata_raw=metadata_raw,
-            status=UploadStatus.COMPLETE,
-            created_at=now,
-            updated_at=now,
-            expires_at=None,
-            concat=FINAL_PREFIX + concat,
-        )
-        # Bytes first, durably; the row makes them visible. A crash in between leaves a file
-        # without a row, which the staging sweep removes.
-        await self._staging.assemble(final.id, [(p.id, p.length or 0) for p in parts])
-        await self._sessions.insert(final)
-        for part_id in {p.id for p in parts}:
-            await self._sessions.transition(
-                part_id,
-                from_statuses=[UploadStatus.COMPLETE],
-                to_status=UploadStatus.TERMINATED,
-                now=now,
+            await self._concat_part(principal, url, part_id)
+        async with contextlib.AsyncExitStack() as leases:
+            for part_id in sorted({part_id for _, part_id in part_ids}):
+                await leases.enter_async_context(self._locker.hold(part_id))
+            parts = [await self._concat_part(principal, url, part_id) for url, part_id in part_ids]
+            length = sum(part.length or 0 for part in parts)
+            self._check_size(length)
+            now = self._clock()
+            final = Upload(
+                id=uuid.uuid4().hex,
+                owner=principal.sub,
+                length=length,
+                offset=length,
+                metadata_raw=metadata_raw,
+                status=UploadStatus.COMPLETE,
+                created_at=now,
+                updated_at=now,
+                expires_at=None,
+                concat=FINAL_PREFIX + concat,
             )
-            await self._staging.delete(part_id)
-            self._digests.drop(part_id)
+            # Bytes first, durably; the row makes them visible. A crash in between leaves a
+            # file without a row, which the staging sweep removes.
+            try:
+                await self._staging.assemble(final.id, [(p.id, p.length or 0) for p in parts])
+            except BaseException:
+                await asyncio.shield(self._staging.delete(final.id))  # no half-built final
+                raise
+            await self._sessions.insert(final)
+            for part_id in {p.id for p in parts}:
+                await self._sessions.transition(
+                    part_id,
+                    from_statuses=[UploadStatus.COMPLETE],
+                    to_status=UploadStatus.TERMINATED,
+                    now=now,
+                )
+                await self._staging.delete(part_id)
+                self._digests.drop(part_id)
         return final
+
+    async def _concat_part(self, principal: Principal, url: str, part_id: str) -> Upload:
+        """The complete partial `url` refers to; 400 naming the URL otherwise."""
+        try:
+            part = await self.find(principal, part_id)
+        except (NotFound, Gone):
+            raise BadRequest(
+                f"Upload-Concat references {url}, which is not an upload of yours",
+                code="invalid_concat_part",
+            ) from None
+        if not part.is_partial:
+            raise BadRequest(
+                f"Upload-Concat references {url}, which is not a partial upload",
+                code="invalid_concat_part",
+            )
+        if part.status is not UploadStatus.COMPLETE or part.length is None:
+            raise BadRequest(
+                f"Upload-Concat references {url}, which is not complete",
+                code="concat_part_incomplete",
+            )
+        return part
 
     async def find(self, principal: Principal, upload_id: str) -> Upload:
         """The upload as `principal` may see it: 404 unknown/foreign/terminated, 410 expired."""

@@ -200,10 +200,11 @@ async def _create_final(
         )
     if request.body_exists and await _has_data(request):
         raise Forbidden("a final upload cannot carry data", code="final_upload")
+    # HEAD echoes the header as received (tus-protocol.md §3.8): keep the URL list verbatim.
     header = request.headers["Upload-Concat"].strip()
     upload = await services.uploads.create_final(
         principal,
-        concat=header.partition(";")[2].strip(),
+        concat=header.partition(";")[2],
         part_ids=parts,
         metadata_raw=metadata_raw,
     )
