@@ -75,8 +75,11 @@ class Staging(Protocol):
 
     async def create(self, upload_id: str) -> None: ...
 
-    async def writer(self, upload_id: str, offset: int) -> StagingWriter:
-        """Open for appending at `offset`; bytes past it (uncommitted) are discarded first."""
+    async def writer(
+        self, upload_id: str, offset: int, reserve: int | None = None
+    ) -> StagingWriter:
+        """Open for appending at `offset`; bytes past it (uncommitted) are discarded first.
+        `reserve`: the upload's final size, so storage can be allocated ahead."""
         ...
 
     async def assemble(self, upload_id: str, parts: Sequence[tuple[str, int]]) -> None:

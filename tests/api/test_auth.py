@@ -6,8 +6,9 @@ import base64
 import hashlib
 import hmac
 import json
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import jwt
@@ -335,3 +336,37 @@ def test_a_token_that_worked_is_refused_once_it_expires(server: Server) -> None:
     late = requests.post(server.endpoint, headers=headers, timeout=10)
     assert late.status_code == 401
     assert late.text.startswith("token_expired")
+
+
+def test_another_user_cannot_interrupt_a_streaming_upload(server: Server) -> None:
+    url = server.create(2048)
+    streaming, go_on = threading.Event(), threading.Event()
+    result: dict[str, requests.Response] = {}
+
+    def body() -> Iterator[bytes]:
+        yield b"a" * 1024
+        streaming.set()
+        go_on.wait(10)
+        yield b"b" * 1024
+
+    def send() -> None:
+        result["alice"] = requests.patch(
+            url,
+            headers=server.headers(
+                "alice",
+                **{"Content-Type": "application/offset+octet-stream", "Upload-Offset": "0"},
+            ),
+            data=body(),
+            timeout=30,
+        )
+
+    alice = threading.Thread(target=send)
+    alice.start()
+    assert streaming.wait(10)
+    time.sleep(0.2)
+    bob = server.patch(url, b"x", 0, sub="bob")
+    assert bob.status_code == 404
+    go_on.set()
+    alice.join(30)
+    assert result["alice"].status_code == 204, result["alice"].text
+    assert result["alice"].headers["Upload-Offset"] == "2048"

@@ -16,12 +16,18 @@ from tusingest.store.tables import uploads
 
 
 def create_engine(url: str) -> AsyncEngine:
-    """An engine for `url`; SQLite gets WAL, a busy timeout and its directory created."""
+    """An engine for `url`; SQLite gets WAL, a busy timeout and its directory created.
+
+    Every statement here is a single atomic statement (compare-and-set updates, inserts,
+    reads), so connections run in autocommit: no BEGIN/COMMIT round trips around each one.
+    """
     if url.startswith("sqlite"):
         path = sa.make_url(url).database
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+        engine = create_async_engine(
+            url, connect_args={"timeout": 30}, isolation_level="AUTOCOMMIT"
+        )
 
         @event.listens_for(engine.sync_engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -32,7 +38,10 @@ def create_engine(url: str) -> AsyncEngine:
             cursor.close()
 
         return engine
-    return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    # A fixed pool: connections that overflow it would be opened and closed per request.
+    return create_async_engine(
+        url, pool_size=20, max_overflow=0, pool_recycle=3600, isolation_level="AUTOCOMMIT"
+    )
 
 
 def _utc(value: datetime | None) -> datetime | None:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
+import functools
 import os
 import re
 import time
@@ -37,14 +40,20 @@ class FileStaging:
 
         await asyncio.to_thread(_create)
 
-    async def writer(self, upload_id: str, offset: int) -> FileStagingWriter:
+    async def writer(
+        self, upload_id: str, offset: int, reserve: int | None = None
+    ) -> FileStagingWriter:
         path = self.path(upload_id)
 
         def _open() -> int:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o640)
             try:
-                # Bytes past the committed offset belong to no acknowledged request.
-                os.ftruncate(fd, offset)
+                # Bytes past the committed offset belong to no acknowledged request. (Only
+                # truncate when there are some: truncating frees the reserved blocks too.)
+                if os.fstat(fd).st_size > offset:
+                    os.ftruncate(fd, offset)
+                if reserve is not None and reserve > offset:
+                    _reserve(fd, offset, reserve - offset)
             except BaseException:
                 os.close(fd)
                 raise
@@ -106,7 +115,7 @@ class FileStagingWriter:
         self._written += sum(len(b) for b in buffers)
 
     async def sync(self) -> None:
-        await asyncio.to_thread(os.fsync, self._fd)
+        await asyncio.to_thread(_sync_and_drop, self._fd, self._start, self._written)
 
     async def discard(self) -> None:
         self._written = 0
@@ -116,6 +125,38 @@ class FileStagingWriter:
         fd, self._fd = self._fd, -1
         if fd >= 0:
             await asyncio.to_thread(os.close, fd)
+
+
+def _sync_and_drop(fd: int, start: int, length: int) -> None:
+    """fdatasync (the data and the size that reaches it, not timestamps), then let the kernel
+    reuse those now-clean cache pages: staged bytes are read again only once, at completion,
+    and recycling warm pages keeps writes cheap and the page cache unpolluted."""
+    os.fdatasync(fd)
+    if length:
+        os.posix_fadvise(fd, start, length, os.POSIX_FADV_DONTNEED)
+
+
+def _reserve(fd: int, offset: int, length: int) -> None:
+    """Allocate the blocks the upload will fill, keeping the file's size (fallocate with
+    FALLOC_FL_KEEP_SIZE): writes then land in allocated extents, which makes each PATCH's
+    fsync several times cheaper on ext4/xfs. Best effort: unsupported filesystems skip it."""
+    libc = _libc()
+    if libc is not None:
+        # Failures (EOPNOTSUPP, ENOSPC: the write itself will report that) are ignored.
+        libc.fallocate(fd, _FALLOC_FL_KEEP_SIZE, offset, length)
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
+_FALLOC_FL_KEEP_SIZE = 1
 
 
 def _pwrite_all(fd: int, buffers: Sequence[bytes], position: int) -> None:

@@ -225,12 +225,13 @@ class UploadStore:
         on_release: ReleaseRequest | None = None,
     ) -> Upload:
         """Apply one PATCH: check, stream the body to staging, fsync, commit the offset."""
-        upload = await self.find(principal, upload_id)
-        if upload.is_final:
-            raise Forbidden("a final upload cannot be patched", code="final_upload")
+        # Only someone who may see the upload gets to ask its current holder to release it.
+        await self.find(principal, upload_id)
         async with self._locker.hold(upload_id, on_release=on_release):
-            # Re-read under the lease: another request may have moved the offset meanwhile.
+            # Read under the lease: another request may have moved the offset meanwhile.
             upload = await self.find(principal, upload_id)
+            if upload.is_final:
+                raise Forbidden("a final upload cannot be patched", code="final_upload")
             if offset != upload.offset:
                 raise Conflict(
                     f"Upload-Offset {offset} does not match the current offset {upload.offset}",
@@ -278,7 +279,7 @@ class UploadStore:
         before = self._digests.take(upload.id, upload.offset)
         running = before.copy() if before is not None else None
         receiver = Receiver(
-            lambda: self._staging.writer(upload.id, upload.offset),
+            lambda: self._staging.writer(upload.id, upload.offset, reserve=new_length),
             limit=limit,
             digest=running,
             checksum=checksum,
@@ -287,7 +288,9 @@ class UploadStore:
         try:
             try:
                 await receiver.receive(body)
-                receiver.verify()
+                if checksum is not None:
+                    await receiver.hashed()
+                    receiver.verify()
             except (BodyInterrupted, asyncio.CancelledError):
                 if checksum is None:
                     # Keep what arrived: commit it, then let the interruption propagate.
@@ -298,6 +301,7 @@ class UploadStore:
             return await self._commit(upload, receiver, new_length, running)
         finally:
             if not kept:
+                await asyncio.shield(receiver.settle())
                 if receiver.writer is not None:
                     await asyncio.shield(receiver.writer.discard())
                 if before is not None:
@@ -312,8 +316,7 @@ class UploadStore:
         new_length: int | None,
         digest: UploadDigest | None,
     ) -> Upload:
-        if receiver.writer is not None:
-            await receiver.writer.sync()
+        await asyncio.gather(receiver.durable(), receiver.hashed())
         new_offset = upload.offset + receiver.received
         complete = new_length is not None and new_offset == new_length
         if digest is not None:

@@ -14,6 +14,7 @@ from tusingest.errors import (
     Forbidden,
     PayloadTooLarge,
     PreconditionFailed,
+    TusingestError,
     UnsupportedMediaType,
     UploadInterrupted,
 )
@@ -245,16 +246,21 @@ async def _head(services: Services, principal: Principal, upload_id: str) -> web
 async def _patch(
     request: web.Request, services: Services, principal: Principal, upload_id: str
 ) -> web.StreamResponse:
-    upload = await services.uploads.find(principal, upload_id)
-    if upload.is_final:
-        raise Forbidden("a final upload cannot be patched", code="final_upload")
-    if request.content_type != OFFSET_CONTENT_TYPE:
-        raise UnsupportedMediaType(f"PATCH bodies must be {OFFSET_CONTENT_TYPE}")
-    offset = parse_non_negative("Upload-Offset", request.headers.get("Upload-Offset"))
-    if offset is None:
-        raise BadRequest("Upload-Offset is required", code="missing_upload_offset")
-    length = parse_non_negative("Upload-Length", request.headers.get("Upload-Length"))
-    checksum = parse_checksum(request.headers.get("Upload-Checksum"))
+    try:
+        if request.content_type != OFFSET_CONTENT_TYPE:
+            raise UnsupportedMediaType(f"PATCH bodies must be {OFFSET_CONTENT_TYPE}")
+        offset = parse_non_negative("Upload-Offset", request.headers.get("Upload-Offset"))
+        if offset is None:
+            raise BadRequest("Upload-Offset is required", code="missing_upload_offset")
+        length = parse_non_negative("Upload-Length", request.headers.get("Upload-Length"))
+        checksum = parse_checksum(request.headers.get("Upload-Checksum"))
+    except TusingestError:
+        # An unknown, expired or final upload outranks a bad header (tus-protocol.md §4);
+        # looked up only on this error path, so a good PATCH costs no extra query.
+        upload = await services.uploads.find(principal, upload_id)
+        if upload.is_final:
+            raise Forbidden("a final upload cannot be patched", code="final_upload") from None
+        raise
     upload = await services.uploads.append(
         principal,
         upload_id,
