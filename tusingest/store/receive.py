@@ -21,24 +21,42 @@ CHECKSUM_ALGORITHMS: dict[str, Callable[[], Any]] = {
     "sha256": hashlib.sha256,
 }
 
-_BATCH_BYTES = 2 << 20
+BATCH_BYTES = 1 << 20
 _SYNC_EVERY_BYTES = 256 << 20  # bounds the work left for the final fsync of a long PATCH
 
 
+class BufferPool:
+    """Batch buffers reused across requests: no large allocation per batch, so memory stays
+    flat (freed large blocks would otherwise linger in the heap) and pages stay warm."""
+
+    def __init__(self, keep: int = 16) -> None:
+        self._free: list[bytearray] = []
+        self._keep = keep
+
+    def take(self) -> bytearray:
+        return self._free.pop() if self._free else bytearray(BATCH_BYTES)
+
+    def give(self, buffer: bytearray) -> None:
+        if len(self._free) < self._keep:
+            self._free.append(buffer)
+
+
 class Receiver:
-    """Streams one body into a writer; writing and hashing run in worker threads (hashlib
-    releases the GIL), each a batch behind the receive loop, so they overlap with it and, at
-    the end, the last hashes overlap with the fsync."""
+    """Streams one body into a writer. Bytes are copied into a batch buffer; each full batch
+    is written and hashed in worker threads (hashlib releases the GIL) while the next one
+    fills, and at the end the last hashes overlap with the fsync."""
 
     def __init__(
         self,
         open_writer: Callable[[], Awaitable[StagingWriter]],
+        pool: BufferPool,
         *,
         limit: int,
         digest: UploadDigest | None,
         checksum: Checksum | None,
     ) -> None:
         self._open_writer = open_writer
+        self._pool = pool
         self._limit = limit
         self._hashers: list[Any] = []
         if digest is not None:
@@ -49,8 +67,9 @@ class Receiver:
             self._hashers.append(self._request_hash)
         self.writer: StagingWriter | None = None
         self.received = 0
-        self._pending: list[bytes] = []
-        self._pending_bytes = 0
+        self._filling: bytearray | None = None
+        self._filled = 0
+        self._in_flight: bytearray | None = None
         self._writing: asyncio.Future[None] | None = None
         self._hashing: asyncio.Future[list[None]] | None = None
         self._unsynced = 0
@@ -60,16 +79,20 @@ class Receiver:
         from the body, what arrived is handed on too, then the exception propagates."""
         try:
             async for chunk in body:
-                if not chunk:
-                    continue
                 if self.received + len(chunk) > self._limit:
                     await self.settle()
                     raise PayloadTooLarge("the body goes past the upload length")
-                self._pending.append(chunk)
-                self._pending_bytes += len(chunk)
                 self.received += len(chunk)
-                if self._pending_bytes >= _BATCH_BYTES:
-                    await self._dispatch()
+                view = memoryview(chunk)
+                while view:
+                    if self._filling is None:
+                        self._filling = self._pool.take()
+                    n = min(len(view), BATCH_BYTES - self._filled)
+                    self._filling[self._filled : self._filled + n] = view[:n]
+                    self._filled += n
+                    view = view[n:]
+                    if self._filled == BATCH_BYTES:
+                        await self._dispatch()
         except PayloadTooLarge:
             raise
         except BaseException:
@@ -90,8 +113,17 @@ class Receiver:
             await hashing
 
     async def settle(self) -> None:
-        """Wait for all work in flight (before discarding it)."""
+        """Wait for all work in flight; its buffer goes back to the pool."""
         await asyncio.gather(self._settle_writes(), self.hashed())
+        if self._in_flight is not None:
+            self._pool.give(self._in_flight)
+            self._in_flight = None
+
+    def release(self) -> None:
+        """Return the buffer being filled (call once the receiver is done)."""
+        if self._filling is not None:
+            self._pool.give(self._filling)
+            self._filling = None
 
     def verify(self) -> None:
         """Raise 460 if the request's declared checksum does not match what arrived (call
@@ -110,30 +142,24 @@ class Receiver:
             await writing
 
     async def _dispatch(self) -> None:
-        if not self._pending:
+        if not self._filled or self._filling is None:
             return
-        # One batch in flight per stage keeps memory bounded and the order intact.
+        # One batch in flight keeps memory bounded and the order intact.
         await self.settle()
-        pending, self._pending, self._pending_bytes = self._pending, [], 0
-        # One buffer per batch: each worker then makes one GIL-free C call for all of it,
-        # instead of re-taking the GIL (held by the receive loop) between small chunks.
-        batch = [pending[0] if len(pending) == 1 else b"".join(pending)]
+        self._in_flight, self._filling = self._filling, None
+        data = memoryview(self._in_flight)[: self._filled]
+        self._filled = 0
         if self.writer is None:
             self.writer = await self._open_writer()
-        self._writing = asyncio.ensure_future(self._write(self.writer, batch))
+        self._writing = asyncio.ensure_future(self._write(self.writer, data))
         if self._hashers:
             self._hashing = asyncio.gather(
-                *(asyncio.to_thread(_update, h, batch) for h in self._hashers)
+                *(asyncio.to_thread(h.update, data) for h in self._hashers)
             )
 
-    async def _write(self, writer: StagingWriter, batch: list[bytes]) -> None:
-        await writer.write(batch)
-        self._unsynced += sum(len(b) for b in batch)
+    async def _write(self, writer: StagingWriter, data: memoryview) -> None:
+        await writer.write([data])
+        self._unsynced += len(data)
         if self._unsynced >= _SYNC_EVERY_BYTES:
             self._unsynced = 0
             await writer.sync()
-
-
-def _update(hasher: Any, batch: list[bytes]) -> None:
-    for buffer in batch:
-        hasher.update(buffer)

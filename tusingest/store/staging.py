@@ -109,7 +109,7 @@ class FileStagingWriter:
     def written(self) -> int:
         return self._written
 
-    async def write(self, buffers: Sequence[bytes]) -> None:
+    async def write(self, buffers: Sequence[bytes | memoryview]) -> None:
         position = self._start + self._written
         await asyncio.to_thread(_pwrite_all, self._fd, buffers, position)
         self._written += sum(len(b) for b in buffers)
@@ -159,7 +159,7 @@ def _libc() -> ctypes.CDLL | None:
 _FALLOC_FL_KEEP_SIZE = 1
 
 
-def _pwrite_all(fd: int, buffers: Sequence[bytes], position: int) -> None:
+def _pwrite_all(fd: int, buffers: Sequence[bytes | memoryview], position: int) -> None:
     views = [memoryview(b) for b in buffers]
     while views:
         n = os.pwritev(fd, views[:_IOV_MAX], position)

@@ -24,7 +24,7 @@ from tusingest.errors import (
 )
 from tusingest.ports import Locker, ReleaseRequest, SessionStore, Staging
 from tusingest.store.digests import InlineDigests, UploadDigest
-from tusingest.store.receive import Receiver
+from tusingest.store.receive import BufferPool, Receiver
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,7 @@ class UploadStore:
         self._policy = policy
         self._clock = clock
         self._digests = InlineDigests()
+        self._buffers = BufferPool()
 
     @property
     def policy(self) -> UploadPolicy:
@@ -280,6 +281,7 @@ class UploadStore:
         running = before.copy() if before is not None else None
         receiver = Receiver(
             lambda: self._staging.writer(upload.id, upload.offset, reserve=new_length),
+            self._buffers,
             limit=limit,
             digest=running,
             checksum=checksum,
@@ -306,6 +308,8 @@ class UploadStore:
                     await asyncio.shield(receiver.writer.discard())
                 if before is not None:
                     self._digests.put(upload.id, before)
+            await asyncio.shield(receiver.settle())
+            receiver.release()
             if receiver.writer is not None:
                 await receiver.writer.close()
 

@@ -33,7 +33,6 @@ from tusingest.tus.protocol import (
 
 log = logging.getLogger(__name__)
 
-_READ_SIZE = 1 << 20
 _COLLECTION_METHODS = ("OPTIONS", "POST")
 _RESOURCE_METHODS = ("OPTIONS", "HEAD", "PATCH", "DELETE")
 
@@ -275,11 +274,11 @@ async def _patch(
 
 
 async def _body(request: web.Request) -> AsyncIterator[bytes]:
-    """The request body in large reads; a lost connection becomes `BodyInterrupted`."""
+    """The request body as it arrives; a lost connection becomes `BodyInterrupted`."""
     content = request.content
     while True:
         try:
-            chunk = await content.read(_READ_SIZE)
+            chunk = await content.readany()
         except Exception as exc:
             rest = _buffered(content)
             if rest:
