@@ -21,7 +21,7 @@ CHECKSUM_ALGORITHMS: dict[str, Callable[[], Any]] = {
     "sha256": hashlib.sha256,
 }
 
-BATCH_BYTES = 1 << 20
+BATCH_BYTES = 512 << 10
 _SYNC_EVERY_BYTES = 256 << 20  # bounds the work left for the final fsync of a long PATCH
 
 
@@ -29,15 +29,18 @@ class BufferPool:
     """Batch buffers reused across requests: no large allocation per batch, so memory stays
     flat (freed large blocks would otherwise linger in the heap) and pages stay warm."""
 
-    def __init__(self, keep: int = 16) -> None:
+    def __init__(self, keep: int = 4) -> None:
         self._free: list[bytearray] = []
         self._keep = keep
 
-    def take(self) -> bytearray:
+    def take(self, size: int) -> bytearray:
+        """A buffer of `size` bytes (at most BATCH_BYTES); small ones are not pooled."""
+        if size < BATCH_BYTES:
+            return bytearray(size)
         return self._free.pop() if self._free else bytearray(BATCH_BYTES)
 
     def give(self, buffer: bytearray) -> None:
-        if len(self._free) < self._keep:
+        if len(buffer) == BATCH_BYTES and len(self._free) < self._keep:
             self._free.append(buffer)
 
 
@@ -86,12 +89,14 @@ class Receiver:
                 view = memoryview(chunk)
                 while view:
                     if self._filling is None:
-                        self._filling = self._pool.take()
-                    n = min(len(view), BATCH_BYTES - self._filled)
+                        # Never larger than what this request may still carry.
+                        left = self._limit - (self.received - len(view))
+                        self._filling = self._pool.take(min(BATCH_BYTES, left))
+                    n = min(len(view), len(self._filling) - self._filled)
                     self._filling[self._filled : self._filled + n] = view[:n]
                     self._filled += n
                     view = view[n:]
-                    if self._filled == BATCH_BYTES:
+                    if self._filled == len(self._filling):
                         await self._dispatch()
         except PayloadTooLarge:
             raise
