@@ -5,6 +5,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
+from typing import Any
 
 PARTIAL = "partial"
 FINAL_PREFIX = "final;"
@@ -84,3 +86,39 @@ class Upload:
     @property
     def remaining(self) -> int | None:
         return None if self.length is None else self.length - self.offset
+
+
+@dataclass(frozen=True)
+class ScanResult:
+    """A virus scanner's answer for one file: clean, or the signature found."""
+
+    clean: bool
+    signature: str | None = None
+
+
+@dataclass(frozen=True)
+class FileToStore:
+    """A validated file on local disk, ready to be put on a storage element."""
+
+    file_id: str  # 36-char UUID, assigned before the first attempt so retries are idempotent
+    source: Path  # the bytes to store (possibly compressed)
+    original_filename: str
+    content_type: str
+    size: int  # bytes in `source`
+    sha256: str  # lowercase hex of the bytes in `source`
+    owner_sub: str
+    owner_name: str
+    uploaded_at: datetime  # UTC; picks the YYYY/MM/DD/HH directory
+    metadata: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """Where and how a storage element holds a file."""
+
+    file_id: str
+    element_id: str
+    storage_filename: str
+    storage_path: str  # "YYYY/MM/DD/HH/"
+    size: int
+    sha256: str

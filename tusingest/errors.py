@@ -109,3 +109,14 @@ class UploadInterrupted(BodyInterrupted):
 class ChecksumMismatch(TusingestError):
     status = 460
     code = "checksum_mismatch"
+
+
+class TransientError(TusingestError):
+    """A dependency is down or slow: retry later, never treat as a verdict."""
+
+    status = 503
+    code = "temporarily_unavailable"
+
+
+class ScannerUnavailable(TransientError):
+    code = "scanner_unavailable"

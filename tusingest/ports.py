@@ -7,7 +7,9 @@ from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Protocol
 
-from tusingest.domain import Upload, UploadStatus
+from pathlib import Path
+
+from tusingest.domain import FileToStore, ScanResult, StoredFile, Upload, UploadStatus
 
 
 class SessionStore(Protocol):
@@ -116,3 +118,23 @@ class Locker(Protocol):
     async def busy(self, key: str) -> bool:
         """Whether some request holds the lease for `key` now."""
         ...
+
+
+class Scanner(Protocol):
+    """A virus scanner. Anything but a definite answer raises `ScannerUnavailable`."""
+
+    async def scan(self, path: Path) -> ScanResult: ...
+
+    async def ping(self) -> None: ...
+
+
+class StorageElement(Protocol):
+    """Where files end up. `store` is idempotent by `file_id`; `delete` of an absent file is
+    not an error."""
+
+    @property
+    def element_id(self) -> str: ...
+
+    async def store(self, item: FileToStore) -> StoredFile: ...
+
+    async def delete(self, file_id: str) -> None: ...

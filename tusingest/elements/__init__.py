@@ -1,0 +1,1 @@
+"""Storage elements: where validated files are put."""

@@ -1,0 +1,1 @@
+"""Completion pipeline: validation, scanning, compression, durable operations."""
