@@ -70,6 +70,7 @@ class Upload:
     file_id: str | None = None
     md5: str | None = None
     sha256: str | None = None
+    error_detail: str | None = None
 
     @property
     def is_partial(self) -> bool:
@@ -122,3 +123,46 @@ class StoredFile:
     storage_path: str  # "YYYY/MM/DD/HH/"
     size: int
     sha256: str
+
+
+class OperationStatus(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Operation:
+    """A durable job (e.g. `ingest` of an upload); `result` keeps what retries must reuse."""
+
+    id: str
+    kind: str
+    subject: str
+    status: OperationStatus
+    step: str | None
+    attempts: int
+    result: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    """A stored file as the catalog records it."""
+
+    file_id: str
+    upload_id: str
+    element_id: str
+    storage_filename: str
+    storage_path: str
+    original_filename: str
+    content_type: str
+    declared_type: str | None
+    size: int
+    stored_size: int
+    codec: str | None
+    md5: str
+    sha256: str
+    stored_sha256: str
+    retention_policy: str
+    owner: str
+    created_at: datetime

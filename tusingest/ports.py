@@ -5,17 +5,26 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
-from typing import Protocol
-
 from pathlib import Path
+from typing import Any, Protocol
 
-from tusingest.domain import FileToStore, ScanResult, StoredFile, Upload, UploadStatus
+from tusingest.domain import (
+    CatalogEntry,
+    FileToStore,
+    Operation,
+    ScanResult,
+    StoredFile,
+    Upload,
+    UploadStatus,
+)
 
 
 class SessionStore(Protocol):
     """Durable upload rows; every offset change is a compare-and-set."""
 
-    async def insert(self, upload: Upload) -> None: ...
+    async def insert(self, upload: Upload) -> None:
+        """Insert a new upload; one complete at creation gets its `ingest` operation."""
+        ...
 
     async def get(self, upload_id: str) -> Upload | None: ...
 
@@ -32,7 +41,22 @@ class SessionStore(Protocol):
         digests: tuple[str, str] | None = None,
     ) -> Upload | None:
         """Set offset/length/status (and md5/sha256 hex) if the row is receiving at
-        `expected_offset`; None otherwise."""
+        `expected_offset`; None otherwise. An upload that becomes complete (and is not a
+        partial) gets its `ingest` operation in the same transaction."""
+        ...
+
+    async def settle(
+        self,
+        upload_id: str,
+        *,
+        status: UploadStatus,
+        now: datetime,
+        error: str | None = None,
+        detail: str | None = None,
+        file_id: str | None = None,
+        digests: tuple[str, str] | None = None,
+    ) -> None:
+        """Record the completion pipeline's progress or verdict on the upload."""
         ...
 
     async def transition(
@@ -138,3 +162,37 @@ class StorageElement(Protocol):
     async def store(self, item: FileToStore) -> StoredFile: ...
 
     async def delete(self, file_id: str) -> None: ...
+
+
+class OperationStore(Protocol):
+    """Durable operations, each claimed by one node at a time with a lease."""
+
+    async def claim(self, node: str, lease_seconds: float, limit: int) -> list[Operation]:
+        """Due operations (queued, or running under a lapsed lease) now leased to `node`."""
+        ...
+
+    async def progress(
+        self, op: Operation, node: str, step: str, result: dict[str, Any], lease_seconds: float
+    ) -> None:
+        """Persist the step reached and what retries must reuse; extends the lease."""
+        ...
+
+    async def finish(self, op: Operation, node: str, result: dict[str, Any]) -> None: ...
+
+    async def retry(self, op: Operation, node: str, error: str, delay_seconds: float) -> None: ...
+
+    async def fail(self, op: Operation, node: str, error: str) -> None: ...
+
+
+class Catalog(Protocol):
+    """Stored files, and the audit trail of what happened to uploads and files."""
+
+    async def record(self, entry: CatalogEntry) -> None:
+        """Insert the entry unless the upload is already recorded (idempotent)."""
+        ...
+
+    async def by_upload(self, upload_id: str) -> CatalogEntry | None: ...
+
+    async def audit(
+        self, actor: str, action: str, subject: str, detail: dict[str, Any]
+    ) -> None: ...

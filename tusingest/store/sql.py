@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -11,8 +12,8 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from tusingest.domain import PARTIAL, Upload, UploadStatus
-from tusingest.store.tables import uploads
+from tusingest.domain import PARTIAL, OperationStatus, Upload, UploadStatus
+from tusingest.store.tables import operations, uploads
 
 
 def create_engine(url: str) -> AsyncEngine:
@@ -70,7 +71,33 @@ def _row_to_upload(row: sa.Row[Any]) -> Upload:
         file_id=row.file_id,
         md5=row.md5,
         sha256=row.sha256,
+        error_detail=row.error_detail,
     )
+
+
+def transactional(engine: AsyncEngine) -> AsyncEngine:
+    """The same pool, but with real transactions (the default engine autocommits)."""
+    level = "SERIALIZABLE" if engine.dialect.name == "sqlite" else "READ COMMITTED"
+    return engine.execution_options(isolation_level=level)
+
+
+def ingest_operation(upload_id: str, now: datetime) -> dict[str, Any]:
+    """The `operations` row that completes an upload (inserted with the status change)."""
+    return {
+        "id": uuid.uuid4().hex,
+        "kind": "ingest",
+        "subject": upload_id,
+        "status": OperationStatus.QUEUED.value,
+        "attempts": 0,
+        "next_attempt_at": now,
+        "result": "{}",
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+def _needs_ingest(status: UploadStatus, concat: str | None) -> bool:
+    return status is UploadStatus.COMPLETE and concat != PARTIAL
 
 
 class SqlSessionStore:
@@ -78,9 +105,14 @@ class SqlSessionStore:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        self._tx = transactional(engine)
 
     async def insert(self, upload: Upload) -> None:
-        async with self._engine.begin() as conn:
+        async with self._tx.begin() as conn:
+            if _needs_ingest(upload.status, upload.concat):
+                await conn.execute(
+                    operations.insert().values(**ingest_operation(upload.id, upload.created_at))
+                )
             await conn.execute(
                 uploads.insert().values(
                     id=upload.id,
@@ -132,9 +164,40 @@ class SqlSessionStore:
             .values(**values)
             .returning(*uploads.c)
         )
-        async with self._engine.begin() as conn:
+        if not _needs_ingest(status, None):
+            async with self._engine.begin() as conn:
+                row = (await conn.execute(stmt)).first()
+            return None if row is None else _row_to_upload(row)
+        async with self._tx.begin() as conn:
             row = (await conn.execute(stmt)).first()
-        return None if row is None else _row_to_upload(row)
+            if row is None or not _needs_ingest(status, row.concat):
+                return None if row is None else _row_to_upload(row)
+            await conn.execute(operations.insert().values(**ingest_operation(upload_id, now)))
+        return _row_to_upload(row)
+
+    async def settle(
+        self,
+        upload_id: str,
+        *,
+        status: UploadStatus,
+        now: datetime,
+        error: str | None = None,
+        detail: str | None = None,
+        file_id: str | None = None,
+        digests: tuple[str, str] | None = None,
+    ) -> None:
+        values: dict[str, Any] = {
+            "status": status.value,
+            "updated_at": now,
+            "error": error,
+            "error_detail": detail,
+        }
+        if file_id is not None:
+            values["file_id"] = file_id
+        if digests is not None:
+            values["md5"], values["sha256"] = digests
+        async with self._engine.begin() as conn:
+            await conn.execute(uploads.update().where(uploads.c.id == upload_id).values(**values))
 
     async def transition(
         self,

@@ -11,6 +11,9 @@ from urllib.parse import urlsplit
 
 from tusingest.domain import PARTIAL, Checksum
 from tusingest.errors import BadRequest
+from tusingest.metadata import parse_metadata
+
+__all__ = ["parse_metadata"]
 
 TUS_VERSION = "1.0.0"
 OFFSET_CONTENT_TYPE = "application/offset+octet-stream"
@@ -41,34 +44,6 @@ def parse_non_negative(header: str, value: str | None) -> int | None:
             code=f"invalid_{header.lower().replace('-', '_')}",
         )
     return int(stripped)
-
-
-def parse_metadata(value: str | None) -> dict[str, bytes] | None:
-    """Validate `Upload-Metadata`; returns decoded pairs, None when absent or empty."""
-    if value is None or not value.strip():
-        return None
-    pairs: dict[str, bytes] = {}
-    for item in value.split(","):
-        parts = item.strip().split(" ")
-        if len(parts) > 2 or not parts[0]:
-            raise BadRequest(
-                f"malformed Upload-Metadata pair {item.strip()!r}", code="invalid_metadata"
-            )
-        key = parts[0]
-        encoded = parts[1] if len(parts) == 2 else ""
-        if key in pairs:
-            raise BadRequest(f"duplicate Upload-Metadata key {key!r}", code="invalid_metadata")
-        if not _B64.match(encoded) or len(encoded) % 4:
-            raise BadRequest(
-                f"Upload-Metadata value of {key!r} is not valid Base64", code="invalid_metadata"
-            )
-        try:
-            pairs[key] = base64.b64decode(encoded, validate=True)
-        except (binascii.Error, ValueError):
-            raise BadRequest(
-                f"Upload-Metadata value of {key!r} is not valid Base64", code="invalid_metadata"
-            ) from None
-    return pairs
 
 
 def format_http_date(moment: datetime) -> str:

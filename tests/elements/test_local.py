@@ -1,0 +1,455 @@
+"""Local storage element: ArtStore naming, hour layout, attr.json, idempotency, streaming."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import hashlib
+import json
+import os
+import stat
+import time
+import uuid
+from collections.abc import Coroutine
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, TypeVar
+
+import psutil
+import pytest
+
+from tusingest.domain import FileToStore, StoredFile
+from tusingest.elements.local import LocalElement
+from tusingest.elements.naming import hour_path, storage_filename
+from tusingest.errors import TusingestError
+from tusingest.ports import StorageElement
+
+T = TypeVar("T")
+FID = "a1b2c3d4-e5f6-7890-abcd-ef1234567890"
+WHEN = datetime(2025, 1, 2, 15, 30, 45, 123456, tzinfo=UTC)
+ATTR_KEYS = [
+    "file_id",
+    "original_filename",
+    "storage_filename",
+    "file_size",
+    "content_type",
+    "created_at",
+    "updated_at",
+    "created_by_id",
+    "created_by_username",
+    "created_by_fullname",
+    "description",
+    "version",
+    "storage_path",
+    "checksum",
+    "metadata",
+]
+MiB = 1 << 20
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+def name(original: str, user: str = "ivanov", when: datetime = WHEN) -> str:
+    return storage_filename(original, user, when, FID)
+
+
+def write_source(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def make_item(source: Path, **changes: Any) -> FileToStore:
+    data = source.read_bytes() if source.stat().st_size < 8 * MiB else None
+    item = FileToStore(
+        file_id=str(uuid.uuid4()),
+        source=source,
+        original_filename="report.pdf",
+        content_type="application/pdf",
+        size=source.stat().st_size,
+        sha256=hashlib.sha256(data).hexdigest() if data is not None else _sha256_file(source),
+        owner_sub="sa-ingester",
+        owner_name="ivanov",
+        uploaded_at=WHEN,
+        metadata={},
+    )
+    return replace(item, **changes)
+
+
+def _sha256_file(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+@pytest.fixture
+def element(tmp_path: Path) -> LocalElement:
+    return LocalElement(tmp_path / "se", "se-local")
+
+
+@pytest.fixture
+def source(tmp_path: Path) -> Path:
+    return write_source(tmp_path / "staged", b"%PDF-1.7 hello\n" * 1000)
+
+
+# storage_filename (contract §2.8)
+
+
+def test_contract_example() -> None:
+    assert name("report.pdf") == f"report_ivanov_20250102T153045_{FID}.pdf"
+
+
+def test_forbidden_characters_become_underscores() -> None:
+    assert (
+        name('a<b>c:d"e/f\\g|h?i*j.txt') == f"a_b_c_d_e_f_g_h_i_j_ivanov_20250102T153045_{FID}.txt"
+    )
+
+
+def test_control_characters_become_underscores() -> None:
+    assert name("a\x00b\nc\x7fd\x85e\tf.txt").startswith("a_b_c_d_e_f_ivanov_")
+
+
+def test_runs_collapsed_and_outer_underscores_stripped() -> None:
+    assert name("__a___b__?.txt").startswith("a_b_ivanov_")
+
+
+def test_unicode_and_spaces_kept() -> None:
+    got = name("Отчёт за 2024 год.pdf", user="Иван Петров")
+    assert got == f"Отчёт за 2024 год_Иван Петров_20250102T153045_{FID}.pdf"
+
+
+def test_username_sanitised_like_the_stem() -> None:
+    assert name("a.txt", user="dom\\ivan/../x").startswith("a_dom_ivan_.._x_2025")
+    assert name("a.txt", user="??").startswith("a_file_2025")
+
+
+def test_no_extension() -> None:
+    assert name("README") == f"README_ivanov_20250102T153045_{FID}"
+    assert name(".bashrc") == f".bashrc_ivanov_20250102T153045_{FID}"
+    assert name("trailing.") == f"trailing._ivanov_20250102T153045_{FID}"
+
+
+def test_only_the_last_suffix_is_the_extension() -> None:
+    assert name("archive.tar.gz") == f"archive.tar_ivanov_20250102T153045_{FID}.gz"
+
+
+def test_extension_is_not_sanitised() -> None:
+    assert name("a.p?f") == f"a_ivanov_20250102T153045_{FID}.p?f"
+
+
+def test_empty_stem_becomes_file() -> None:
+    assert name("???.txt") == f"file_ivanov_20250102T153045_{FID}.txt"
+    assert name("") == f"file_ivanov_20250102T153045_{FID}"
+
+
+def test_long_name_cut_to_200_with_ellipsis() -> None:
+    got = name("x" * 300 + ".pdf")
+    rest = f"_ivanov_20250102T153045_{FID}.pdf"
+    assert len(got) == 200
+    assert got == "x" * (200 - len(rest) - 3) + "..." + rest
+
+
+def test_long_unicode_name_also_fits_the_filesystem() -> None:
+    got = name("я" * 150 + ".txt")
+    assert len(got) <= 200
+    assert len((got + ".attr.json").encode()) <= 255
+    assert got.endswith(f"..._ivanov_20250102T153045_{FID}.txt")
+
+
+def test_extension_too_long_for_any_name() -> None:
+    with pytest.raises(TusingestError) as info:
+        name("a." + "x" * 160)
+    assert info.value.code == "filename_too_long"
+
+
+def test_time_and_hour_are_utc() -> None:
+    moscow = datetime(2025, 1, 2, 18, 30, 45, tzinfo=timezone(timedelta(hours=3)))
+    assert name("report.pdf", when=moscow) == name("report.pdf")
+    assert hour_path(moscow) == "2025/01/02/15/"
+
+
+# store
+
+
+def test_layout_by_utc_hour(element: LocalElement, source: Path) -> None:
+    # 02:30 at +05:00 is 21:30 UTC the day before (and the year before).
+    local = datetime(2025, 1, 1, 2, 30, 45, tzinfo=timezone(timedelta(hours=5)))
+    item = make_item(source, uploaded_at=local)
+    stored = run(element.store(item))
+    assert stored.storage_path == "2024/12/31/21/"
+    assert stored.storage_filename == f"report_ivanov_20241231T213045_{item.file_id}.pdf"
+    directory = element.root / "2024/12/31/21"
+    assert sorted(os.listdir(directory)) == [
+        stored.storage_filename,
+        stored.storage_filename + ".attr.json",
+    ]
+
+
+def test_attr_json_exact(element: LocalElement, source: Path) -> None:
+    item = make_item(
+        source,
+        original_filename="Отчёт 2024.pdf",
+        owner_name="Иван",
+        metadata={"uploaded_by": "u-42", "tags": ["a", "b"]},
+    )
+    stored = run(element.store(item))
+    directory = element.root / stored.storage_path
+    raw = (directory / (stored.storage_filename + ".attr.json")).read_bytes()
+    attr = json.loads(raw.decode("utf-8"))
+    assert list(attr) == ATTR_KEYS
+    assert attr == {
+        "file_id": item.file_id,
+        "original_filename": "Отчёт 2024.pdf",
+        "storage_filename": f"Отчёт 2024_Иван_20250102T153045_{item.file_id}.pdf",
+        "file_size": item.size,
+        "content_type": "application/pdf",
+        "created_at": "2025-01-02T15:30:45.123456+00:00",
+        "updated_at": "2025-01-02T15:30:45.123456+00:00",
+        "created_by_id": "sa-ingester",
+        "created_by_username": "Иван",
+        "created_by_fullname": None,
+        "description": None,
+        "version": None,
+        "storage_path": "2025/01/02/15/",
+        "checksum": item.sha256,
+        "metadata": {"uploaded_by": "u-42", "tags": ["a", "b"]},
+    }
+    assert "Отчёт".encode() in raw  # raw UTF-8, as the SE writes it
+    assert len(raw) <= 4096
+    assert run(element.read_attr(item.file_id)) == attr
+
+
+def test_whole_seconds_keep_microseconds_in_timestamps(element: LocalElement, source: Path) -> None:
+    item = make_item(source, uploaded_at=datetime(2025, 1, 2, 15, 30, 45))  # naive = UTC
+    run(element.store(item))
+    attr = run(element.read_attr(item.file_id))
+    assert attr is not None
+    assert attr["created_at"] == "2025-01-02T15:30:45.000000+00:00"
+
+
+def test_bytes_checksum_and_modes(element: LocalElement, source: Path) -> None:
+    item = make_item(source)
+    stored = run(element.store(item))
+    assert isinstance(stored, StoredFile)
+    data_path = element.root / stored.storage_path / stored.storage_filename
+    attr_path = data_path.with_name(data_path.name + ".attr.json")
+    assert data_path.read_bytes() == source.read_bytes()
+    assert stored.sha256 == hashlib.sha256(data_path.read_bytes()).hexdigest() == item.sha256
+    assert stored == StoredFile(
+        item.file_id, "se-local", stored.storage_filename, "2025/01/02/15/", item.size, item.sha256
+    )
+    assert stat.S_IMODE(data_path.stat().st_mode) == 0o644
+    assert stat.S_IMODE(attr_path.stat().st_mode) == 0o600
+    assert run(element.find(item.file_id)) == stored
+
+
+def test_implements_the_port(element: LocalElement) -> None:
+    port: StorageElement = element
+    assert port.element_id == "se-local"
+
+
+def test_second_store_is_idempotent(element: LocalElement, source: Path) -> None:
+    item = make_item(source)
+    first = run(element.store(item))
+    data_path = element.root / first.storage_path / first.storage_filename
+    attr_path = data_path.with_name(data_path.name + ".attr.json")
+    before = [(p.stat().st_ino, p.stat().st_mtime_ns) for p in (data_path, attr_path)]
+    time.sleep(0.01)
+    assert run(element.store(item)) == first
+    assert [(p.stat().st_ino, p.stat().st_mtime_ns) for p in (data_path, attr_path)] == before
+
+
+def test_crash_leftovers_are_cleaned_and_the_store_redone(
+    element: LocalElement, source: Path
+) -> None:
+    item = make_item(source)
+    directory = element.root / "2025/01/02/15"
+    directory.mkdir(parents=True)
+    tmp_data = directory / f".tmp_{item.file_id}.data"
+    tmp_attr = directory / f".tmp_{item.file_id}.attr"
+    tmp_data.write_bytes(b"half a file")
+    tmp_attr.write_bytes(b"{")
+    # A data file renamed into place whose attr.json never got written.
+    orphan = directory / name_for(item)
+    orphan.write_bytes(b"stale")
+    stored = run(element.store(item))
+    assert not tmp_data.exists()
+    assert not tmp_attr.exists()
+    assert sorted(os.listdir(directory)) == [name_for(item), name_for(item) + ".attr.json"]
+    assert orphan.read_bytes() == source.read_bytes()
+    assert stored.sha256 == item.sha256
+
+
+def name_for(item: FileToStore) -> str:
+    return storage_filename(item.original_filename, item.owner_name, item.uploaded_at, item.file_id)
+
+
+def test_different_content_under_the_same_id_is_replaced(
+    element: LocalElement, source: Path, tmp_path: Path
+) -> None:
+    item = make_item(source)
+    run(element.store(item))
+    other = write_source(tmp_path / "other", b"other bytes")
+    again = make_item(other, file_id=item.file_id)
+    stored = run(element.store(again))
+    assert stored.size == len(b"other bytes")
+    assert (element.root / stored.storage_path / stored.storage_filename).read_bytes() == (
+        b"other bytes"
+    )
+    assert run(element.find(item.file_id)) == stored
+
+
+def test_oversized_metadata_dropped_largest_first(element: LocalElement, source: Path) -> None:
+    metadata = {"small": "x", "big": "y" * 3000, "mid": "z" * 1500, "also": "w" * 100}
+    item = make_item(source, metadata=metadata)
+    stored = run(element.store(item))
+    path = element.root / stored.storage_path / (stored.storage_filename + ".attr.json")
+    assert path.stat().st_size <= 4096
+    attr = json.loads(path.read_bytes())
+    assert attr["metadata"] == {
+        "small": "x",
+        "mid": "z" * 1500,
+        "also": "w" * 100,
+        "_truncated": True,
+    }
+
+
+def test_attr_too_large_even_without_metadata(element: LocalElement, source: Path) -> None:
+    item = make_item(source, original_filename="ж" * 2100 + ".txt")
+    with pytest.raises(TusingestError) as info:
+        run(element.store(item))
+    assert (info.value.code, info.value.status) == ("attr_too_large", 500)
+    assert not element.root.exists() or not any(element.root.rglob("*"))
+
+
+def test_short_source_fails_and_leaves_nothing(element: LocalElement, source: Path) -> None:
+    item = make_item(source, size=source.stat().st_size + 1)
+    with pytest.raises(OSError, match="copied"):
+        run(element.store(item))
+    assert [p for p in element.root.rglob("*") if p.is_file()] == []
+    assert run(element.find(item.file_id)) is None
+
+
+def test_sendfile_fallback(
+    element: LocalElement, source: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def unsupported(*args: object) -> int:
+        raise OSError(errno.EXDEV, "cross-device")
+
+    monkeypatch.setattr(os, "copy_file_range", unsupported)
+    item = make_item(source)
+    stored = run(element.store(item))
+    path = element.root / stored.storage_path / stored.storage_filename
+    assert path.read_bytes() == source.read_bytes()
+    assert stored.sha256 == item.sha256
+
+
+# delete
+
+
+def test_delete_removes_both_and_is_idempotent(element: LocalElement, source: Path) -> None:
+    keep = run(element.store(make_item(source)))
+    item = make_item(source, uploaded_at=WHEN + timedelta(days=40))
+    stored = run(element.store(item))
+    directory = element.root / stored.storage_path
+    run(element.delete(item.file_id))
+    assert os.listdir(directory) == []
+    assert run(element.find(item.file_id)) is None
+    assert run(element.read_attr(item.file_id)) is None
+    run(element.delete(item.file_id))
+    run(element.delete(str(uuid.uuid4())))
+    run(element.delete("../../etc"))
+    assert run(element.find(keep.file_id)) == keep
+
+
+def test_delete_on_an_empty_element(tmp_path: Path) -> None:
+    run(LocalElement(tmp_path / "missing", "se").delete(str(uuid.uuid4())))
+
+
+def test_an_id_inside_another_files_name_is_not_that_file(
+    element: LocalElement, source: Path
+) -> None:
+    victim = str(uuid.uuid4())
+    # The extension is not sanitised, so another file's name can end in `_{victim}`.
+    decoy = run(
+        element.store(make_item(source, original_filename=f"x.y_u_20250101T000000_{victim}"))
+    )
+    assert decoy.storage_filename.endswith(f"_{victim}")
+    assert run(element.find(victim)) is None
+    real = run(element.store(make_item(source, file_id=victim)))
+    run(element.delete(victim))
+    assert run(element.find(victim)) is None
+    assert run(element.find(decoy.file_id)) == decoy
+    assert real.storage_filename != decoy.storage_filename
+
+
+# streaming
+
+
+@pytest.fixture(scope="module")
+def big_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("big") / "staged"
+    chunk = os.urandom(MiB)
+    with open(path, "wb") as f:
+        for i in range(64):
+            f.write(chunk[i:] + chunk[:i])
+    return path
+
+
+async def _store_sampling(
+    element: LocalElement, item: FileToStore
+) -> tuple[StoredFile, float, int, int]:
+    """Store `item` while a 1 ms ticker samples RSS: (stored, largest tick gap, ticks, peak
+    RSS)."""
+    process = psutil.Process()
+    peak = process.memory_info().rss
+    largest_gap = 0.0
+    ticks = 0
+    done = asyncio.Event()
+
+    async def ticker() -> None:
+        nonlocal peak, largest_gap, ticks
+        last = time.perf_counter()
+        while not done.is_set():
+            await asyncio.sleep(0.001)
+            now = time.perf_counter()
+            largest_gap = max(largest_gap, now - last)
+            last = now
+            ticks += 1
+            peak = max(peak, process.memory_info().rss)
+
+    task = asyncio.create_task(ticker())
+    await asyncio.sleep(0.01)
+    try:
+        stored = await element.store(item)
+    finally:
+        done.set()
+        await task
+    return stored, largest_gap, ticks, peak
+
+
+def test_large_store_keeps_memory_flat(tmp_path: Path, big_source: Path) -> None:
+    element = LocalElement(tmp_path / "se", "se")
+    small = write_source(tmp_path / "small", b"warm-up")
+
+    async def scenario() -> tuple[StoredFile, int, int]:
+        await element.store(make_item(small))  # the worker thread and imports, warm
+        baseline = psutil.Process().memory_info().rss
+        stored, _, _, peak = await _store_sampling(element, make_item(big_source))
+        return stored, baseline, peak
+
+    stored, baseline, peak = run(scenario())
+    assert stored.size == 64 * MiB
+    assert stored.sha256 == _sha256_file(big_source)
+    assert peak - baseline <= 16 * MiB
+
+
+def test_large_store_does_not_block_the_event_loop(tmp_path: Path, big_source: Path) -> None:
+    element = LocalElement(tmp_path / "se", "se")
+    start = time.perf_counter()
+    stored, largest_gap, ticks, _ = run(_store_sampling(element, make_item(big_source)))
+    assert stored.size == 64 * MiB
+    assert largest_gap < 0.1
+    # Hashing 64 MiB alone takes tens of milliseconds: the ticker ran meanwhile.
+    assert ticks >= 5, (ticks, time.perf_counter() - start)

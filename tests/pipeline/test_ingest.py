@@ -1,0 +1,249 @@
+"""The ingest operation end to end on real stores: SQLite and PostgreSQL sessions, the local
+storage element on disk, real clamd, and the durable runner."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import os
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from tests.conftest import BACKENDS
+from tusingest.config import Settings
+from tusingest.domain import Principal, Role, Upload, UploadStatus
+from tusingest.elements.local import LocalElement
+from tusingest.pipeline.compress import CompressionSettings
+from tusingest.pipeline.ingest import Ingest, IngestPolicy, StagedFiles
+from tusingest.pipeline.runner import Runner, RunnerPolicy
+from tusingest.pipeline.scan import ClamdScanner
+from tusingest.pipeline.validate import ValidationSettings
+from tusingest.store import schema
+from tusingest.store.catalog import SqlCatalog
+from tusingest.store.locks import MemoryLocker
+from tusingest.store.operations import SqlOperationStore
+from tusingest.store.sql import SqlSessionStore, create_engine
+from tusingest.store.staging import FileStaging
+from tusingest.store.tables import audit_events, operations
+from tusingest.store.uploads import UploadPolicy, UploadStore
+
+ALICE = Principal(sub="alice", name="Alice", role=Role.USER)
+EICAR = base64.b64decode(
+    "WDVPIVAlQEFQWzRcUFpYNTQoUF4pN0NDKTd9JEVJQ0FSLVNUQU5EQVJELUFOVElWSVJVUy1URVNULUZJTEUhJEgrSCo="
+)
+PDF = (
+    b"%PDF-1.4\n1 0 obj\n<< /Type /Catalog /Pages 2 0 R >>\nendobj\n"
+    b"2 0 obj\n<< /Type /Pages /Kids [] /Count 0 >>\nendobj\n"
+    b"xref\n0 3\n0000000000 65535 f \n0000000009 00000 n \n0000000058 00000 n \n"
+    b"trailer\n<< /Size 3 /Root 1 0 R >>\nstartxref\n110\n%%EOF\n"
+)
+
+
+def _clamd_url() -> str:
+    url = os.environ.get("CLAMD_URL")
+    if not url:
+        pytest.fail("CLAMD_URL is not set: run scripts/services start clamd")
+    return url
+
+
+@dataclass
+class Rig:
+    uploads: UploadStore
+    sessions: SqlSessionStore
+    engine: sa.ext.asyncio.AsyncEngine
+    element_root: Path
+    staging: Path
+    runner: Runner
+    element: LocalElement
+
+    async def upload(self, data: bytes, **meta: str) -> Upload:
+        raw = ",".join(f"{k} {base64.b64encode(v.encode()).decode()}" for k, v in meta.items())
+        upload = await self.uploads.create(ALICE, length=len(data), metadata_raw=raw or None)
+
+        async def body() -> AsyncIterator[bytes]:
+            yield data
+
+        if data:
+            upload = await self.uploads.append(
+                ALICE, upload.id, offset=0, length=None, content_length=len(data), body=body()
+            )
+        self.runner.wake()
+        return upload
+
+    async def settled(self, upload: Upload) -> Upload:
+        for _ in range(200):
+            current = await self.sessions.get(upload.id)
+            assert current is not None
+            if current.status in (
+                UploadStatus.STORED,
+                UploadStatus.REJECTED,
+                UploadStatus.FAILED,
+            ):
+                return current
+            await asyncio.sleep(0.05)
+        pytest.fail(f"upload {upload.id} never settled")
+
+
+@asynccontextmanager
+async def rig(
+    url: str, root: Path, scanner_url: str | None, *, max_attempts: int = 3
+) -> AsyncIterator[Rig]:
+    engine = create_engine(url)
+    await schema.upgrade(url)
+    sessions = SqlSessionStore(engine)
+    staging = root / "staging"
+    staging.mkdir(parents=True, exist_ok=True)
+    uploads = UploadStore(
+        sessions, FileStaging(staging), MemoryLocker(5), UploadPolicy(3600, 1 << 30)
+    )
+    element = LocalElement(root / "se", "se-local")
+    ingest = Ingest(
+        sessions,
+        StagedFiles(staging),
+        SqlCatalog(engine),
+        element,
+        ClamdScanner(scanner_url, timeout=5) if scanner_url else None,
+        IngestPolicy(
+            validation=ValidationSettings.parse({"ALLOWED_MIME_TYPES": "*"}, 1 << 30),
+            compression=CompressionSettings.parse({}),
+            workdir=staging,
+        ),
+    )
+    runner = Runner(
+        SqlOperationStore(engine),
+        {"ingest": ingest},
+        RunnerPolicy(max_attempts=max_attempts, attempt_timeout=30, lease_seconds=30,
+                     poll_seconds=0.1, base_delay=0.05, max_delay=0.1),
+    )  # fmt: skip
+    task = asyncio.create_task(runner.run_forever())
+    try:
+        yield Rig(uploads, sessions, engine, root / "se", staging, runner, element)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await engine.dispose()
+
+
+@pytest.fixture(params=BACKENDS)
+def database(
+    request: pytest.FixtureRequest, tmp_path: Path, new_pg_database: Callable[[], str]
+) -> str:
+    raw = f"sqlite:///{tmp_path / 'db.sqlite'}" if request.param == "sqlite" else new_pg_database()
+    return Settings.from_env({"DATABASE_URL": raw}).database_url
+
+
+def _stored_files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file() and not p.name.endswith(".json"))
+
+
+def test_a_clean_pdf_is_stored_with_its_attr_json(database: str, tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with rig(database, tmp_path, _clamd_url()) as r:
+            upload = await r.upload(PDF, filename="report.pdf", filetype="text/plain")
+            done = await r.settled(upload)
+            assert done.status is UploadStatus.STORED, (done.error, done.error_detail)
+            assert done.file_id is not None
+            assert done.sha256 == hashlib.sha256(PDF).hexdigest()
+            assert done.md5 == hashlib.md5(PDF).hexdigest()
+            [stored] = _stored_files(r.element_root)
+            assert stored.read_bytes() == PDF
+            assert stored.name.startswith("report_alice_")
+            assert stored.name.endswith(".pdf")
+            attr = json.loads(stored.with_name(stored.name + ".attr.json").read_text())
+            assert attr["file_id"] == done.file_id
+            assert attr["content_type"] == "application/pdf"  # detected, not declared
+            assert attr["checksum"] == hashlib.sha256(PDF).hexdigest()
+            assert attr["metadata"]["upload_id"] == upload.id
+            assert not (r.staging / upload.id).exists()
+
+    asyncio.run(scenario())
+
+
+def test_eicar_is_rejected_and_stored_nowhere(database: str, tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with rig(database, tmp_path, _clamd_url()) as r:
+            upload = await r.upload(b"prefix " + EICAR + b" suffix", filename="x.txt")
+            done = await r.settled(upload)
+            assert done.status is UploadStatus.REJECTED
+            assert done.error == "virus_detected"
+            assert done.error_detail is not None
+            assert "EICAR" in done.error_detail
+            assert _stored_files(r.element_root) == []
+            assert not (r.staging / upload.id).exists()
+            async with r.engine.connect() as conn:
+                events = (
+                    await conn.execute(
+                        sa.select(audit_events).where(audit_events.c.subject == upload.id)
+                    )
+                ).all()
+            assert [e.action for e in events] == ["upload_rejected"]
+
+    asyncio.run(scenario())
+
+
+def test_an_empty_file_is_rejected(database: str, tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with rig(database, tmp_path, None) as r:
+            done = await r.settled(await r.upload(b""))
+            assert (done.status, done.error) == (UploadStatus.REJECTED, "empty_file")
+
+    asyncio.run(scenario())
+
+
+def test_a_declared_checksum_that_does_not_match_is_rejected(database: str, tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with rig(database, tmp_path, None) as r:
+            upload = await r.upload(b"some text\n", checksum="sha256 " + "0" * 64)
+            done = await r.settled(upload)
+            assert (done.status, done.error) == (UploadStatus.REJECTED, "checksum_mismatch")
+
+    asyncio.run(scenario())
+
+
+def test_a_scanner_that_is_down_is_retried_then_the_upload_fails(
+    database: str, tmp_path: Path
+) -> None:
+    async def scenario() -> None:
+        async with rig(database, tmp_path, "tcp://127.0.0.1:9", max_attempts=3) as r:
+            upload = await r.upload(b"hello\n")
+            done = await r.settled(upload)
+            assert done.status is UploadStatus.FAILED
+            assert done.error == "processing_failed"
+            assert _stored_files(r.element_root) == []
+            async with r.engine.connect() as conn:
+                op = (
+                    await conn.execute(
+                        sa.select(operations).where(operations.c.subject == upload.id)
+                    )
+                ).one()
+            assert (op.status, op.attempts) == ("failed", 3)
+            assert "ScannerUnavailable" in op.error
+            # The bytes stay staged: nothing was decided about them.
+            assert (r.staging / upload.id).exists()
+
+    asyncio.run(scenario())
+
+
+def test_completion_enqueues_exactly_one_operation_and_partials_none(
+    database: str, tmp_path: Path
+) -> None:
+    async def scenario() -> None:
+        async with rig(database, tmp_path, None) as r:
+            upload = await r.upload(b"abc")
+            partial = await r.uploads.create(ALICE, length=0, metadata_raw=None, partial=True)
+            await r.settled(upload)
+            async with r.engine.connect() as conn:
+                kinds = (
+                    await conn.execute(sa.select(operations.c.subject, operations.c.status))
+                ).all()
+            assert [(s, st) for s, st in kinds] == [(upload.id, "done")]
+            assert partial.id not in {s for s, _ in kinds}
+
+    asyncio.run(scenario())

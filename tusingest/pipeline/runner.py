@@ -1,0 +1,161 @@
+"""Durable operation runner: claims due operations, runs their handler, retries with backoff
+and jitter, gives up after the configured attempts; any node resumes a crashed node's work."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from tusingest.domain import Operation
+from tusingest.ports import OperationStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunnerPolicy:
+    max_attempts: int
+    attempt_timeout: float  # seconds one attempt may take
+    lease_seconds: float  # how long a claim holds before another node may take over
+    poll_seconds: float = 1.0
+    concurrency: int = 2
+    base_delay: float = 1.0
+    max_delay: float = 60.0
+
+
+# What a handler uses to persist how far it got (and what retries must reuse).
+Progress = Callable[[str, dict[str, Any]], Awaitable[None]]
+
+
+class Handler(Protocol):
+    async def run(self, op: Operation, progress: Progress) -> dict[str, Any]:
+        """Do (or finish) the work; raise to retry. Must be idempotent."""
+        ...
+
+    async def give_up(self, op: Operation, error: str) -> None:
+        """The last attempt failed: record the failure where users see it."""
+        ...
+
+
+class Runner:
+    """Runs operations on this node; `wake()` after enqueuing runs them at once."""
+
+    def __init__(
+        self, store: OperationStore, handlers: Mapping[str, Handler], policy: RunnerPolicy
+    ) -> None:
+        self._store = store
+        self._handlers = handlers
+        self._policy = policy
+        self.node = f"node-{uuid.uuid4().hex[:12]}"
+        self._wake = asyncio.Event()
+        self._slots = asyncio.Semaphore(policy.concurrency)
+        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._running: set[asyncio.Task[None]] = set()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def wait(self, subject: str, seconds: float) -> bool:
+        """Wait until an operation on `subject` ends on this node; False on timeout."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(subject, []).append(future)
+        try:
+            async with asyncio.timeout(seconds):
+                await future
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            waiters = self._waiters.get(subject, [])
+            if future in waiters:
+                waiters.remove(future)
+            if not waiters:
+                self._waiters.pop(subject, None)
+
+    def _ended(self, subject: str) -> None:
+        for future in self._waiters.pop(subject, []):
+            if not future.done():
+                future.set_result(None)
+
+    async def run_forever(self) -> None:
+        try:
+            while True:
+                try:
+                    claimed = await self._claim()
+                except Exception:
+                    log.exception("could not claim operations; retrying")
+                    claimed = 0
+                if claimed:
+                    continue
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._policy.poll_seconds):
+                        await self._wake.wait()
+        finally:
+            for task in self._running:
+                task.cancel()
+            await asyncio.gather(*self._running, return_exceptions=True)
+
+    async def _claim(self) -> int:
+        free = self._policy.concurrency - len(self._running)
+        if free <= 0:
+            await asyncio.wait(self._running, return_when=asyncio.FIRST_COMPLETED)
+            return 1
+        ops = await self._store.claim(self.node, self._policy.lease_seconds, free)
+        for op in ops:
+            task = asyncio.create_task(self._execute(op))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+        return len(ops)
+
+    async def _execute(self, op: Operation) -> None:
+        handler = self._handlers.get(op.kind)
+        try:
+            if handler is None:
+                await self._store.fail(op, self.node, f"no handler for {op.kind!r}")
+                return
+            result = dict(op.result)
+
+            async def progress(step: str, update: dict[str, Any]) -> None:
+                result.update(update)
+                await self._store.progress(op, self.node, step, result, self._policy.lease_seconds)
+
+            try:
+                async with asyncio.timeout(self._policy.attempt_timeout):
+                    outcome = await handler.run(op, progress)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                await self._after_failure(op, handler, f"{type(exc).__name__}: {exc}")
+                return
+            await self._store.finish(op, self.node, {**result, **outcome})
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("operation %s (%s %s) could not be recorded", op.id, op.kind, op.subject)
+        finally:
+            self._ended(op.subject)
+
+    async def _after_failure(self, op: Operation, handler: Handler, error: str) -> None:
+        if op.attempts >= self._policy.max_attempts:
+            log.error("operation %s (%s %s) failed for good: %s", op.id, op.kind, op.subject, error)
+            await handler.give_up(op, error)
+            await self._store.fail(op, self.node, error)
+            return
+        delay = min(self._policy.max_delay, self._policy.base_delay * 2 ** (op.attempts - 1))
+        delay *= random.uniform(0.5, 1.5)  # jitter: nodes retrying together drift apart
+        log.warning(
+            "operation %s (%s %s) attempt %d failed: %s; retry in %.1fs",
+            op.id, op.kind, op.subject, op.attempts, error, delay,
+        )  # fmt: skip
+        await self._store.retry(op, self.node, error, delay)
+        self.wake_later(delay)
+
+    def wake_later(self, delay: float) -> None:
+        asyncio.get_running_loop().call_later(delay, self._wake.set)

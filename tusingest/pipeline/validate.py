@@ -1,0 +1,247 @@
+"""Validation of a completed upload: size, whole-file digests, declared checksum, sniffed MIME."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import threading
+import zipfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, get_args
+
+import magic
+
+from tusingest.errors import ConfigError, TusingestError
+
+RejectionCode = Literal[
+    "file_too_large",
+    "mime_type_not_allowed",
+    "virus_detected",
+    "checksum_mismatch",
+    "empty_file",
+    "invalid_checksum_metadata",
+]
+
+# Documents, images, plain/structured text, office formats (OOXML, ODF, legacy MS Office) and
+# common archives. Unidentifiable binaries (application/octet-stream) and executables are
+# refused: add `application/octet-stream` or `*` to ALLOWED_MIME_TYPES to accept them.
+DEFAULT_ALLOWED_MIME_TYPES: tuple[str, ...] = (
+    "application/pdf",
+    "text/*",
+    "image/*",
+    "application/msword",
+    "application/vnd.ms-excel",
+    "application/vnd.ms-powerpoint",
+    "application/vnd.openxmlformats-officedocument.*",
+    "application/vnd.oasis.opendocument.*",
+    "application/rtf",
+    "application/epub+zip",
+    "application/json",
+    "application/xml",
+    "application/zip",
+    "application/gzip",
+    "application/x-tar",
+    "application/x-7z-compressed",
+)
+
+# libmagic needs 8 KiB or more to see OOXML entries; 16 KiB is the safe margin.
+SNIFF_BYTES = 16 << 10
+_READ_CHUNK = 1 << 20
+_ON = {"1", "true", "yes", "on"}
+_OFF = {"0", "false", "no", "off"}
+_TOKEN = r"[a-z0-9][a-z0-9!#$&^_.+-]*"
+_PATTERN = re.compile(rf"\*|\*/\*|{_TOKEN}/(?:\*|{_TOKEN}\*?)")
+_DIGEST_LENGTHS = {"md5": 32, "sha256": 64}
+_HEX = re.compile(r"[0-9a-f]+")
+_OOXML_TYPE = "application/vnd.openxmlformats-officedocument."
+_OOXML_PARTS = (
+    ("word/", _OOXML_TYPE + "wordprocessingml.document"),
+    ("xl/", _OOXML_TYPE + "spreadsheetml.sheet"),
+    ("ppt/", _OOXML_TYPE + "presentationml.presentation"),
+)
+_ODF_TYPE = re.compile(rb"application/vnd\.oasis\.opendocument\.[a-z0-9.+-]+")
+
+
+class Rejection(TusingestError):
+    """The file is refused for good (no retry): the upload becomes `rejected` with `code`."""
+
+    status = 422
+    code: RejectionCode = "empty_file"
+
+    def __init__(self, code: RejectionCode, message: str) -> None:
+        if code not in get_args(RejectionCode):
+            raise ValueError(f"unknown rejection code {code!r}")
+        super().__init__(message, code=code)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class ValidationSettings:
+    max_size: int
+    mime_validation: bool
+    allowed_mime_types: tuple[str, ...]
+
+    @classmethod
+    def parse(cls, env: Mapping[str, str], max_size: int) -> ValidationSettings:
+        """MIME_TYPE_VALIDATION (on/off, default on) and ALLOWED_MIME_TYPES (comma list of
+        `type/subtype`, `type/*`, `prefix*` or `*`); empty values mean the default."""
+        raw_flag = env.get("MIME_TYPE_VALIDATION", "").strip().lower() or "on"
+        if raw_flag not in _ON | _OFF:
+            raise ConfigError("MIME_TYPE_VALIDATION", f"{raw_flag!r} is not on/off")
+        raw_types = env.get("ALLOWED_MIME_TYPES", "").strip()
+        patterns = DEFAULT_ALLOWED_MIME_TYPES
+        if raw_types:
+            patterns = tuple(p.strip().lower() for p in raw_types.split(",") if p.strip())
+            for pattern in patterns:
+                if not _PATTERN.fullmatch(pattern):
+                    raise ConfigError(
+                        "ALLOWED_MIME_TYPES",
+                        f"{pattern!r} is not a MIME type or pattern (type/subtype, type/*, *)",
+                    )
+            if not patterns:
+                raise ConfigError("ALLOWED_MIME_TYPES", "lists no MIME type")
+        return cls(max_size, raw_flag in _ON, patterns)
+
+
+def mime_allowed(mime: str, patterns: Sequence[str]) -> bool:
+    """Whether `mime` (parameters ignored, any case) matches one of `patterns`: exact,
+    `type/*`, `*/*` or `*`, or a trailing-`*` prefix such as `application/vnd.oasis.*`."""
+    essence = mime.split(";", 1)[0].strip().lower()
+    for raw in patterns:
+        pattern = raw.split(";", 1)[0].strip().lower()
+        if pattern in ("*", "*/*"):
+            return True
+        if pattern.endswith("*"):
+            if essence.startswith(pattern[:-1]) and "/" in essence:
+                return True
+        elif essence == pattern:
+            return True
+    return False
+
+
+_local = threading.local()
+
+
+def _magic() -> magic.Magic:
+    # One instance per worker thread: each Magic serialises its calls behind a lock.
+    instance: magic.Magic | None = getattr(_local, "magic", None)
+    if instance is None:
+        instance = _local.magic = magic.Magic(mime=True)
+    return instance
+
+
+def _detect(path: Path) -> str:
+    with path.open("rb") as f:
+        head = f.read(SNIFF_BYTES)
+    mime = _magic().from_buffer(head)
+    if mime == "application/zip":
+        mime = _zip_type(path) or mime
+    return mime
+
+
+def _zip_type(path: Path) -> str | None:
+    """OOXML / ODF type from the entry names, wherever they sit in the archive."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+            if "mimetype" in names:
+                with archive.open("mimetype") as entry:
+                    declared = entry.read(128).strip()
+                if _ODF_TYPE.fullmatch(declared):
+                    return declared.decode("ascii")
+            if "[Content_Types].xml" in names:
+                for prefix, mime in _OOXML_PARTS:
+                    if any(name.startswith(prefix) for name in names):
+                        return mime
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, RuntimeError, ValueError):
+        # Damaged, encrypted or otherwise unreadable archives stay plain application/zip.
+        return None
+    return None
+
+
+async def detect_mime(path: Path) -> str:
+    """The MIME type libmagic sniffs from the first 16 KiB, zip refined to OOXML / ODF."""
+    return await asyncio.to_thread(_detect, path)
+
+
+def parse_declared_checksum(value: str) -> tuple[str, str]:
+    """`sha256 <hex>` or `md5 <hex>` (metadata `checksum`) → (algorithm, lowercase hex)."""
+    parts = value.split()
+    if len(parts) == 2:
+        algorithm, digest = parts[0].lower(), parts[1].lower()
+        length = _DIGEST_LENGTHS.get(algorithm)
+        if length is not None and len(digest) == length and _HEX.fullmatch(digest):
+            return algorithm, digest
+    raise Rejection(
+        "invalid_checksum_metadata",
+        f"checksum metadata {value[:100]!r} is not 'sha256 <64 hex>' or 'md5 <32 hex>'",
+    )
+
+
+def _digests(path: Path) -> tuple[str, str]:
+    md5 = hashlib.md5(usedforsecurity=False)
+    sha256 = hashlib.sha256()
+    buffer = bytearray(_READ_CHUNK)
+    view = memoryview(buffer)
+    with path.open("rb", buffering=0) as f:
+        while n := f.readinto(buffer):
+            md5.update(view[:n])
+            sha256.update(view[:n])
+    return md5.hexdigest(), sha256.hexdigest()
+
+
+async def file_digests(path: Path) -> tuple[str, str]:
+    """(MD5 hex, SHA-256 hex) of the whole file in one streaming pass, off the event loop."""
+    return await asyncio.to_thread(_digests, path)
+
+
+@dataclass(frozen=True)
+class Validated:
+    size: int
+    detected_type: str
+    declared_type: str | None
+    md5: str
+    sha256: str
+
+
+async def validate(
+    path: Path,
+    *,
+    declared_type: str | None,
+    declared_checksum: str | None,
+    known_digests: tuple[str, str] | None,
+    settings: ValidationSettings,
+) -> Validated:
+    """Check the staged file or raise `Rejection`. `known_digests` (MD5, SHA-256 hex from the
+    inline hashing) spare a second pass; the client's `declared_type` is recorded, not trusted.
+    Virus scanning is a separate step."""
+    size = (await asyncio.to_thread(path.stat)).st_size
+    if size == 0:
+        raise Rejection("empty_file", "the file is empty")
+    if size > settings.max_size:
+        raise Rejection(
+            "file_too_large", f"the file has {size} bytes, more than {settings.max_size}"
+        )
+    # A malformed declaration is refused before the (possibly long) hashing pass.
+    expected = parse_declared_checksum(declared_checksum) if declared_checksum else None
+    md5, sha256 = known_digests or await file_digests(path)
+    if expected is not None:
+        algorithm, digest = expected
+        actual = md5 if algorithm == "md5" else sha256
+        if actual != digest:
+            raise Rejection(
+                "checksum_mismatch", f"{algorithm} is {actual}, the client declared {digest}"
+            )
+    detected = await detect_mime(path)
+    if settings.mime_validation and not mime_allowed(detected, settings.allowed_mime_types):
+        raise Rejection("mime_type_not_allowed", f"files of type {detected} are not accepted")
+    return Validated(
+        size=size,
+        detected_type=detected,
+        declared_type=(declared_type.strip() or None) if declared_type else None,
+        md5=md5,
+        sha256=sha256,
+    )
