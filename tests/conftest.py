@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import os
 import threading
 import uuid
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import brotli
 import pytest
 import requests
 from aiohttp import web
@@ -200,6 +202,45 @@ class Server:
     def staged(self, url: str) -> Path:
         return self.settings.staging_dir / url.rstrip("/").rsplit("/", 1)[-1]
 
+    def status(self, url: str, sub: str = "alice") -> dict[str, Any]:
+        """The upload's JSON status (`GET /api/files/upload/session/{id}`)."""
+        upload_id = url.rstrip("/").rsplit("/", 1)[-1]
+        response = self.session_http(f"/api/files/upload/session/{upload_id}", sub)
+        assert response.status_code == 200, response.text
+        result: dict[str, Any] = response.json()
+        return result
+
+    def session_http(self, path: str, sub: str = "alice") -> requests.Response:
+        return self.session.get(
+            f"{self.url}{path}",
+            headers={"Authorization": f"Bearer {self.keys.token(sub)}"},
+            timeout=60,
+        )
+
+    def stored(self, url: str) -> Path:
+        """Where the local storage element holds a stored upload's bytes."""
+        info = self.status(url)
+        assert info["status"] == "stored", info
+        file = info["file"]
+        return (
+            self.settings.pipeline.local_storage_dir
+            / file["storage_path"]
+            / (file["storage_filename"])
+        )
+
+    def content(self, url: str) -> bytes:
+        """An upload's bytes: stored ones once the pipeline stored it, else the staged ones."""
+        info = self.status(url)
+        if info["status"] != "stored":
+            return self.staged(url).read_bytes()
+        data = self.stored(url).read_bytes()
+        codec = info["file"]["codec"]
+        if codec == "gzip":
+            return gzip.decompress(data)
+        if codec == "brotli":
+            return bytes(brotli.decompress(data))
+        return data
+
 
 @pytest.fixture(scope="session")
 def make_server(
@@ -207,6 +248,7 @@ def make_server(
 ) -> Iterator[Callable[..., Server]]:
     """Start servers: `make_server(backend, **env)`; all stopped at the end of the session."""
     threads: list[ServerThread] = []
+    shared = tmp_path_factory.mktemp("pg-cluster")
 
     def make(backend: str = "sqlite", **env: str) -> Server:
         data_dir = tmp_path_factory.mktemp(f"data-{backend}")
@@ -214,9 +256,16 @@ def make_server(
             "DATA_DIR": str(data_dir),
             "AUTH_PUBLIC_KEY_PATH": str(keys.public),
             "LOG_LEVEL": "WARNING",
+            # Most tests upload random bytes (application/octet-stream); the pipeline's type
+            # checks have their own tests with the default list.
+            "ALLOWED_MIME_TYPES": "*",
         }
         if backend == "postgres":
+            # Servers sharing a database form a cluster: any node may run any node's completion
+            # work, so they share the staging directory and the storage element too.
             values["DATABASE_URL"] = pg_url
+            values["STAGING_DIR"] = str(shared / "staging")
+            values["LOCAL_STORAGE_DIR"] = str(shared / "storage")
         values.update(env)
         settings = Settings.from_env(values)
         thread = ServerThread(settings).start()

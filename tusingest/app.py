@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from tusingest.api import sessions
 from tusingest.config import Settings
 from tusingest.cors import cors_middleware
 from tusingest.errors import TusingestError
@@ -32,6 +33,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_route("*", "/files", tus.collection)
     app.router.add_route("*", "/files/", tus.collection)
     app.router.add_route("*", "/files/{upload_id}", tus.resource)
+    app.router.add_get("/api/files/upload/session/{upload_id}", sessions.session)
     app.router.add_get("/health/live", live)
     app.router.add_get("/health/ready", ready)
     return app

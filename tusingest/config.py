@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from tusingest.errors import ConfigError
+from tusingest.pipeline_settings import CompressionSettings, ValidationSettings
 
 T = TypeVar("T")
 
@@ -35,6 +36,24 @@ class AuthSettings:
 
 
 @dataclass(frozen=True)
+class PipelineSettings:
+    """The completion pipeline: how long a client waits, retries, scanner, storage."""
+
+    completion_wait_seconds: float
+    max_attempts: int
+    attempt_timeout_seconds: float
+    lease_seconds: float
+    virus_scan_enabled: bool
+    clamd_url: str | None
+    local_storage_dir: Path
+    local_element_id: str
+    validation: ValidationSettings
+    compression: CompressionSettings
+    # Fault injection for the crash-safety tests: the process SIGKILLs itself at this step.
+    crash_at_step: str | None = None
+
+
+@dataclass(frozen=True)
 class Settings:
     host: str
     port: int
@@ -49,6 +68,7 @@ class Settings:
     log_format: str
     reaper_interval_seconds: float
     lock_timeout_seconds: float
+    pipeline: PipelineSettings
 
     @property
     def is_sqlite(self) -> bool:
@@ -145,6 +165,44 @@ def _parse(env: Mapping[str, str]) -> Settings:
         log_format=log_format,
         reaper_interval_seconds=reaper,
         lock_timeout_seconds=lock_timeout,
+        pipeline=_pipeline(env, get, data_dir, max_mb * 1024 * 1024),
+    )
+
+
+def _pipeline(
+    env: Mapping[str, str], get: Callable[[str, str], str], data_dir: Path, max_size: int
+) -> PipelineSettings:
+    wait = _number("COMPLETION_WAIT_SECONDS", get("COMPLETION_WAIT_SECONDS", "30"), float)
+    attempts = _number("SAGA_RETRY_MAX_ATTEMPTS", get("SAGA_RETRY_MAX_ATTEMPTS", "5"), int)
+    timeout = _number("SAGA_TIMEOUT_SECONDS", get("SAGA_TIMEOUT_SECONDS", "600"), float)
+    lease = _number("OPERATION_LEASE_SECONDS", get("OPERATION_LEASE_SECONDS", "60"), float)
+    if wait < 0:
+        raise ConfigError("COMPLETION_WAIT_SECONDS", "must be >= 0")
+    if attempts < 1:
+        raise ConfigError("SAGA_RETRY_MAX_ATTEMPTS", "must be >= 1")
+    if timeout <= 0:
+        raise ConfigError("SAGA_TIMEOUT_SECONDS", "must be > 0")
+    if lease <= 0:
+        raise ConfigError("OPERATION_LEASE_SECONDS", "must be > 0")
+    scan = _bool("VIRUS_SCAN_ENABLED", get("VIRUS_SCAN_ENABLED", "off"))
+    clamd_url = get("CLAMD_URL", "") or None
+    if scan and clamd_url is None:
+        raise ConfigError(
+            "CLAMD_URL", "VIRUS_SCAN_ENABLED=on needs tcp://host:port or unix:///path"
+        )
+    storage = Path(get("LOCAL_STORAGE_DIR", str(data_dir / "storage"))).expanduser().absolute()
+    return PipelineSettings(
+        completion_wait_seconds=wait,
+        max_attempts=attempts,
+        attempt_timeout_seconds=timeout,
+        lease_seconds=lease,
+        virus_scan_enabled=scan,
+        clamd_url=clamd_url,
+        local_storage_dir=storage,
+        local_element_id=get("LOCAL_ELEMENT_ID", "se-local"),
+        validation=ValidationSettings.parse(env, max_size),
+        compression=CompressionSettings.parse(env),
+        crash_at_step=get("TUSINGEST_CRASH_AT_STEP", "") or None,
     )
 
 

@@ -45,6 +45,9 @@ EXPOSE_HEADERS = ", ".join(
         "Retry-After",
         "WWW-Authenticate",
         "X-Request-ID",
+        "X-Upload-Status",
+        "X-Upload-Error",
+        "X-File-Id",
     ]
 )
 

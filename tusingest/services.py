@@ -16,11 +16,17 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tusingest.auth import Authenticator
 from tusingest.config import Settings
+from tusingest.elements.local import LocalElement
 from tusingest.errors import ConfigError
 from tusingest.keys import ensure_dev_keys
-from tusingest.ports import Locker, SessionStore
+from tusingest.pipeline.ingest import Ingest, IngestPolicy, StagedFiles
+from tusingest.pipeline.runner import Runner, RunnerPolicy
+from tusingest.pipeline.scan import ClamdScanner
+from tusingest.ports import Catalog, Locker, Scanner, SessionStore
 from tusingest.store import revision
+from tusingest.store.catalog import SqlCatalog
 from tusingest.store.locks import MemoryLocker
+from tusingest.store.operations import SqlOperationStore
 from tusingest.store.pglocks import PgLocker, asyncpg_dsn
 from tusingest.store.sql import SqlSessionStore, create_engine
 from tusingest.store.staging import FileStaging
@@ -35,6 +41,8 @@ class Services:
     uploads: UploadStore
     sessions: SessionStore
     authenticator: Authenticator
+    runner: Runner
+    catalog: Catalog
 
 
 SERVICES = web.AppKey("services", Services)
@@ -65,17 +73,64 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             await pg_locker.start()
             stack.push_async_callback(pg_locker.stop)
             locker = pg_locker
+        catalog = SqlCatalog(engine)
+        runner = _runner(settings, engine, sessions, catalog)
         uploads = UploadStore(
             sessions,
             FileStaging(settings.staging_dir),
             locker,
             UploadPolicy(ttl_seconds=settings.session_ttl_seconds, max_size=settings.max_file_size),
+            on_complete=lambda _upload_id: runner.wake(),
         )
-        reaper = asyncio.create_task(_reap_forever(uploads, settings.reaper_interval_seconds))
-        stack.push_async_callback(_cancel, reaper)
+        for task in (
+            asyncio.create_task(_reap_forever(uploads, settings.reaper_interval_seconds)),
+            asyncio.create_task(runner.run_forever()),
+        ):
+            stack.push_async_callback(_cancel, task)
         yield Services(
-            settings=settings, uploads=uploads, sessions=sessions, authenticator=authenticator
+            settings=settings,
+            uploads=uploads,
+            sessions=sessions,
+            authenticator=authenticator,
+            runner=runner,
+            catalog=catalog,
         )
+
+
+def _runner(
+    settings: Settings, engine: AsyncEngine, sessions: SessionStore, catalog: Catalog
+) -> Runner:
+    """The durable runner with the completion pipeline (`ingest`) on the embedded local SE."""
+    pipeline = settings.pipeline
+    scanner: Scanner | None = None
+    if pipeline.virus_scan_enabled and pipeline.clamd_url:
+        scanner = ClamdScanner(pipeline.clamd_url, timeout=pipeline.attempt_timeout_seconds)
+    else:
+        log.warning("VIRUS_SCAN_ENABLED=off: completed uploads are NOT scanned for viruses")
+    workdir = settings.staging_dir / "work"
+    workdir.mkdir(parents=True, exist_ok=True)
+    ingest = Ingest(
+        sessions,
+        StagedFiles(settings.staging_dir),
+        catalog,
+        LocalElement(pipeline.local_storage_dir, pipeline.local_element_id),
+        scanner,
+        IngestPolicy(
+            validation=pipeline.validation,
+            compression=pipeline.compression,
+            workdir=workdir,
+            crash_at=pipeline.crash_at_step,
+        ),
+    )
+    return Runner(
+        SqlOperationStore(engine),
+        {"ingest": ingest},
+        RunnerPolicy(
+            max_attempts=pipeline.max_attempts,
+            attempt_timeout=pipeline.attempt_timeout_seconds,
+            lease_seconds=pipeline.lease_seconds,
+        ),
+    )
 
 
 async def migrate(settings: Settings) -> str:

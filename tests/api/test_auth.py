@@ -176,7 +176,7 @@ def test_bad_credentials_are_rejected_on_an_existing_upload(server: Server, case
 
     # Nothing happened to the upload.
     assert _offset(server, url) == 0
-    assert server.staged(url).read_bytes() == b""
+    assert server.content(url) == b""
 
 
 def test_the_same_request_with_a_valid_token_succeeds(server: Server) -> None:
@@ -249,13 +249,13 @@ def test_another_user_gets_404_and_cannot_touch_the_upload(server: Server) -> No
     assert head.status_code == 200
     assert head.headers["Upload-Offset"] == "4"
     assert head.headers["Upload-Length"] == "10"
-    assert server.staged(url).read_bytes() == b"abcd"
+    assert server.content(url) == b"abcd"
 
     # Alice can still finish her upload.
     done = server.patch(url, b"efghij", 4, sub="alice")
     assert done.status_code == 204
     assert done.headers["Upload-Offset"] == "10"
-    assert server.staged(url).read_bytes() == b"abcdefghij"
+    assert server.content(url) == b"abcdefghij"
 
 
 def test_another_user_cannot_patch_at_a_wrong_offset_either(server: Server) -> None:
@@ -316,7 +316,7 @@ def test_auth_disabled_accepts_requests_without_a_token(open_server: Server) -> 
     head = _send(open_server, "HEAD", url, None)
     assert head.status_code == 200
     assert head.headers["Upload-Offset"] == "5"
-    assert open_server.staged(url).read_bytes() == b"hello"
+    assert open_server.content(url) == b"hello"
 
     assert _send(open_server, "DELETE", url, None).status_code == 204
 

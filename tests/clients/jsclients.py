@@ -86,4 +86,4 @@ def assert_complete(server: Server, url: str, size: int, sha256: str) -> None:
     assert head.status_code == 200, (head.status_code, head.text)
     assert head.headers["Upload-Offset"] == str(size)
     assert head.headers["Upload-Length"] == str(size)
-    assert sha256_file(server.staged(url)) == sha256
+    assert hashlib.sha256(server.content(url)).hexdigest() == sha256

@@ -137,7 +137,7 @@ def test_upload_moves_between_nodes_and_is_terminated_from_the_first(cluster: Cl
     finished = _patch(cluster, cluster.b, path, data[MiB:], MiB)
     assert finished.status_code == 204, finished.text
     assert _head(cluster, cluster.a, path).headers["Upload-Offset"] == str(len(data))
-    assert cluster.staged(path).read_bytes() == data
+    assert cluster.content(path) == data
 
     deleted = requests.delete(cluster.a.url + path, headers=cluster.headers(), timeout=10)
     assert deleted.status_code == 204
@@ -175,7 +175,7 @@ def test_racing_clients_on_two_nodes_never_corrupt_the_upload(cluster: Cluster) 
     assert not any(s >= 500 for s in statuses), statuses
     assert set(statuses) <= {200, 204, 400, 409, 423}, set(statuses)
     assert _head(cluster, cluster.b, path).headers["Upload-Offset"] == str(len(data))
-    assert hashlib.sha256(cluster.staged(path).read_bytes()).digest() == (
+    assert hashlib.sha256(cluster.content(path)).digest() == (
         hashlib.sha256(data).digest()
     )
 
@@ -212,7 +212,7 @@ def test_client_cut_off_from_one_node_resumes_on_the_other_at_once(cluster: Clus
         assert waited < 2.0, f"HEAD waited {waited:.2f}s for the release"
         finished = _patch(cluster, cluster.b, path, data[sent:], sent)
         assert finished.status_code == 204, finished.text
-        assert cluster.staged(path).read_bytes() == data
+        assert cluster.content(path) == data
         # Node A told the stalled request why it was cut off.
         stalled.settimeout(5)
         answer = stalled.recv(4096)

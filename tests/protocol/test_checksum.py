@@ -101,7 +101,7 @@ def test_patch_with_correct_checksum_is_204(server: Server, algorithm: str) -> N
     response = _patch(server, url, second, len(first), _checksum(algorithm, second))
     assert response.status_code == 204, response.text
     assert response.headers["Upload-Offset"] == str(len(first) + len(second))
-    assert server.staged(url).read_bytes() == first + second
+    assert server.content(url) == first + second
 
 
 @pytest.mark.parametrize("algorithm", ["md5", "sha1", "sha256"])
@@ -116,12 +116,12 @@ def test_mismatch_is_460_and_discards_the_chunk(server: Server, algorithm: str) 
     assert response.headers["Tus-Resumable"] == "1.0.0"
     assert offset_of(server, url) == 4000
     assert server.staged(url).stat().st_size == 4000
-    assert server.staged(url).read_bytes() == data[:4000]
+    assert server.content(url) == data[:4000]
     # The client retries the same chunk at the same offset, correctly this time.
     retry = _patch(server, url, data[4000:], 4000, _checksum(algorithm, data[4000:]))
     assert retry.status_code == 204, retry.text
     assert retry.headers["Upload-Offset"] == str(len(data))
-    assert server.staged(url).read_bytes() == data
+    assert server.content(url) == data
 
 
 def test_mismatch_reason_phrase_on_the_wire(server: Server) -> None:
@@ -151,7 +151,7 @@ def test_mismatch_on_the_completing_chunk_leaves_the_upload_incomplete(server: S
     assert head.headers["Upload-Length"] == "6"
     assert upload_row(server, upload_id(url))["status"] == "receiving"  # type: ignore[index]
     assert _patch(server, url, b"def", 3, _checksum("md5", b"def")).status_code == 204
-    assert server.staged(url).read_bytes() == b"abcdef"
+    assert server.content(url) == b"abcdef"
 
 
 def test_checksum_over_chunked_body(server: Server) -> None:
@@ -166,7 +166,7 @@ def test_checksum_over_chunked_body(server: Server) -> None:
     assert wrong.status_code == 460
     assert offset_of(server, url) == len(data)
     assert server.staged(url).stat().st_size == len(data)
-    assert sha256(server.staged(url).read_bytes()) == sha256(data)
+    assert sha256(server.content(url)) == sha256(data)
 
 
 def test_checksum_of_an_empty_patch(server: Server) -> None:
@@ -198,7 +198,7 @@ def test_unknown_algorithm_is_400_before_the_body_is_read(server: Server, algori
     assert status == 400
     assert response_headers["tus-resumable"] == "1.0.0"
     assert offset_of(server, url) == 3
-    assert server.staged(url).read_bytes() == b"abc"
+    assert server.content(url) == b"abc"
 
 
 def test_unknown_algorithm_on_creation_with_upload_is_400_before_the_body(server: Server) -> None:
@@ -238,7 +238,7 @@ def test_malformed_checksum_header_is_400(server: Server, value: str) -> None:
     response = _patch(server, url, b"def", 3, value)
     assert response.status_code == 400, (value, response.status_code, response.text)
     assert offset_of(server, url) == 3
-    assert server.staged(url).read_bytes() == b"abc"
+    assert server.content(url) == b"abc"
 
 
 # --- interrupted bodies ----------------------------------------------------------------------
@@ -263,11 +263,11 @@ def test_interrupted_checksummed_patch_keeps_nothing(server: Server) -> None:
         sock.shutdown(socket.SHUT_RDWR)
     wait_until(lambda: server.staged(url).stat().st_size == 3, timeout=20)
     assert offset_of(server, url) == 3
-    assert server.staged(url).read_bytes() == b"abc"
+    assert server.content(url) == b"abc"
     response = _patch(server, url, data, 3, _checksum("sha1", data))
     assert response.status_code == 204, response.text
     assert response.headers["Upload-Offset"] == str(len(data) + 3)
-    assert sha256(server.staged(url).read_bytes()) == sha256(b"abc" + data)
+    assert sha256(server.content(url)) == sha256(b"abc" + data)
 
 
 def test_small_interrupted_checksummed_patch_keeps_nothing(server: Server) -> None:
@@ -285,7 +285,7 @@ def test_small_interrupted_checksummed_patch_keeps_nothing(server: Server) -> No
     wait_until(lambda: server.request("HEAD", url).status_code == 200)
     assert offset_of(server, url) == 2
     assert server.patch(url, b"cd", 2).status_code == 204
-    assert server.staged(url).read_bytes() == b"abcd"
+    assert server.content(url) == b"abcd"
 
 
 def test_checksummed_patch_taken_over_by_a_newer_one_keeps_nothing(server: Server) -> None:
@@ -328,7 +328,7 @@ def test_checksummed_patch_taken_over_by_a_newer_one_keeps_nothing(server: Serve
     assert results["slow"].text.startswith("upload_interrupted")
     assert results["fast"].status_code == 204, results["fast"].text
     assert results["fast"].headers["Upload-Offset"] == str(len(data))
-    assert server.staged(url).read_bytes() == data
+    assert server.content(url) == data
 
 
 def test_rejected_checksummed_chunks_leave_the_upload_digests_right(server: Server) -> None:
@@ -383,7 +383,7 @@ def test_creation_with_upload_and_correct_checksum_is_201(server: Server, algori
     assert response.headers["Upload-Offset"] == str(len(data))
     url = urljoin(server.endpoint, response.headers["Location"])
     assert offset_of(server, url) == len(data)
-    assert server.staged(url).read_bytes() == data
+    assert server.content(url) == data
 
 
 def test_creation_with_upload_and_wrong_checksum_is_460_and_leaves_nothing(

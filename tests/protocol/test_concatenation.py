@@ -62,7 +62,7 @@ def _assert_untouched(server: Server, url: str, data: bytes, *, sub: str = "alic
     assert head.status_code == 200
     assert head.headers["Upload-Concat"] == "partial"
     assert head.headers["Upload-Offset"] == str(len(data))
-    assert server.staged(url).read_bytes() == data
+    assert server.content(url) == data
 
 
 # --- discovery and partials ------------------------------------------------------------------
@@ -126,7 +126,7 @@ def test_final_concatenates_in_list_order(server: Server, form: str) -> None:
     assert head.headers["Upload-Length"] == str(len(first) + len(last))
     assert head.headers["Upload-Offset"] == str(len(first) + len(last))
     assert head.headers["Cache-Control"] == "no-store"
-    assert sha256(server.staged(final).read_bytes()) == sha256(last + empty + first)
+    assert sha256(server.content(final)) == sha256(last + empty + first)
 
 
 def test_final_from_partials_uploaded_with_creation_with_upload(server: Server) -> None:
@@ -140,14 +140,14 @@ def test_final_from_partials_uploaded_with_creation_with_upload(server: Server) 
     assert response.headers["Upload-Offset"] == "5"
     second = _partial(server, b" world")
     final = _location(server, _final(server, [first, second]))
-    assert server.staged(final).read_bytes() == b"hello world"
+    assert server.content(final) == b"hello world"
 
 
 def test_same_partial_twice_in_one_final(server: Server) -> None:
     a, b = _partial(server, b"ab"), _partial(server, b"XYZ")
     final = _location(server, _final(server, [a, b, a]))
     assert server.request("HEAD", final).headers["Upload-Length"] == "7"
-    assert server.staged(final).read_bytes() == b"abXYZab"
+    assert server.content(final) == b"abXYZab"
 
 
 def test_final_metadata_is_its_own(server: Server) -> None:
@@ -192,7 +192,7 @@ def test_final_with_an_unfinished_partial_is_400_naming_it(server: Server) -> No
     # The unfinished partial can still be finished and used.
     assert server.patch(unfinished, b"hijklm", 4).status_code == 204
     final = _location(server, _final(server, [done, unfinished]))
-    assert server.staged(final).read_bytes() == b"abcdefghijklm"
+    assert server.content(final) == b"abcdefghijklm"
 
 
 def test_final_referencing_a_plain_upload_is_400(server: Server) -> None:
@@ -203,7 +203,7 @@ def test_final_referencing_a_plain_upload_is_400(server: Server) -> None:
     assert response.status_code == 400
     assert plain in response.text
     assert offset_of(server, plain) == 3
-    assert server.staged(plain).read_bytes() == b"xyz"
+    assert server.content(plain) == b"xyz"
     _assert_untouched(server, done, b"abc")
 
 
@@ -211,7 +211,7 @@ def test_final_referencing_another_final_is_400(server: Server) -> None:
     final = _location(server, _final(server, [_partial(server, b"abc")]))
     response = _final(server, [final])
     assert response.status_code == 400
-    assert server.staged(final).read_bytes() == b"abc"
+    assert server.content(final) == b"abc"
 
 
 @pytest.mark.parametrize("reference", ["/files/" + "0" * 32, "/files/nonsense", "/elsewhere/x"])
@@ -233,7 +233,7 @@ def test_final_referencing_someone_elses_partial_is_400(server: Server) -> None:
     _assert_untouched(server, mine, b"abc")
     # bob can still use it.
     final = _location(server, _final(server, [theirs], sub="bob"))
-    assert server.staged(final).read_bytes() == b"secret"
+    assert server.content(final) == b"secret"
 
 
 def test_final_with_a_body_is_403(server: Server) -> None:
@@ -259,7 +259,7 @@ def test_patch_on_a_final_is_403_and_modifies_nothing(server: Server) -> None:
         assert response.headers["Tus-Resumable"] == "1.0.0"
     head = server.request("HEAD", final)
     assert head.headers["Upload-Offset"] == head.headers["Upload-Length"] == "5"
-    assert server.staged(final).read_bytes() == b"abcde"
+    assert server.content(final) == b"abcde"
 
 
 def test_partials_are_removed_once_concatenated(server: Server) -> None:
@@ -269,7 +269,7 @@ def test_partials_are_removed_once_concatenated(server: Server) -> None:
         assert server.request("HEAD", part).status_code == 404
         assert not server.staged(part).exists()
         assert server.patch(part, b"x", 3).status_code == 404
-    assert server.staged(final).read_bytes() == b"abcdef"
+    assert server.content(final) == b"abcdef"
     # A consumed partial cannot feed a second final.
     again = _final(server, [a])
     assert again.status_code == 400
@@ -311,14 +311,14 @@ def test_final_echoes_upload_concat_verbatim(server: Server) -> None:
     response = server.request("POST", server.endpoint, headers={"Upload-Concat": concat})
     final = _location(server, response)
     assert server.request("HEAD", final).headers["Upload-Concat"] == concat
-    assert server.staged(final).read_bytes() == b"abcdef"
+    assert server.content(final) == b"abcdef"
 
 
 def test_final_of_empty_partials_is_complete_at_zero(server: Server) -> None:
     final = _location(server, _final(server, [_partial(server, b""), _partial(server, b"")]))
     head = server.request("HEAD", final)
     assert head.headers["Upload-Length"] == head.headers["Upload-Offset"] == "0"
-    assert server.staged(final).read_bytes() == b""
+    assert server.content(final) == b""
 
 
 # --- races -------------------------------------------------------------------------------------
@@ -363,7 +363,7 @@ def test_delete_racing_a_final_is_serialised(server: Server) -> None:
         assert outcome in {(201, 404), (400, 204)}, (outcome, final.text)
         if outcome == (201, 404):
             url = _location(server, final)
-            assert sha256(server.staged(url).read_bytes()) == sha256(b"".join(data))
+            assert sha256(server.content(url)) == sha256(b"".join(data))
             assert staged_count(server) == before - 3 + 1
         else:
             assert parts[2] in final.text
@@ -381,7 +381,7 @@ def test_concurrent_finals_consume_the_partials_once(server: Server) -> None:
     statuses = sorted(r.status_code for r in responses)
     assert statuses == [201, 400, 400, 400], statuses
     (winner,) = [r for r in responses if r.status_code == 201]
-    assert sha256(server.staged(_location(server, winner)).read_bytes()) == sha256(b"".join(data))
+    assert sha256(server.content(_location(server, winner))) == sha256(b"".join(data))
     assert staged_count(server) == before - 3 + 1
 
 
@@ -407,7 +407,7 @@ def test_final_above_the_size_limit_is_413(small: Server) -> None:
     _assert_untouched(small, b, data_b)
     # Each part on its own still fits.
     final = _location(small, _final(small, [a]))
-    assert small.staged(final).read_bytes() == data_a
+    assert small.content(final) == data_a
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -442,7 +442,7 @@ def test_unused_complete_partial_expires(short_lived: Server) -> None:
     assert part in response.text
     # A complete plain upload does not expire.
     assert offset_of(server, plain) == 3
-    assert server.staged(plain).read_bytes() == b"abc"
+    assert server.content(plain) == b"abc"
 
 
 # --- inline digests of the whole upload ---------------------------------------------------------

@@ -60,7 +60,7 @@ def test_patch_with_missing_or_wrong_version_is_412_and_changes_nothing(
     assert response.headers["Tus-Version"] == "1.0.0"
     assert response.headers["Tus-Resumable"] == "1.0.0"
     assert offset_of(server, url) == 3
-    assert server.staged(url).read_bytes() == b"abc"
+    assert server.content(url) == b"abc"
 
 
 @pytest.mark.parametrize("version", [None, "0.2.2"])
@@ -194,7 +194,7 @@ def test_patch_with_wrong_content_type_is_415(server: Server, content_type: str 
     response = server.request("PATCH", url, headers=headers, data=b"abc")
     assert response.status_code == 415
     assert offset_of(server, url) == 0
-    assert server.staged(url).read_bytes() == b""
+    assert server.content(url) == b""
 
 
 @pytest.mark.parametrize("offset", [None, "", "abc", "-1", "1.5", "0x1", "+1", "1 2"])
@@ -216,7 +216,7 @@ def test_patch_offset_mismatch_is_409_with_current_offset(server: Server, sent: 
     assert response.status_code == 409
     assert response.headers["Upload-Offset"] == "3"
     assert offset_of(server, url) == 3
-    assert server.staged(url).read_bytes() == b"abc"
+    assert server.content(url) == b"abc"
 
 
 def test_patch_returns_204_with_new_offset_and_stores_bytes(server: Server) -> None:
@@ -228,7 +228,7 @@ def test_patch_returns_204_with_new_offset_and_stores_bytes(server: Server) -> N
     second = server.patch(url, b" world", 5)
     assert second.status_code == 204
     assert second.headers["Upload-Offset"] == "11"
-    assert server.staged(url).read_bytes() == b"hello world"
+    assert server.content(url) == b"hello world"
 
 
 def test_patch_with_chunked_body(server: Server) -> None:
@@ -244,7 +244,7 @@ def test_patch_with_chunked_body(server: Server) -> None:
     assert "Content-Length" not in response.request.headers
     assert response.status_code == 204, response.text
     assert response.headers["Upload-Offset"] == str(len(data))
-    assert sha256(server.staged(url).read_bytes()) == sha256(data)
+    assert sha256(server.content(url)) == sha256(data)
 
 
 def test_patch_past_length_with_content_length_is_413_offset_unchanged(server: Server) -> None:
@@ -253,7 +253,7 @@ def test_patch_past_length_with_content_length_is_413_offset_unchanged(server: S
     response = server.patch(url, b"0123456789", 4)
     assert response.status_code == 413
     assert offset_of(server, url) == 4
-    assert server.staged(url).read_bytes() == b"abcd"
+    assert server.content(url) == b"abcd"
 
 
 def test_patch_past_length_with_chunked_body_is_413_offset_unchanged(server: Server) -> None:
@@ -267,10 +267,10 @@ def test_patch_past_length_with_chunked_body_is_413_offset_unchanged(server: Ser
     )
     assert response.status_code == 413
     assert offset_of(server, url) == 4
-    assert server.staged(url).read_bytes() == b"abcd"
+    assert server.content(url) == b"abcd"
     # The upload still accepts the right bytes afterwards.
     assert server.patch(url, b"efghij", 4).status_code == 204
-    assert server.staged(url).read_bytes() == b"abcdefghij"
+    assert server.content(url) == b"abcdefghij"
 
 
 def test_empty_patch_is_204_offset_unchanged(server: Server) -> None:
@@ -291,7 +291,7 @@ def test_patch_on_complete_upload(server: Server) -> None:
     assert server.patch(url, b"more", 3).status_code == 413
     assert server.patch(url, b"x", 0).status_code == 409
     assert offset_of(server, url) == 3
-    assert server.staged(url).read_bytes() == b"abc"
+    assert server.content(url) == b"abc"
 
 
 def test_interrupted_patch_keeps_what_arrived(server: Server) -> None:
@@ -304,11 +304,11 @@ def test_interrupted_patch_keeps_what_arrived(server: Server) -> None:
     )
     wait_until(lambda: offset_of(server, url) != 0)
     assert offset_of(server, url) == sent
-    assert server.staged(url).read_bytes() == data[:sent]
+    assert server.content(url) == data[:sent]
     response = server.patch(url, data[sent:], sent)
     assert response.status_code == 204
     assert response.headers["Upload-Offset"] == str(len(data))
-    assert sha256(server.staged(url).read_bytes()) == sha256(data)
+    assert sha256(server.content(url)) == sha256(data)
 
 
 def test_tiny_interrupted_patch_keeps_its_single_byte(server: Server) -> None:
@@ -323,7 +323,7 @@ def test_tiny_interrupted_patch_keeps_its_single_byte(server: Server) -> None:
     )
     wait_until(lambda: offset_of(server, url) != 2)
     assert offset_of(server, url) == 3
-    assert server.staged(url).read_bytes() == b"abc"
+    assert server.content(url) == b"abc"
 
 
 def test_interrupted_patch_before_any_body_byte_changes_nothing(server: Server) -> None:
@@ -333,7 +333,7 @@ def test_interrupted_patch_before_any_body_byte_changes_nothing(server: Server) 
         server, f"/files/{upload_id(url)}", {"Content-Type": OCTET, "Upload-Offset": "2"}, b"", 98
     )
     assert server.patch(url, b"cd", 2).status_code == 204
-    assert server.staged(url).read_bytes() == b"abcd"
+    assert server.content(url) == b"abcd"
 
 
 def test_bytes_past_committed_offset_are_discarded_before_next_write(server: Server) -> None:
@@ -345,7 +345,7 @@ def test_bytes_past_committed_offset_are_discarded_before_next_write(server: Ser
     response = server.patch(url, b"de", 3)
     assert response.status_code == 204
     assert response.headers["Upload-Offset"] == "5"
-    assert server.staged(url).read_bytes() == b"abcde"
+    assert server.content(url) == b"abcde"
 
 
 # --- 2.5 X-HTTP-Method-Override ------------------------------------------------------------
@@ -370,7 +370,7 @@ def test_override_patch_sent_as_post(server: Server, spelling: str) -> None:
     )
     assert response.status_code == 204
     assert response.headers["Upload-Offset"] == "3"
-    assert server.staged(url).read_bytes() == b"abc"
+    assert server.content(url) == b"abc"
 
 
 def test_override_head_sent_as_post(server: Server) -> None:
@@ -417,7 +417,7 @@ def test_override_checks_apply_to_the_effective_method(server: Server) -> None:
     )
     assert head_no_version.status_code == 412
     assert offset_of(server, url) == 0
-    assert server.staged(url).read_bytes() == b""
+    assert server.content(url) == b""
 
 
 def test_plain_post_to_upload_url_is_405(server: Server) -> None:
@@ -474,11 +474,11 @@ def test_a_newer_patch_takes_over_and_both_never_apply(server: Server) -> None:
     kept = int(results["fast"].headers["Upload-Offset"])
     assert 1024 <= kept < size
     assert offset_of(server, url) == kept
-    assert server.staged(url).read_bytes() == slow_data[:kept]
+    assert server.content(url) == slow_data[:kept]
     # The client that lost continues from the committed offset and finishes.
     finish = server.patch(url, fast_data[kept:], kept)
     assert finish.status_code == 204, finish.text
-    assert sha256(server.staged(url).read_bytes()) == sha256(slow_data[:kept] + fast_data[kept:])
+    assert sha256(server.content(url)) == sha256(slow_data[:kept] + fast_data[kept:])
 
 
 # --- unknown ids and methods -------------------------------------------------------------------
@@ -517,7 +517,7 @@ def test_someone_elses_upload_is_404(server: Server) -> None:
     assert server.patch(url, b"def", 3, sub="mallory").status_code == 404
     assert server.request("DELETE", url, sub="mallory").status_code == 404
     assert offset_of(server, url) == 3
-    assert server.staged(url).read_bytes() == b"abc"
+    assert server.content(url) == b"abc"
 
 
 def test_dot_dot_path_is_not_an_upload(server: Server) -> None:

@@ -79,7 +79,7 @@ def test_created_with_location_and_expiry(server: Server) -> None:
     assert head.status_code == 200
     assert head.headers["Upload-Offset"] == "0"
     assert head.headers["Upload-Length"] == "10"
-    assert server.staged(url).read_bytes() == b""
+    assert server.content(url) == b""
 
 
 def test_each_creation_gets_its_own_location(server: Server) -> None:
@@ -93,7 +93,7 @@ def test_post_without_trailing_slash(server: Server) -> None:
     url = urljoin(f"{server.url}/files", response.headers["Location"])
     assert url.startswith(f"{server.url}/files/")
     assert server.patch(url, b"abc", 0).status_code == 204
-    assert server.staged(url).read_bytes() == b"abc"
+    assert server.content(url) == b"abc"
 
 
 def test_zero_length_upload_is_complete_at_creation(server: Server) -> None:

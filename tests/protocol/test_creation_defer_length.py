@@ -70,7 +70,7 @@ def test_changing_a_known_length_is_400(server: Server, deferred: bool) -> None:
     assert response.status_code == 400
     assert offset_of(server, url) == 0
     assert server.request("HEAD", url).headers["Upload-Length"] == "6"
-    assert server.staged(url).read_bytes() == b""
+    assert server.content(url) == b""
 
 
 def test_length_below_offset_is_400(server: Server) -> None:
@@ -111,7 +111,7 @@ def test_empty_patch_only_declares_the_length(server: Server) -> None:
     assert head.headers["Upload-Length"] == "5"
     assert head.headers["Upload-Offset"] == "3"
     assert server.patch(url, b"de", 3).status_code == 204
-    assert server.staged(url).read_bytes() == b"abcde"
+    assert server.content(url) == b"abcde"
 
 
 def test_upload_completes_when_offset_reaches_declared_length(server: Server) -> None:
@@ -125,7 +125,7 @@ def test_upload_completes_when_offset_reaches_declared_length(server: Server) ->
     assert "Upload-Expires" not in last.headers  # complete: no longer expires
     head = server.request("HEAD", url)
     assert head.headers["Upload-Offset"] == head.headers["Upload-Length"] == str(len(data))
-    assert sha256(server.staged(url).read_bytes()) == sha256(data)
+    assert sha256(server.content(url)) == sha256(data)
     assert server.patch(url, b"x", len(data)).status_code == 413
 
 

@@ -30,10 +30,10 @@ def test_partial_body_is_accepted_and_staged(server: Server) -> None:
     assert response.headers["Upload-Offset"] == "5"
     http_date(response.headers["Upload-Expires"])
     url = _location(server, response)
-    assert server.staged(url).read_bytes() == b"hello"
+    assert server.content(url) == b"hello"
     assert offset_of(server, url) == 5
     assert server.patch(url, b" world", 5).status_code == 204
-    assert server.staged(url).read_bytes() == b"hello world"
+    assert server.content(url) == b"hello world"
 
 
 def test_whole_body_completes_the_upload(server: Server) -> None:
@@ -45,7 +45,7 @@ def test_whole_body_completes_the_upload(server: Server) -> None:
     url = _location(server, response)
     head = server.request("HEAD", url)
     assert head.headers["Upload-Offset"] == head.headers["Upload-Length"] == str(len(data))
-    assert sha256(server.staged(url).read_bytes()) == sha256(data)
+    assert sha256(server.content(url)) == sha256(data)
 
 
 def test_chunked_body(server: Server) -> None:
@@ -54,7 +54,7 @@ def test_chunked_body(server: Server) -> None:
     assert response.request.headers.get("Transfer-Encoding") == "chunked"
     assert response.status_code == 201
     assert response.headers["Upload-Offset"] == str(len(data))
-    assert sha256(server.staged(_location(server, response)).read_bytes()) == sha256(data)
+    assert sha256(server.content(_location(server, response))) == sha256(data)
 
 
 def test_body_with_deferred_length(server: Server) -> None:
@@ -99,7 +99,7 @@ def test_empty_body_with_any_content_type_is_plain_creation(
     assert response.headers.get("Upload-Offset", "0") == "0"
     url = _location(server, response)
     assert offset_of(server, url) == 0
-    assert server.staged(url).read_bytes() == b""
+    assert server.content(url) == b""
 
 
 @pytest.mark.parametrize("content_type", ["text/plain", OCTET])

@@ -132,7 +132,7 @@ def test_activity_postpones_expiry_then_overdue_upload_is_410(unreaped: Server) 
     assert server.request("DELETE", url).status_code == 410
     # Refused by its deadline alone: the reaper has not run yet.
     assert upload_status(server, upload_id(url)) == "receiving"
-    assert server.staged(url).read_bytes() == b"abcd"
+    assert server.content(url) == b"abcd"
 
 
 @pytest.mark.parametrize("which", ["incomplete", "deferred"])
@@ -160,6 +160,6 @@ def test_complete_upload_does_not_expire(reaped: Reaped) -> None:
     head = server.request("HEAD", url)
     assert head.status_code == 200
     assert head.headers["Upload-Offset"] == head.headers["Upload-Length"] == "3"
-    assert server.staged(url).read_bytes() == b"abc"
+    assert server.content(url) == b"abc"
     assert upload_status(server, upload_id(url)) == "complete"
     assert server.request("DELETE", url).status_code == 204

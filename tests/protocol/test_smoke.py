@@ -11,4 +11,4 @@ def test_create_patch_head_roundtrip(server: Server) -> None:
     head = server.request("HEAD", url)
     assert head.status_code == 200
     assert head.headers["Upload-Offset"] == "11"
-    assert server.staged(url).read_bytes() == b"hello world"
+    assert server.content(url) == b"hello world"

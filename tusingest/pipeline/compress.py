@@ -8,23 +8,28 @@ import hashlib
 import os
 import threading
 import zlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, TypeVar
 
 import brotli
 
-from tusingest.errors import ConfigError
+from tusingest.pipeline_settings import CompressionSettings
+
+__all__ = [
+    "Compressed",
+    "CompressionSettings",
+    "decompress_to",
+    "is_compressible",
+    "maybe_compress",
+]
 
 T = TypeVar("T")
 
 _CHUNK = 1 << 20
 _SAMPLE = 1 << 20
-_LEVELS = {"brotli": (0, 11, 5), "gzip": (1, 9, 6)}  # min, max, default
 _SUFFIXES = {"brotli": ".br", "gzip": ".gz"}
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
 
 _TEXT_LIKE = frozenset(
     {
@@ -41,46 +46,6 @@ _DOCUMENT_PREFIXES = (
     "application/vnd.openxmlformats-officedocument.",
     "application/vnd.oasis.opendocument.",
 )
-
-
-@dataclass(frozen=True)
-class CompressionSettings:
-    """COMPRESSION_*: codec, level, and the size and sample ratio a file must reach."""
-
-    enabled: bool
-    algorithm: str
-    level: int
-    min_size: int
-    min_ratio: float = 1.2
-
-    def __post_init__(self) -> None:
-        if self.algorithm not in _LEVELS:
-            raise ConfigError(
-                "COMPRESSION_ALGORITHM", f"{self.algorithm!r} is not one of brotli, gzip"
-            )
-        low, high, _ = _LEVELS[self.algorithm]
-        if not low <= self.level <= high:
-            raise ConfigError(
-                "COMPRESSION_LEVEL", f"{self.level} is outside {low}–{high} for {self.algorithm}"
-            )
-        if self.min_size < 0:
-            raise ConfigError("COMPRESSION_MIN_SIZE", f"{self.min_size} is negative")
-        if not self.min_ratio >= 1.0:  # also rejects NaN
-            raise ConfigError("COMPRESSION_MIN_RATIO", f"{self.min_ratio} is below 1.0")
-
-    @classmethod
-    def parse(cls, env: Mapping[str, str]) -> CompressionSettings:
-        raw_enabled = env.get("COMPRESSION_ENABLED", "true").strip().lower()
-        if raw_enabled not in _TRUE | _FALSE:
-            raise ConfigError("COMPRESSION_ENABLED", f"{raw_enabled!r} is not on/off")
-        algorithm = env.get("COMPRESSION_ALGORITHM", "brotli").strip().lower()
-        default_level = _LEVELS[algorithm][2] if algorithm in _LEVELS else 0
-        return cls(
-            enabled=raw_enabled in _TRUE,
-            algorithm=algorithm,
-            level=_int(env, "COMPRESSION_LEVEL", default_level),
-            min_size=_int(env, "COMPRESSION_MIN_SIZE", 10 << 20),
-        )
 
 
 @dataclass(frozen=True)
@@ -244,13 +209,3 @@ def _fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name)
-    if raw is None or not raw.strip():
-        return default
-    try:
-        return int(raw.strip())
-    except ValueError:
-        raise ConfigError(name, f"{raw!r} is not an integer") from None

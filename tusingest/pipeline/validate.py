@@ -7,14 +7,27 @@ import hashlib
 import re
 import threading
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, get_args
 
 import magic
 
-from tusingest.errors import ConfigError, TusingestError
+from tusingest.errors import TusingestError
+from tusingest.pipeline_settings import DEFAULT_ALLOWED_MIME_TYPES, ValidationSettings
+
+__all__ = [
+    "DEFAULT_ALLOWED_MIME_TYPES",
+    "Rejection",
+    "Validated",
+    "ValidationSettings",
+    "detect_mime",
+    "file_digests",
+    "mime_allowed",
+    "parse_declared_checksum",
+    "validate",
+]
 
 RejectionCode = Literal[
     "file_too_large",
@@ -25,35 +38,9 @@ RejectionCode = Literal[
     "invalid_checksum_metadata",
 ]
 
-# Documents, images, plain/structured text, office formats (OOXML, ODF, legacy MS Office) and
-# common archives. Unidentifiable binaries (application/octet-stream) and executables are
-# refused: add `application/octet-stream` or `*` to ALLOWED_MIME_TYPES to accept them.
-DEFAULT_ALLOWED_MIME_TYPES: tuple[str, ...] = (
-    "application/pdf",
-    "text/*",
-    "image/*",
-    "application/msword",
-    "application/vnd.ms-excel",
-    "application/vnd.ms-powerpoint",
-    "application/vnd.openxmlformats-officedocument.*",
-    "application/vnd.oasis.opendocument.*",
-    "application/rtf",
-    "application/epub+zip",
-    "application/json",
-    "application/xml",
-    "application/zip",
-    "application/gzip",
-    "application/x-tar",
-    "application/x-7z-compressed",
-)
-
 # libmagic needs 8 KiB or more to see OOXML entries; 16 KiB is the safe margin.
 SNIFF_BYTES = 16 << 10
 _READ_CHUNK = 1 << 20
-_ON = {"1", "true", "yes", "on"}
-_OFF = {"0", "false", "no", "off"}
-_TOKEN = r"[a-z0-9][a-z0-9!#$&^_.+-]*"
-_PATTERN = re.compile(rf"\*|\*/\*|{_TOKEN}/(?:\*|{_TOKEN}\*?)")
 _DIGEST_LENGTHS = {"md5": 32, "sha256": 64}
 _HEX = re.compile(r"[0-9a-f]+")
 _OOXML_TYPE = "application/vnd.openxmlformats-officedocument."
@@ -76,34 +63,6 @@ class Rejection(TusingestError):
             raise ValueError(f"unknown rejection code {code!r}")
         super().__init__(message, code=code)
         self.code = code
-
-
-@dataclass(frozen=True)
-class ValidationSettings:
-    max_size: int
-    mime_validation: bool
-    allowed_mime_types: tuple[str, ...]
-
-    @classmethod
-    def parse(cls, env: Mapping[str, str], max_size: int) -> ValidationSettings:
-        """MIME_TYPE_VALIDATION (on/off, default on) and ALLOWED_MIME_TYPES (comma list of
-        `type/subtype`, `type/*`, `prefix*` or `*`); empty values mean the default."""
-        raw_flag = env.get("MIME_TYPE_VALIDATION", "").strip().lower() or "on"
-        if raw_flag not in _ON | _OFF:
-            raise ConfigError("MIME_TYPE_VALIDATION", f"{raw_flag!r} is not on/off")
-        raw_types = env.get("ALLOWED_MIME_TYPES", "").strip()
-        patterns = DEFAULT_ALLOWED_MIME_TYPES
-        if raw_types:
-            patterns = tuple(p.strip().lower() for p in raw_types.split(",") if p.strip())
-            for pattern in patterns:
-                if not _PATTERN.fullmatch(pattern):
-                    raise ConfigError(
-                        "ALLOWED_MIME_TYPES",
-                        f"{pattern!r} is not a MIME type or pattern (type/subtype, type/*, *)",
-                    )
-            if not patterns:
-                raise ConfigError("ALLOWED_MIME_TYPES", "lists no MIME type")
-        return cls(max_size, raw_flag in _ON, patterns)
 
 
 def mime_allowed(mime: str, patterns: Sequence[str]) -> bool:

@@ -58,7 +58,9 @@ class UploadStore:
         locker: Locker,
         policy: UploadPolicy,
         clock: Clock = utcnow,
+        on_complete: Callable[[str], None] | None = None,
     ) -> None:
+        self._on_complete = on_complete or (lambda _upload_id: None)
         self._sessions = sessions
         self._staging = staging
         self._locker = locker
@@ -107,6 +109,8 @@ class UploadStore:
         )
         await self._staging.create(upload.id)
         await self._sessions.insert(upload)
+        if complete and not partial:
+            self._on_complete(upload.id)
         return upload
 
     async def create_final(
@@ -161,6 +165,7 @@ class UploadStore:
                 )
                 await self._staging.delete(part_id)
                 self._digests.drop(part_id)
+        self._on_complete(final.id)
         return final
 
     async def _concat_part(self, principal: Principal, url: str, part_id: str) -> Upload:
@@ -345,6 +350,8 @@ class UploadStore:
             )
         if digest is not None and not complete:
             self._digests.put(upload.id, digest)
+        if complete and not upload.is_partial:
+            self._on_complete(upload.id)
         return committed
 
     async def terminate(self, principal: Principal, upload_id: str) -> None:

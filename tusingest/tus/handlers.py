@@ -19,6 +19,7 @@ from tusingest.errors import (
     UploadInterrupted,
 )
 from tusingest.services import SERVICES, Services
+from tusingest.tus import verdict
 from tusingest.tus.protocol import (
     CHECKSUM_ALGORITHMS,
     EXTENSIONS,
@@ -166,9 +167,10 @@ async def _create(
             # Without a 201 the client never learns the Location: nobody could resume it.
             await _discard(services, principal, upload.id)
             raise
+    upload = await verdict.settle(services, upload)
     headers = _state_headers(upload)
     headers["Location"] = _location(request, upload)
-    return web.Response(status=201, headers=headers)
+    return verdict.respond(upload, 201, headers)
 
 
 async def _has_offset_body(request: web.Request) -> bool:
@@ -208,9 +210,10 @@ async def _create_final(
         part_ids=parts,
         metadata_raw=metadata_raw,
     )
+    upload = await verdict.settle(services, upload)
     headers = _state_headers(upload)
     headers["Location"] = _location(request, upload)
-    return web.Response(status=201, headers=headers)
+    return verdict.respond(upload, 201, headers)
 
 
 async def _has_data(request: web.Request) -> bool:
@@ -229,6 +232,9 @@ async def _discard(services: Services, principal: Principal, upload_id: str) -> 
 
 async def _head(services: Services, principal: Principal, upload_id: str) -> web.StreamResponse:
     upload = await services.uploads.current(principal, upload_id)
+    refusal = verdict.head_refusal(upload)
+    if refusal is not None:
+        return refusal
     headers = _state_headers(upload)
     headers["Cache-Control"] = "no-store"
     if upload.length is None:
@@ -239,6 +245,7 @@ async def _head(services: Services, principal: Principal, upload_id: str) -> web
         headers["Upload-Metadata"] = upload.metadata_raw
     if upload.concat:
         headers["Upload-Concat"] = upload.concat
+    headers.update(verdict.verdict_headers(upload))
     return web.Response(status=200, headers=headers)
 
 
@@ -270,7 +277,8 @@ async def _patch(
         checksum=checksum,
         on_release=_interrupter(request),
     )
-    return web.Response(status=204, headers=_state_headers(upload))
+    upload = await verdict.settle(services, upload)
+    return verdict.respond(upload, 204, _state_headers(upload))
 
 
 async def _body(request: web.Request) -> AsyncIterator[bytes]:

@@ -1,0 +1,59 @@
+"""`GET /api/files/upload/session/{id}`: an upload's state and the pipeline's verdict."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from tusingest.domain import CatalogEntry, Upload
+from tusingest.metadata import metadata_text
+from tusingest.services import SERVICES
+
+
+async def session(request: web.Request) -> web.StreamResponse:
+    services = request.app[SERVICES]
+    principal = services.authenticator.authenticate(request.headers.get("Authorization"))
+    upload = await services.uploads.find(principal, request.match_info["upload_id"])
+    entry = await services.catalog.by_upload(upload.id) if upload.file_id else None
+    return web.json_response(describe(upload, entry))
+
+
+def describe(upload: Upload, entry: CatalogEntry | None) -> dict[str, Any]:
+    return {
+        "upload_id": upload.id,
+        "status": upload.status.value,
+        "offset": upload.offset,
+        "length": upload.length,
+        "metadata": metadata_text(upload.metadata_raw),
+        "concat": upload.concat,
+        "verdict": (
+            {"error": upload.error, "message": upload.error_detail} if upload.error else None
+        ),
+        "file_id": upload.file_id,
+        "md5": upload.md5,
+        "sha256": upload.sha256,
+        "created_at": upload.created_at.isoformat(),
+        "updated_at": upload.updated_at.isoformat(),
+        "expires_at": upload.expires_at.isoformat() if upload.expires_at else None,
+        "file": None if entry is None else _file(entry),
+    }
+
+
+def _file(entry: CatalogEntry) -> dict[str, Any]:
+    return {
+        "file_id": entry.file_id,
+        "element_id": entry.element_id,
+        "storage_path": entry.storage_path,
+        "storage_filename": entry.storage_filename,
+        "original_filename": entry.original_filename,
+        "content_type": entry.content_type,
+        "declared_type": entry.declared_type,
+        "size": entry.size,
+        "stored_size": entry.stored_size,
+        "codec": entry.codec,
+        "md5": entry.md5,
+        "sha256": entry.sha256,
+        "stored_sha256": entry.stored_sha256,
+        "retention_policy": entry.retention_policy,
+    }

@@ -1,0 +1,63 @@
+"""The completion pipeline's verdict as tus responses: wait for it on the completing request,
+and repeat it on HEAD and retried PATCHes (tus-protocol.md §7)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from tusingest.domain import Upload, UploadStatus
+from tusingest.services import Services
+
+STATUS_HEADER = "X-Upload-Status"
+FILE_ID_HEADER = "X-File-Id"
+ERROR_HEADER = "X-Upload-Error"
+
+_PENDING = (UploadStatus.COMPLETE, UploadStatus.PROCESSING)
+
+
+def awaits_verdict(upload: Upload) -> bool:
+    return upload.status in _PENDING and not upload.is_partial
+
+
+async def settle(services: Services, upload: Upload) -> Upload:
+    """Wait (up to COMPLETION_WAIT_SECONDS) for the pipeline to decide about `upload`."""
+    if not awaits_verdict(upload):
+        return upload
+    await services.runner.wait(upload.id, services.settings.pipeline.completion_wait_seconds)
+    return await services.sessions.get(upload.id) or upload
+
+
+def respond(upload: Upload, status: int, headers: dict[str, str]) -> web.StreamResponse:
+    """`status` with `headers` unless the pipeline refused the file (422) or gave up (503)."""
+    if upload.status is UploadStatus.REJECTED:
+        return _refusal(upload, 422)
+    if upload.status is UploadStatus.FAILED:
+        return _refusal(upload, 503)
+    headers = {**headers, **verdict_headers(upload)}
+    return web.Response(status=status, headers=headers)
+
+
+def verdict_headers(upload: Upload) -> dict[str, str]:
+    if upload.status is UploadStatus.STORED:
+        return {STATUS_HEADER: "stored", FILE_ID_HEADER: upload.file_id or ""}
+    if awaits_verdict(upload):
+        return {STATUS_HEADER: "processing"}
+    return {}
+
+
+def head_refusal(upload: Upload) -> web.StreamResponse | None:
+    """HEAD while the pipeline runs → 423 (clients retry); after a refusal → its 4xx/5xx."""
+    if awaits_verdict(upload):
+        return web.Response(status=423, headers={STATUS_HEADER: "processing", "Retry-After": "1"})
+    if upload.status in (UploadStatus.REJECTED, UploadStatus.FAILED):
+        return _refusal(upload, 422 if upload.status is UploadStatus.REJECTED else 503)
+    return None
+
+
+def _refusal(upload: Upload, status: int) -> web.StreamResponse:
+    code = upload.error or "processing_failed"
+    return web.json_response(
+        {"error": code, "message": upload.error_detail or code},
+        status=status,
+        headers={STATUS_HEADER: upload.status.value, ERROR_HEADER: code},
+    )
