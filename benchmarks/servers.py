@@ -33,6 +33,14 @@ _LIBC = ctypes.CDLL(None, use_errno=True)
 _PR_SET_PDEATHSIG = 1
 # Variables tusingest reads; the benchmark sets its own and drops any inherited ones.
 _TUSINGEST_VARIABLES = (
+    "LOCAL_STORAGE_DIR",
+    "VIRUS_SCAN_ENABLED",
+    "CLAMD_URL",
+    "COMPLETION_WAIT_SECONDS",
+    "ALLOWED_MIME_TYPES",
+    "MIME_TYPE_VALIDATION",
+    "COMPRESSION_ENABLED",
+    "TUSINGEST_CRASH_AT_STEP",
     "APP_HOST",
     "APP_PORT",
     "DATA_DIR",
@@ -159,6 +167,8 @@ def tusingest_env(
         MAX_FILE_SIZE_MB=str(max_file_mib),
         LOG_LEVEL=log_level,
         APP_HOST="127.0.0.1",
+        # The payloads are random bytes (application/octet-stream), outside the default types.
+        ALLOWED_MIME_TYPES="*",
     )
     if database_url:
         env["DATABASE_URL"] = database_url

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import math
 import time
 from collections.abc import Awaitable, Callable
@@ -195,6 +196,18 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, HttpError | Mismatch):
         return str(exc)
     return f"{type(exc).__name__}: {exc}"
+
+
+def _stored_index(root: Path) -> dict[str, Path]:
+    """upload id → data file, from the local storage element's attr.json files."""
+    index: dict[str, Path] = {}
+    if not root.is_dir():
+        return index
+    for attr in root.rglob("*.attr.json"):
+        upload_id = json.loads(attr.read_text()).get("metadata", {}).get("upload_id")
+        if upload_id:
+            index[upload_id] = attr.with_name(attr.name.removesuffix(".attr.json"))
+    return index
 
 
 def _stored(path: Path) -> tuple[int, str] | None:
@@ -433,9 +446,13 @@ class Runner:
     async def _verify_stored(self, staging_dir: Path, uploads: list[Uploaded]) -> list[str]:
         problems: list[str] = []
         gate = asyncio.Semaphore(2)
+        # Completed uploads leave staging for the local storage element (DATA_DIR/storage);
+        # its attr.json files say which upload each stored file came from.
+        stored_files = await asyncio.to_thread(_stored_index, staging_dir.parent / "storage")
 
         async def check(upload: Uploaded) -> None:
-            path = staging_dir / _upload_id(upload.path)
+            upload_id = _upload_id(upload.path)
+            path = stored_files.get(upload_id, staging_dir / upload_id)
             async with gate:
                 expected, stored = await asyncio.gather(
                     asyncio.to_thread(self.payload.sha256, upload.phase, upload.length),

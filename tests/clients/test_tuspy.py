@@ -165,5 +165,15 @@ def test_embedded_server_token_and_tuspy(embedded_server: tuple[str, Path], tmp_
     )
     assert head.status_code == 200
     assert head.headers["Upload-Offset"] == str(path.stat().st_size)
-    staged = data_dir / "staging" / uploader.url.rsplit("/", 1)[-1]
-    assert staged.read_bytes() == path.read_bytes()
+    # Completed, validated and stored in the embedded local storage element.
+    assert head.headers["X-Upload-Status"] == "stored"
+    upload_id = uploader.url.rsplit("/", 1)[-1]
+    info = requests.get(
+        f"{url}/api/files/upload/session/{upload_id}",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    ).json()
+    assert info["file"]["content_type"] == "text/plain"
+    stored = data_dir / "storage" / info["file"]["storage_path"] / info["file"]["storage_filename"]
+    assert stored.read_bytes() == path.read_bytes()
+    assert not (data_dir / "staging" / upload_id).exists()

@@ -40,6 +40,7 @@ class Cluster:
     a: Node
     b: Node
     staging: Path
+    storage: Path
     token: str
 
     def headers(self, **extra: str) -> dict[str, str]:
@@ -47,6 +48,19 @@ class Cluster:
 
     def staged(self, upload_url: str) -> Path:
         return self.staging / upload_url.rsplit("/", 1)[-1]
+
+    def content(self, upload_url: str) -> bytes:
+        """The upload's bytes: from the shared storage element once stored, else staged."""
+        upload_id = upload_url.rsplit("/", 1)[-1]
+        info = requests.get(
+            f"{self.a.url}/api/files/upload/session/{upload_id}",
+            headers={"Authorization": f"Bearer {self.token}"},
+            timeout=10,
+        ).json()
+        if info["status"] != "stored":
+            return self.staged(upload_url).read_bytes()
+        file = info["file"]
+        return (self.storage / file["storage_path"] / file["storage_filename"]).read_bytes()
 
 
 def _start(env: dict[str, str], data_dir: Path) -> Node:
@@ -83,6 +97,8 @@ def cluster(
         **os.environ,
         "DATABASE_URL": database,
         "STAGING_DIR": str(staging),
+        "LOCAL_STORAGE_DIR": str(root / "storage"),
+        "ALLOWED_MIME_TYPES": "*",
         "AUTH_PUBLIC_KEY_PATH": str(keys.public),
         "LOG_LEVEL": "WARNING",
         "LOCK_TIMEOUT_SECONDS": "5",
@@ -95,7 +111,7 @@ def cluster(
     try:
         nodes.append(_start(env, root / "a"))
         nodes.append(_start(env, root / "b"))
-        yield Cluster(nodes[0], nodes[1], staging, keys.token("alice"))
+        yield Cluster(nodes[0], nodes[1], staging, root / "storage", keys.token("alice"))
     finally:
         for node in nodes:
             node.process.terminate()
@@ -175,9 +191,7 @@ def test_racing_clients_on_two_nodes_never_corrupt_the_upload(cluster: Cluster) 
     assert not any(s >= 500 for s in statuses), statuses
     assert set(statuses) <= {200, 204, 400, 409, 423}, set(statuses)
     assert _head(cluster, cluster.b, path).headers["Upload-Offset"] == str(len(data))
-    assert hashlib.sha256(cluster.content(path)).digest() == (
-        hashlib.sha256(data).digest()
-    )
+    assert hashlib.sha256(cluster.content(path)).digest() == (hashlib.sha256(data).digest())
 
 
 def test_client_cut_off_from_one_node_resumes_on_the_other_at_once(cluster: Cluster) -> None:

@@ -219,3 +219,37 @@ def test_relative_public_key_path_is_resolved(
     )
     assert settings.auth.public_key_path == tmp_path / "data" / "keys" / "jwt_public.pem"
     assert settings.auth.uses_dev_keys
+
+
+def test_pipeline_defaults() -> None:
+    pipeline = Settings.from_env({"DATA_DIR": "/srv/t"}).pipeline
+    assert pipeline.completion_wait_seconds == 30
+    assert pipeline.max_attempts == 5
+    assert pipeline.virus_scan_enabled is False
+    assert pipeline.local_storage_dir == Path("/srv/t/storage")
+    assert pipeline.compression.algorithm == "brotli"
+    assert pipeline.compression.min_size == 10 * 1024 * 1024
+    assert pipeline.validation.mime_validation is True
+    assert "application/pdf" in pipeline.validation.allowed_mime_types
+    assert pipeline.crash_at_step is None
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"VIRUS_SCAN_ENABLED": "on"}, "CLAMD_URL"),
+        ({"VIRUS_SCAN_ENABLED": "sometimes"}, "VIRUS_SCAN_ENABLED"),
+        ({"COMPLETION_WAIT_SECONDS": "-1"}, "COMPLETION_WAIT_SECONDS"),
+        ({"SAGA_RETRY_MAX_ATTEMPTS": "0"}, "SAGA_RETRY_MAX_ATTEMPTS"),
+        ({"SAGA_TIMEOUT_SECONDS": "0"}, "SAGA_TIMEOUT_SECONDS"),
+        ({"OPERATION_LEASE_SECONDS": "x"}, "OPERATION_LEASE_SECONDS"),
+        ({"COMPRESSION_LEVEL": "99"}, "COMPRESSION_LEVEL"),
+        ({"COMPRESSION_ALGORITHM": "zstd"}, "COMPRESSION_ALGORITHM"),
+        ({"ALLOWED_MIME_TYPES": "not a type"}, "ALLOWED_MIME_TYPES"),
+        ({"MIME_TYPE_VALIDATION": "maybe"}, "MIME_TYPE_VALIDATION"),
+    ],
+)
+def test_bad_pipeline_values_name_the_variable(env: dict[str, str], variable: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env(env)
+    assert caught.value.variable == variable

@@ -3,6 +3,8 @@ and repeat it on HEAD and retried PATCHes (tus-protocol.md §7)."""
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 
 from tusingest.domain import Upload, UploadStatus
@@ -21,10 +23,14 @@ def awaits_verdict(upload: Upload) -> bool:
 
 async def settle(services: Services, upload: Upload) -> Upload:
     """Wait (up to COMPLETION_WAIT_SECONDS) for the pipeline to decide about `upload`."""
-    if not awaits_verdict(upload):
-        return upload
-    await services.runner.wait(upload.id, services.settings.pipeline.completion_wait_seconds)
-    return await services.sessions.get(upload.id) or upload
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + services.settings.pipeline.completion_wait_seconds
+    while awaits_verdict(upload) and loop.time() < deadline:
+        # Usually this node runs the operation and wakes us; in a cluster another node may
+        # have claimed it, so look at the row every quarter second as well.
+        await services.runner.wait(upload.id, min(0.25, deadline - loop.time()))
+        upload = await services.sessions.get(upload.id) or upload
+    return upload
 
 
 def respond(upload: Upload, status: int, headers: dict[str, str]) -> web.StreamResponse:
