@@ -72,6 +72,13 @@ class Upload:
     sha256: str | None = None
     error_detail: str | None = None
 
+    def is_overdue(self, now: datetime) -> bool:
+        """Past its expiry while still expirable (receiving, or a partial nobody used)."""
+        expirable = self.status is UploadStatus.RECEIVING or (
+            self.is_partial and self.status is UploadStatus.COMPLETE
+        )
+        return expirable and self.expires_at is not None and self.expires_at <= now
+
     @property
     def is_partial(self) -> bool:
         return self.concat == PARTIAL

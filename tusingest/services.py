@@ -28,9 +28,10 @@ from tusingest.store.catalog import SqlCatalog
 from tusingest.store.locks import MemoryLocker
 from tusingest.store.operations import SqlOperationStore
 from tusingest.store.pglocks import PgLocker, asyncpg_dsn
+from tusingest.store.reaper import Reaper
 from tusingest.store.sql import SqlSessionStore, create_engine
 from tusingest.store.staging import FileStaging
-from tusingest.store.uploads import UploadPolicy, UploadStore
+from tusingest.store.uploads import UploadPolicy, UploadStore, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -75,15 +76,24 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             locker = pg_locker
         catalog = SqlCatalog(engine)
         runner = _runner(settings, engine, sessions, catalog)
+        staging = FileStaging(settings.staging_dir)
         uploads = UploadStore(
             sessions,
-            FileStaging(settings.staging_dir),
+            staging,
             locker,
             UploadPolicy(ttl_seconds=settings.session_ttl_seconds, max_size=settings.max_file_size),
             on_complete=lambda _upload_id: runner.wake(),
         )
+        reaper = Reaper(
+            sessions,
+            staging,
+            locker,
+            ttl_seconds=settings.session_ttl_seconds,
+            clock=utcnow,
+            forget=uploads.forget,
+        )
         for task in (
-            asyncio.create_task(_reap_forever(uploads, settings.reaper_interval_seconds)),
+            asyncio.create_task(_reap_forever(reaper, settings.reaper_interval_seconds)),
             asyncio.create_task(runner.run_forever()),
         ):
             stack.push_async_callback(_cancel, task)
@@ -175,11 +185,11 @@ async def _ensure_schema(settings: Settings, engine: AsyncEngine) -> None:
         )
 
 
-async def _reap_forever(uploads: UploadStore, interval: float) -> None:
+async def _reap_forever(reaper: Reaper, interval: float) -> None:
     while True:
         await asyncio.sleep(interval)
         try:
-            reaped = await uploads.reap_expired()
+            reaped = await reaper.reap()
             if reaped:
                 log.info("expired %d upload(s)", reaped)
         except Exception:

@@ -198,7 +198,7 @@ class UploadStore:
             or upload.status is UploadStatus.TERMINATED
         ):
             raise NotFound("upload not found")
-        if upload.status is UploadStatus.EXPIRED or self._is_overdue(upload, self._clock()):
+        if upload.status is UploadStatus.EXPIRED or upload.is_overdue(self._clock()):
             raise Gone("upload expired")
         return upload
 
@@ -210,13 +210,6 @@ class UploadStore:
             async with self._locker.hold(upload_id):
                 upload = await self.find(principal, upload_id)
         return upload
-
-    @staticmethod
-    def _is_overdue(upload: Upload, now: datetime) -> bool:
-        expirable = upload.status is UploadStatus.RECEIVING or (
-            upload.is_partial and upload.status is UploadStatus.COMPLETE
-        )
-        return expirable and upload.expires_at is not None and upload.expires_at <= now
 
     async def append(
         self,
@@ -367,38 +360,9 @@ class UploadStore:
             await self._staging.delete(upload_id)
             self._digests.drop(upload_id)
 
-    async def reap_expired(self, batch: int = 100) -> int:
-        """Mark overdue uploads expired and delete their staging bytes; returns how many."""
-        reaped = 0
-        now = self._clock()
-        for upload_id in await self._sessions.expired_ids(now, batch):
-            try:
-                async with self._locker.hold(upload_id, patient=False):
-                    upload = await self._sessions.get(upload_id)
-                    if upload is None or not self._is_overdue(upload, now):
-                        continue
-                    if await self._sessions.transition(
-                        upload_id,
-                        from_statuses=[upload.status],
-                        to_status=UploadStatus.EXPIRED,
-                        now=now,
-                    ):
-                        await self._staging.delete(upload_id)
-                        self._digests.drop(upload_id)
-                        reaped += 1
-            except Exception as exc:  # a busy or broken row must not stop the sweep
-                log.info("reaper skipped %s: %s", upload_id, exc)
-        return reaped + await self._sweep_orphans()
-
-    async def _sweep_orphans(self) -> int:
-        """Delete staged files that no session row owns (a crash between writing the bytes of
-        a new upload and inserting its row); only files older than a session's lifetime."""
-        swept = 0
-        for upload_id in await self._staging.stale(self._policy.ttl_seconds):
-            if await self._sessions.get(upload_id) is None:
-                await self._staging.delete(upload_id)
-                swept += 1
-        return swept
+    def forget(self, upload_id: str) -> None:
+        """Drop what this node keeps in memory about an upload (its running digests)."""
+        self._digests.drop(upload_id)
 
 
 async def _has_data(body: AsyncIterator[bytes]) -> bool:
