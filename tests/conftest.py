@@ -222,11 +222,8 @@ class Server:
         info = self.status(url)
         assert info["status"] == "stored", info
         file = info["file"]
-        return (
-            self.settings.pipeline.local_storage_dir
-            / file["storage_path"]
-            / (file["storage_filename"])
-        )
+        storage: Path = self.settings.pipeline.local_storage_dir
+        return storage / str(file["storage_path"]) / str(file["storage_filename"])
 
     def content(self, url: str) -> bytes:
         """An upload's bytes: stored ones once the pipeline stored it, else the staged ones."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import math
+import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +13,10 @@ import pytest
 
 from tests.clients.jsclients import MiB, assert_complete, run_node, write_random
 from tests.conftest import Server
+
+EICAR = base64.b64decode(
+    "WDVPIVAlQEFQWzRcUFpYNTQoUF4pN0NDKTd9JEVJQ0FSLVNUQU5EQVJELUFOVElWSVJVUy1URVNULUZJTEUhJEgrSCo="
+)
 
 CHUNK = 256 * 1024  # tus_node.mjs's chunkSize
 SIZES = {
@@ -124,3 +130,24 @@ def test_override_patch_method(server: Server, sources: dict[str, tuple[Path, st
     assert {r["method"] for r in requests} == {"POST"}
     assert [r["override"] for r in requests] == [None] + ["PATCH"] * math.ceil(size / CHUNK)
     assert_complete(server, result["url"], size, sources["override"][1])
+
+
+def test_eicar_is_refused_with_onerror(make_server: Callable[..., Server], tmp_path: Path) -> None:
+    # SQLite only: the client's reaction does not depend on the backend, and a PostgreSQL
+    # node shares its operations with the session's other (non-scanning) nodes.
+    clamd = os.environ.get("CLAMD_URL")
+    if not clamd:
+        pytest.fail("CLAMD_URL is not set: run scripts/services start clamd")
+    server = make_server("sqlite", VIRUS_SCAN_ENABLED="on", CLAMD_URL=clamd)
+    path = tmp_path / "eicar.txt"
+    path.write_bytes(EICAR)
+    result = run_node("tus_node.mjs", "eicar", server.endpoint, server.keys.token(), str(path))
+    assert result["success"] is False, result
+    error = result["error"]
+    assert error["status"] == 422, result
+    assert "virus_detected" in error["body"]
+    assert error["upload_status"] == "rejected"
+    # The final PATCH was answered once with 422: no retry, no new upload.
+    assert result["responses"] == [["POST", 201], ["PATCH", 422]]
+    info = server.status(result["url"])
+    assert (info["status"], info["verdict"]["error"]) == ("rejected", "virus_detected")

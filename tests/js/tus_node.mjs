@@ -162,6 +162,30 @@ const scenarios = {
     return { url: upload.url, aborted_at: accepted }
   },
 
+  // A file the server refuses once complete (e.g. a virus): report what onError saw.
+  async eicar() {
+    return new Promise((resolve) => {
+      const upload = new Upload(createReadStream(file), {
+        ...options({ chunkSize: CHUNK }),
+        onSuccess: () => resolve({ url: upload.url, success: true, error: null }),
+        onError(err) {
+          const res = err.originalResponse ?? null
+          resolve({
+            url: upload.url,
+            success: false,
+            error: {
+              message: String(err),
+              status: res ? res.getStatus() : null,
+              body: res ? res.getBody() : null,
+              upload_status: res ? (res.getHeader('X-Upload-Status') ?? null) : null,
+            },
+          })
+        },
+      })
+      upload.start()
+    })
+  },
+
   async override() {
     const upload = await run(createReadStream(file), {
       chunkSize: CHUNK,

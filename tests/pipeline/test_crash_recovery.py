@@ -1,0 +1,317 @@
+"""Crash safety of the completion pipeline with real `tusingest serve` processes: a node that
+SIGKILLs itself at any step (TUSINGEST_CRASH_AT_STEP) leaves work that a restarted node
+finishes exactly once; verdicts survive restarts."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from tests.conftest import TUS, Keys
+from tusingest.pipeline.ingest import STEPS
+
+EICAR = base64.b64decode(
+    "WDVPIVAlQEFQWzRcUFpYNTQoUF4pN0NDKTd9JEVJQ0FSLVNUQU5EQVJELUFOVElWSVJVUy1URVNULUZJTEUhJEgrSCo="
+)
+SIZE = 300 * 1024
+
+
+def _clamd_url() -> str:
+    url = os.environ.get("CLAMD_URL")
+    if not url:
+        pytest.fail("CLAMD_URL is not set: run scripts/services start clamd")
+    return url
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Node:
+    """One `tusingest serve` process on a data dir (SQLite), started and stopped by the test."""
+
+    def __init__(self, data_dir: Path, keys: Keys, log: Path, **env: str) -> None:
+        self.data_dir = data_dir
+        self.keys = keys
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._log = log.open("ab")
+        base = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("DATABASE_URL", "TUSINGEST_CRASH_AT_STEP")
+            and not k.startswith(("STAGING_", "LOCAL_STORAGE", "VIRUS_", "ALLOWED_MIME"))
+        }
+        values = {
+            "DATA_DIR": str(data_dir),
+            "AUTH_PUBLIC_KEY_PATH": str(keys.public),
+            "ALLOWED_MIME_TYPES": "*",
+            "OPERATION_LEASE_SECONDS": "2",
+            "COMPLETION_WAIT_SECONDS": "5",
+            "LOG_LEVEL": "WARNING",
+            **env,
+        }
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tusingest", "serve", "--port", str(self.port)],
+            env={**base, **values},
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def wait_ready(self) -> Node:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail(f"tusingest serve exited {self.proc.returncode}: {self.log_text()}")
+            with contextlib.suppress(requests.ConnectionError):
+                if requests.get(f"{self.url}/health/ready", timeout=1).status_code == 200:
+                    return self
+            time.sleep(0.05)
+        pytest.fail(f"tusingest serve did not become ready: {self.log_text()}")
+
+    def log_text(self) -> str:
+        self._log.flush()
+        return Path(self._log.name).read_text("utf-8", "replace")[-3000:]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self._log.close()
+
+    def headers(self, **extra: str) -> dict[str, str]:
+        return {**TUS, "Authorization": f"Bearer {self.keys.token('alice')}", **extra}
+
+    def create(self, length: int) -> str:
+        response = requests.post(
+            f"{self.url}/files/",
+            headers=self.headers(**{"Upload-Length": str(length)}),
+            timeout=10,
+        )
+        assert response.status_code == 201, response.text
+        return response.headers["Location"].rsplit("/", 1)[-1]
+
+    def patch(
+        self, upload_id: str, data: bytes, offset: int, timeout: float = 30
+    ) -> requests.Response:
+        return requests.patch(
+            f"{self.url}/files/{upload_id}",
+            headers=self.headers(
+                **{
+                    "Content-Type": "application/offset+octet-stream",
+                    "Upload-Offset": str(offset),
+                }
+            ),
+            data=data,
+            timeout=timeout,
+        )
+
+    def head(self, upload_id: str) -> requests.Response:
+        return requests.head(f"{self.url}/files/{upload_id}", headers=self.headers(), timeout=10)
+
+    def session(self, upload_id: str) -> dict[str, Any]:
+        response = requests.get(
+            f"{self.url}/api/files/upload/session/{upload_id}",
+            headers={"Authorization": f"Bearer {self.keys.token('alice')}"},
+            timeout=10,
+        )
+        assert response.status_code == 200, response.text
+        result: dict[str, Any] = response.json()
+        return result
+
+    def settled(self, upload_id: str, seconds: float = 15) -> dict[str, Any]:
+        deadline = time.monotonic() + seconds
+        while True:
+            info = self.session(upload_id)
+            if info["status"] in ("stored", "rejected", "failed"):
+                return info
+            if time.monotonic() > deadline:
+                pytest.fail(f"{upload_id} still {info['status']} after {seconds} s: {info}")
+            time.sleep(0.1)
+
+
+@pytest.fixture
+def nodes() -> Iterator[list[Node]]:
+    """Every Node a test starts, stopped (killed if need be) at its end."""
+    started: list[Node] = []
+    yield started
+    for node in started:
+        node.stop()
+
+
+def _start(nodes: list[Node], data_dir: Path, keys: Keys, tmp_path: Path, **env: str) -> Node:
+    node = Node(data_dir, keys, tmp_path / "serve.log", **env)
+    nodes.append(node)
+    return node.wait_ready()
+
+
+def _upload_and_crash(node: Node, data: bytes) -> str:
+    """Upload `data` in one PATCH; the node kills itself while completing it."""
+    upload_id = node.create(len(data))
+    try:
+        response = node.patch(upload_id, data, 0)
+    except requests.RequestException:
+        pass  # the expected outcome: the connection died with the process
+    else:
+        # Whatever arrived must not claim a verdict the node never reached.
+        assert response.headers.get("X-Upload-Status") != "stored", response.headers
+    try:
+        node.proc.wait(15)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the node did not crash: {node.log_text()}")
+    assert node.proc.returncode == -9, (node.proc.returncode, node.log_text())
+    return upload_id
+
+
+def _files_in(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
+
+
+def _catalog(data_dir: Path, upload_id: str) -> list[tuple[str, str]]:
+    with contextlib.closing(sqlite3.connect(data_dir / "tusingest.db")) as db:
+        return list(
+            db.execute(
+                "SELECT file_id, storage_filename FROM files WHERE upload_id = ?", (upload_id,)
+            )
+        )
+
+
+def _operations(data_dir: Path, upload_id: str) -> list[tuple[str, int]]:
+    with contextlib.closing(sqlite3.connect(data_dir / "tusingest.db")) as db:
+        return list(
+            db.execute("SELECT status, attempts FROM operations WHERE subject = ?", (upload_id,))
+        )
+
+
+def _operation_done(data_dir: Path, upload_id: str, seconds: float = 10) -> list[tuple[str, int]]:
+    """The upload's operations once none is still queued or running (bounded wait): a crash
+    after the verdict (at `cleanup`) leaves the staged bytes until a node takes the expired
+    lease over and finishes the operation."""
+    deadline = time.monotonic() + seconds
+    while True:
+        ops = _operations(data_dir, upload_id)
+        if all(status in ("done", "failed") for status, _ in ops) or time.monotonic() > deadline:
+            return ops
+        time.sleep(0.1)
+
+
+def _staging_leftovers(data_dir: Path, upload_id: str) -> list[Path]:
+    return [p for p in _files_in(data_dir / "staging") if p.name.startswith(upload_id)]
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_a_crash_at_each_step_is_finished_exactly_once_after_a_restart(
+    step: str, keys: Keys, tmp_path: Path, nodes: list[Node]
+) -> None:
+    data_dir = tmp_path / "data"
+    data = os.urandom(SIZE)
+    crashing = _start(nodes, data_dir, keys, tmp_path, TUSINGEST_CRASH_AT_STEP=step)
+    upload_id = _upload_and_crash(crashing, data)
+
+    node = _start(nodes, data_dir, keys, tmp_path)
+    info = node.settled(upload_id)
+    assert info["status"] == "stored", (info, node.log_text())
+    file_id = info["file_id"]
+    assert info["file"]["file_id"] == file_id
+    assert info["sha256"] == hashlib.sha256(data).hexdigest()
+    [(status, attempts)] = _operation_done(data_dir, upload_id)
+    assert status == "done"
+    assert attempts >= 2  # the crashed attempt, then the one that finished
+
+    assert _catalog(data_dir, upload_id) == [(file_id, info["file"]["storage_filename"])]
+    stored = _files_in(data_dir / "storage")
+    assert not [p for p in (data_dir / "storage").rglob(".tmp_*")], stored
+    names = [p.name for p in stored]
+    data_name = info["file"]["storage_filename"]
+    assert file_id in data_name
+    assert sorted(names) == sorted([data_name, data_name + ".attr.json"]), names
+    [data_path] = [p for p in stored if p.name == data_name]
+    assert data_path.read_bytes() == data
+    assert _staging_leftovers(data_dir, upload_id) == []
+
+    head = node.head(upload_id)
+    assert head.status_code == 200, head.headers
+    assert head.headers["X-Upload-Status"] == "stored"
+    assert head.headers["X-File-Id"] == file_id
+    assert head.headers["Upload-Offset"] == str(SIZE)
+
+
+def test_eicar_crash_at_scan_is_rejected_after_a_restart(
+    keys: Keys, tmp_path: Path, nodes: list[Node]
+) -> None:
+    data_dir = tmp_path / "data"
+    scan = {"VIRUS_SCAN_ENABLED": "on", "CLAMD_URL": _clamd_url()}
+    crashing = _start(nodes, data_dir, keys, tmp_path, TUSINGEST_CRASH_AT_STEP="scan", **scan)
+    upload_id = _upload_and_crash(crashing, EICAR)
+
+    node = _start(nodes, data_dir, keys, tmp_path, **scan)
+    info = node.settled(upload_id)
+    assert info["status"] == "rejected", info
+    assert info["verdict"]["error"] == "virus_detected"
+    assert info["file_id"] is None
+    assert [s for s, _ in _operation_done(data_dir, upload_id)] == ["done"]
+    assert _catalog(data_dir, upload_id) == []
+    assert _files_in(data_dir / "storage") == []
+    assert _staging_leftovers(data_dir, upload_id) == []
+    head = node.head(upload_id)
+    assert head.status_code == 422
+    assert head.headers["X-Upload-Error"] == "virus_detected"
+
+
+def test_verdicts_survive_a_restart(keys: Keys, tmp_path: Path, nodes: list[Node]) -> None:
+    data_dir = tmp_path / "data"
+    scan = {"VIRUS_SCAN_ENABLED": "on", "CLAMD_URL": _clamd_url()}
+    first = _start(nodes, data_dir, keys, tmp_path, **scan)
+    data = os.urandom(SIZE)
+    good = first.create(len(data))
+    stored = first.patch(good, data, 0)
+    assert stored.status_code == 204, stored.text
+    assert stored.headers["X-Upload-Status"] == "stored"
+    file_id = stored.headers["X-File-Id"]
+    bad = first.create(len(EICAR))
+    rejected = first.patch(bad, EICAR, 0)
+    assert rejected.status_code == 422, rejected.text
+    assert rejected.json()["error"] == "virus_detected"
+    first.stop()
+    assert first.proc.returncode is not None
+    before = _files_in(data_dir / "storage")
+
+    second = _start(nodes, data_dir, keys, tmp_path, **scan)
+    head = second.head(good)
+    assert head.status_code == 200
+    assert (head.headers["X-Upload-Status"], head.headers["X-File-Id"]) == ("stored", file_id)
+    again = second.patch(good, b"", len(data))
+    assert again.status_code == 204, again.text
+    assert (again.headers["X-Upload-Status"], again.headers["X-File-Id"]) == ("stored", file_id)
+
+    head = second.head(bad)
+    assert head.status_code == 422
+    assert head.headers["X-Upload-Error"] == "virus_detected"
+    again = second.patch(bad, b"", len(EICAR))
+    assert again.status_code == 422, again.text
+    assert again.json()["error"] == "virus_detected"
+
+    # Nothing ran again: one finished operation each, no new files.
+    assert _operations(data_dir, good) == [("done", 1)]
+    assert _operations(data_dir, bad) == [("done", 1)]
+    assert _files_in(data_dir / "storage") == before
+    assert len(before) == 2
