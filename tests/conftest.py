@@ -257,7 +257,7 @@ def make_server(
             # checks have their own tests with the default list.
             "ALLOWED_MIME_TYPES": "*",
         }
-        if backend == "postgres":
+        if backend == "postgres" and "DATABASE_URL" not in env:
             # Servers sharing a database form a cluster: any node may run any node's completion
             # work, so they share the staging directory and the storage element too.
             values["DATABASE_URL"] = pg_url

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import gzip
 import hashlib
 import http.client
 import re
@@ -12,12 +13,16 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import asyncpg
+import brotli
 
 from tests.conftest import Server
+from tusingest.config import Settings
+from tusingest.store import schema
 
 OCTET = "application/offset+octet-stream"
 IMF_FIXDATE = re.compile(
@@ -116,8 +121,81 @@ def upload_status(server: Server, upload_id: str) -> str | None:
     return asyncio.run(fetch())
 
 
-def staged_count(server: Server) -> int:
-    return sum(1 for _ in server.settings.staging_dir.iterdir())
+def own_cluster(new_pg_database: Callable[[], str], tmp_path: Path) -> dict[str, str]:
+    """Server settings for a PostgreSQL server apart from the shared test cluster.
+
+    A reaper sweeps its whole database, and its orphan sweep deletes staged files its database
+    has no row for: a server with a short session lifetime must neither share the database
+    (it would expire the other servers' uploads, and theirs its own) nor the staging directory
+    (it would delete every other server's staged bytes after a second).
+    """
+    url = new_pg_database()
+    asyncio.run(schema.upgrade(Settings.from_env({"DATABASE_URL": url}).database_url))
+    return {
+        "DATABASE_URL": url,
+        "STAGING_DIR": str(tmp_path / "staging"),
+        "LOCAL_STORAGE_DIR": str(tmp_path / "storage"),
+    }
+
+
+def staged_names(server: Server) -> set[str]:
+    """The ids of the uploads whose bytes are staged (the pipeline's work dir left out).
+
+    PostgreSQL test servers form a cluster sharing one staging directory, and the pipeline
+    deletes a stored or rejected upload's staged bytes just after recording its verdict: files
+    of earlier tests and other nodes may leave the directory at any time. Nothing adds files
+    there unasked, so tests compare the names against a snapshot (`staged_since`).
+    """
+    return {p.name for p in server.settings.staging_dir.iterdir() if p.is_file()}
+
+
+def staged_since(server: Server, before: set[str]) -> set[str]:
+    """Staged files that appeared since the snapshot `before` (`staged_names`)."""
+    return staged_names(server) - before
+
+
+def wait_unstaged(server: Server, url: str, timeout: float = 10.0) -> None:
+    """Wait until `url`'s staged bytes are gone (the pipeline deletes them once it decided)."""
+    wait_until(lambda: not server.staged(url).exists(), timeout=timeout)
+
+
+def content_as(server: Server, url: str, sub: str) -> bytes:
+    """`server.content(url)` for an upload owned by `sub`: stored bytes once stored, else staged."""
+    info = server.status(url, sub=sub)
+    if info["status"] != "stored":
+        return server.staged(url).read_bytes()
+    file = info["file"]
+    path = server.settings.pipeline.local_storage_dir / file["storage_path"]
+    data = (path / file["storage_filename"]).read_bytes()
+    if file["codec"] == "gzip":
+        return gzip.decompress(data)
+    if file["codec"] == "brotli":
+        return bytes(brotli.decompress(data))
+    return data
+
+
+def upload_ids(server: Server, owner: str = "alice") -> set[str]:
+    """The ids of all of `owner`'s upload rows, read straight from the database.
+
+    A creation the pipeline refuses at once (422) carries no Location: a snapshot taken before
+    it finds the new upload's id.
+    """
+    url = server.settings.database_url
+    if server.backend == "sqlite":
+        path = url.split(":///", 1)[1]
+        with sqlite3.connect(path) as conn:
+            rows = conn.execute("SELECT id FROM uploads WHERE owner = ?", (owner,)).fetchall()
+        return {str(row[0]) for row in rows}
+
+    async def fetch() -> set[str]:
+        conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+        try:
+            rows = await conn.fetch("SELECT id FROM uploads WHERE owner = $1", owner)
+        finally:
+            await conn.close()
+        return {str(row["id"]) for row in rows}
+
+    return asyncio.run(fetch())
 
 
 def upload_row(server: Server, upload_id: str) -> dict[str, Any] | None:

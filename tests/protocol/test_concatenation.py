@@ -3,7 +3,6 @@ SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import itertools
 import os
@@ -18,16 +17,19 @@ from tests.conftest import BACKENDS, Server
 from tests.protocol.support import (
     OCTET,
     chunks,
+    content_as,
     offset_of,
+    own_cluster,
     sha256,
-    staged_count,
+    staged_names,
+    staged_since,
     upload_id,
+    upload_ids,
     upload_row,
     upload_status,
+    wait_unstaged,
     wait_until,
 )
-from tusingest.config import Settings
-from tusingest.store import schema
 
 
 def _partial(server: Server, data: bytes, *, sub: str = "alice", **headers: str) -> str:
@@ -62,7 +64,10 @@ def _assert_untouched(server: Server, url: str, data: bytes, *, sub: str = "alic
     assert head.status_code == 200
     assert head.headers["Upload-Concat"] == "partial"
     assert head.headers["Upload-Offset"] == str(len(data))
-    assert server.content(url) == data
+    # Partials are never processed: complete, their bytes still staged.
+    assert upload_status(server, upload_id(url)) == "complete"
+    assert "X-Upload-Status" not in head.headers
+    assert server.staged(url).read_bytes() == data
 
 
 # --- discovery and partials ------------------------------------------------------------------
@@ -95,13 +100,13 @@ def test_plain_upload_head_has_no_concat(server: Server) -> None:
 
 @pytest.mark.parametrize("value", ["foo", "final", "final;", "final;   ", "partial;x", "Final;/a"])
 def test_malformed_upload_concat_is_400(server: Server, value: str) -> None:
-    before = staged_count(server)
+    before = staged_names(server)
     response = server.request(
         "POST", server.endpoint, headers={"Upload-Concat": value, "Upload-Length": "3"}
     )
     assert response.status_code == 400, (value, response.status_code)
     assert "Location" not in response.headers
-    assert staged_count(server) == before
+    assert not staged_since(server, before)
 
 
 # --- final uploads ---------------------------------------------------------------------------
@@ -233,12 +238,12 @@ def test_final_referencing_someone_elses_partial_is_400(server: Server) -> None:
     _assert_untouched(server, mine, b"abc")
     # bob can still use it.
     final = _location(server, _final(server, [theirs], sub="bob"))
-    assert server.content(final) == b"secret"
+    assert content_as(server, final, "bob") == b"secret"
 
 
 def test_final_with_a_body_is_403(server: Server) -> None:
     a = _partial(server, b"abc")
-    before = staged_count(server)
+    before = staged_names(server)
     response = server.request(
         "POST",
         server.endpoint,
@@ -247,7 +252,7 @@ def test_final_with_a_body_is_403(server: Server) -> None:
     )
     assert response.status_code == 403
     assert "Location" not in response.headers
-    assert staged_count(server) == before
+    assert not staged_since(server, before)
     _assert_untouched(server, a, b"abc")
 
 
@@ -295,10 +300,14 @@ def test_delete_of_a_complete_partial_makes_it_unusable(server: Server) -> None:
 
 def test_final_row_state(server: Server) -> None:
     a = _partial(server, b"abc")
-    final = _location(server, _final(server, [a, a]))
+    response = _final(server, [a, a])
+    final = _location(server, response)
+    assert response.headers["X-Upload-Status"] == "stored"
     row = upload_row(server, upload_id(final))
     assert row is not None
-    assert row["status"] == "complete"
+    assert row["status"] == "stored"
+    assert row["file_id"] == response.headers["X-File-Id"]
+    assert row["md5"] == hashlib.md5(b"abcabc").hexdigest()
     assert row["length"] == row["upload_offset"] == 6
     assert row["concat"] == f"final;{a} {a}"
     assert row["expires_at"] is None
@@ -314,11 +323,26 @@ def test_final_echoes_upload_concat_verbatim(server: Server) -> None:
     assert server.content(final) == b"abcdef"
 
 
-def test_final_of_empty_partials_is_complete_at_zero(server: Server) -> None:
-    final = _location(server, _final(server, [_partial(server, b""), _partial(server, b"")]))
-    head = server.request("HEAD", final)
-    assert head.headers["Upload-Length"] == head.headers["Upload-Offset"] == "0"
-    assert server.content(final) == b""
+def test_final_of_empty_partials_is_rejected_as_empty(server: Server) -> None:
+    parts = [_partial(server, b""), _partial(server, b"")]
+    before = upload_ids(server)
+    response = _final(server, parts)
+    # Complete at zero bytes, so the pipeline judges it at once: an empty file is refused.
+    assert response.status_code == 422, response.text
+    assert response.json()["error"] == "empty_file"
+    assert response.headers["X-Upload-Status"] == "rejected"
+    assert response.headers["X-Upload-Error"] == "empty_file"
+    (final_id,) = upload_ids(server) - before
+    row = upload_row(server, final_id)
+    assert row is not None
+    assert (row["status"], row["error"]) == ("rejected", "empty_file")
+    assert row["length"] == row["upload_offset"] == 0
+    assert row["concat"] == "final;" + " ".join(parts)
+    head = server.request("HEAD", f"{server.endpoint}{final_id}")
+    assert head.status_code == 422
+    assert head.headers["X-Upload-Error"] == "empty_file"
+    for part in parts:
+        assert server.request("HEAD", part).status_code == 404
 
 
 # --- races -------------------------------------------------------------------------------------
@@ -352,7 +376,8 @@ def test_delete_racing_a_final_is_serialised(server: Server) -> None:
     for _ in range(8):
         data = [os.urandom(1 << 20) for _ in range(3)]
         parts = [_partial(server, d) for d in data]
-        before = staged_count(server)
+        before = staged_names(server)
+        assert {upload_id(p) for p in parts} <= before
         final, delete = _concurrently(
             _send(server, "POST", server.endpoint, **{"Upload-Concat": "final;" + " ".join(parts)}),
             _send(server, "DELETE", parts[2]),
@@ -364,25 +389,34 @@ def test_delete_racing_a_final_is_serialised(server: Server) -> None:
         if outcome == (201, 404):
             url = _location(server, final)
             assert sha256(server.content(url)) == sha256(b"".join(data))
-            assert staged_count(server) == before - 3 + 1
+            # The partials went into the final, whose bytes left staging once stored.
+            wait_unstaged(server, url)
+            assert not any(server.staged(p).exists() for p in parts)
         else:
             assert parts[2] in final.text
             _assert_untouched(server, parts[0], data[0])
-            assert staged_count(server) == before - 1
+            _assert_untouched(server, parts[1], data[1])
         assert not server.staged(parts[2]).exists()
+        assert not staged_since(server, before)
 
 
 def test_concurrent_finals_consume_the_partials_once(server: Server) -> None:
     data = [os.urandom(1 << 20) for _ in range(3)]
     parts = [_partial(server, d) for d in data]
     concat = {"Upload-Concat": "final;" + " ".join(parts)}
-    before = staged_count(server)
+    before = staged_names(server)
     responses = _concurrently(*[_send(server, "POST", server.endpoint, **concat)] * 4)
     statuses = sorted(r.status_code for r in responses)
     assert statuses == [201, 400, 400, 400], statuses
     (winner,) = [r for r in responses if r.status_code == 201]
-    assert sha256(server.content(_location(server, winner))) == sha256(b"".join(data))
-    assert staged_count(server) == before - 3 + 1
+    final = _location(server, winner)
+    assert winner.headers["X-Upload-Status"] == "stored"
+    assert sha256(server.content(final)) == sha256(b"".join(data))
+    # One final consumed the partials; its bytes left staging once stored, and the losers
+    # staged nothing.
+    wait_unstaged(server, final)
+    assert not any(server.staged(p).exists() for p in parts)
+    assert not staged_since(server, before)
 
 
 # --- limits and expiry -------------------------------------------------------------------------
@@ -398,11 +432,11 @@ def test_final_above_the_size_limit_is_413(small: Server) -> None:
     assert small.settings.max_file_size == 1 << 20
     data_a, data_b = os.urandom(600 << 10), os.urandom(600 << 10)
     a, b = _partial(small, data_a), _partial(small, data_b)
-    before = staged_count(small)
+    before = staged_names(small)
     response = _final(small, [a, b])
     assert response.status_code == 413
     assert "Location" not in response.headers
-    assert staged_count(small) == before
+    assert not staged_since(small, before)
     _assert_untouched(small, a, data_a)
     _assert_untouched(small, b, data_b)
     # Each part on its own still fits.
@@ -415,15 +449,14 @@ def short_lived(
     request: pytest.FixtureRequest,
     make_server: Callable[..., Server],
     new_pg_database: Callable[[], str],
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Server:
     """Sessions live 1 s, the reaper runs every 0.1 s."""
     env = {"UPLOAD_SESSION_TTL_HOURS": str(1 / 3600), "UPLOAD_REAPER_INTERVAL_SECONDS": "0.1"}
     if request.param == "postgres":
-        # The reaper sweeps its whole database and the server lives until the session ends:
-        # on the shared database it would expire other modules' short-lived uploads.
-        url = new_pg_database()
-        asyncio.run(schema.upgrade(Settings.from_env({"DATABASE_URL": url}).database_url))
-        env["DATABASE_URL"] = url
+        # The server lives until the session ends: its reaper must not reach the shared
+        # cluster's uploads (nor the cluster's reapers its own).
+        env.update(own_cluster(new_pg_database, tmp_path_factory.mktemp("short-lived")))
     return make_server(request.param, **env)
 
 
@@ -451,7 +484,7 @@ def test_unused_complete_partial_expires(short_lived: Server) -> None:
 def _assert_digests(server: Server, url: str, data: bytes) -> None:
     row = upload_row(server, upload_id(url))
     assert row is not None
-    assert row["status"] == "complete"
+    assert row["status"] == "stored"
     assert row["md5"] == hashlib.md5(data).hexdigest()
     assert row["sha256"] == hashlib.sha256(data).hexdigest()
 

@@ -10,7 +10,13 @@ import pytest
 import requests
 
 from tests.conftest import Server
-from tests.protocol.support import http_date, offset_of, staged_count
+from tests.protocol.support import (
+    http_date,
+    staged_names,
+    staged_since,
+    upload_ids,
+    upload_row,
+)
 
 
 def _post(server: Server, url: str | None = None, **headers: str) -> requests.Response:
@@ -43,20 +49,20 @@ def _b64(value: str) -> str:
 def test_length_headers_must_be_exactly_one_valid_value(
     server: Server, headers: dict[str, str]
 ) -> None:
-    before = staged_count(server)
+    before = staged_names(server)
     response = _post(server, **headers)
     assert response.status_code == 400, response.text
     assert "Location" not in response.headers
     assert response.headers["Tus-Resumable"] == "1.0.0"
-    assert staged_count(server) == before
+    assert not staged_since(server, before)
 
 
 def test_length_above_max_size_is_413(server: Server) -> None:
-    before = staged_count(server)
+    before = staged_names(server)
     response = _post(server, **{"Upload-Length": str(server.settings.max_file_size + 1)})
     assert response.status_code == 413
     assert "Location" not in response.headers
-    assert staged_count(server) == before
+    assert not staged_since(server, before)
 
 
 def test_length_equal_to_max_size_is_accepted(server: Server) -> None:
@@ -96,17 +102,31 @@ def test_post_without_trailing_slash(server: Server) -> None:
     assert server.content(url) == b"abc"
 
 
-def test_zero_length_upload_is_complete_at_creation(server: Server) -> None:
+def test_zero_length_upload_is_complete_at_creation_and_rejected(server: Server) -> None:
+    before = upload_ids(server)
     response = _post(server, **{"Upload-Length": "0"})
-    assert response.status_code == 201
+    # Complete at creation, so the POST waits for the pipeline, which refuses empty files.
+    assert response.status_code == 422, response.text
+    assert response.json()["error"] == "empty_file"
+    assert response.headers["X-Upload-Status"] == "rejected"
+    assert response.headers["X-Upload-Error"] == "empty_file"
     assert "Upload-Expires" not in response.headers
-    url = urljoin(server.endpoint, response.headers["Location"])
+    (created,) = upload_ids(server) - before
+    row = upload_row(server, created)
+    assert row is not None
+    assert (row["status"], row["error"]) == ("rejected", "empty_file")
+    assert row["length"] == row["upload_offset"] == 0
+    url = f"{server.endpoint}{created}"
+    assert not server.staged(url).exists()
     head = server.request("HEAD", url)
-    assert head.status_code == 200
-    assert head.headers["Upload-Offset"] == "0"
-    assert head.headers["Upload-Length"] == "0"
+    assert head.status_code == 422
+    assert head.headers["X-Upload-Status"] == "rejected"
+    assert head.headers["X-Upload-Error"] == "empty_file"
+    assert head.content == b""
     assert server.patch(url, b"x", 0).status_code == 413
-    assert offset_of(server, url) == 0
+    again = server.patch(url, b"", 0)
+    assert again.status_code == 422
+    assert again.json()["error"] == "empty_file"
 
 
 @pytest.mark.parametrize(
@@ -128,11 +148,11 @@ def test_zero_length_upload_is_complete_at_creation(server: Server) -> None:
     ],
 )
 def test_malformed_metadata_is_400(server: Server, metadata: str) -> None:
-    before = staged_count(server)
+    before = staged_names(server)
     response = _post(server, **{"Upload-Length": "10", "Upload-Metadata": metadata})
     assert response.status_code == 400, response.text
     assert "Location" not in response.headers
-    assert staged_count(server) == before
+    assert not staged_since(server, before)
 
 
 @pytest.mark.parametrize(
@@ -179,8 +199,8 @@ def test_empty_metadata_header_means_no_metadata(server: Server) -> None:
 
 @pytest.mark.parametrize("concat", ["", "partial;x", "final;", "final", "whole"])
 def test_malformed_upload_concat_is_400_and_creates_nothing(server: Server, concat: str) -> None:
-    before = staged_count(server)
+    before = staged_names(server)
     response = _post(server, **{"Upload-Length": "10", "Upload-Concat": concat})
     assert response.status_code == 400
     assert response.text.startswith("invalid_concat")
-    assert staged_count(server) == before
+    assert not staged_since(server, before)

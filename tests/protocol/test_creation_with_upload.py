@@ -9,7 +9,15 @@ import pytest
 import requests
 
 from tests.conftest import Server
-from tests.protocol.support import OCTET, chunks, http_date, offset_of, sha256, staged_count
+from tests.protocol.support import (
+    OCTET,
+    chunks,
+    http_date,
+    offset_of,
+    sha256,
+    staged_names,
+    staged_since,
+)
 
 
 def _create_with(
@@ -82,11 +90,11 @@ def test_body_with_metadata(server: Server) -> None:
 def test_non_empty_body_with_other_content_type_is_415(
     server: Server, content_type: str | None
 ) -> None:
-    before = staged_count(server)
+    before = staged_names(server)
     response = _create_with(server, b"abc", content_type, **{"Upload-Length": "3"})
     assert response.status_code == 415, response.text
     assert "Location" not in response.headers
-    assert staged_count(server) == before
+    assert not staged_since(server, before)
 
 
 @pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", OCTET])
@@ -113,32 +121,32 @@ def test_empty_chunked_body_with_any_content_type_is_plain_creation(
 
 
 def test_body_longer_than_length_is_413_and_creates_nothing(server: Server) -> None:
-    before = staged_count(server)
+    before = staged_names(server)
     response = _create_with(server, b"0123456789", **{"Upload-Length": "4"})
     assert response.status_code == 413
     assert "Location" not in response.headers
-    assert staged_count(server) == before
+    assert not staged_since(server, before)
 
 
 def test_chunked_body_longer_than_length_is_413_and_leaves_nothing(server: Server) -> None:
-    before = staged_count(server)
+    before = staged_names(server)
     response = _create_with(server, chunks(b"0123456789", 3), **{"Upload-Length": "4"})
     assert response.status_code == 413
     assert "Location" not in response.headers
-    assert staged_count(server) == before
+    assert not staged_since(server, before)
 
 
 def test_body_on_zero_length_upload_is_413(server: Server) -> None:
-    before = staged_count(server)
+    before = staged_names(server)
     response = _create_with(server, b"x", **{"Upload-Length": "0"})
     assert response.status_code == 413
-    assert staged_count(server) == before
+    assert not staged_since(server, before)
 
 
 def test_body_with_length_above_max_size_is_413(server: Server) -> None:
-    before = staged_count(server)
+    before = staged_names(server)
     response = _create_with(
         server, b"abc", **{"Upload-Length": str(server.settings.max_file_size + 1)}
     )
     assert response.status_code == 413
-    assert staged_count(server) == before
+    assert not staged_since(server, before)

@@ -10,22 +10,47 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from tests.conftest import BACKENDS, Server
-from tests.protocol.support import http_date, upload_id, upload_status, wait_until
+from tests.protocol.support import (
+    http_date,
+    own_cluster,
+    upload_id,
+    upload_ids,
+    upload_row,
+    upload_status,
+    wait_until,
+)
 
 TTL = 1.0  # seconds, for the short-lived servers below
 
 
-def _ttl_env(reaper_seconds: float) -> dict[str, str]:
-    return {
-        "UPLOAD_SESSION_TTL_HOURS": str(TTL / 3600),
-        "UPLOAD_REAPER_INTERVAL_SECONDS": str(reaper_seconds),
-    }
+@pytest.fixture(scope="module")
+def short_lived(
+    make_server: Callable[..., Server],
+    new_pg_database: Callable[[], str],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Callable[[str, float], Server]:
+    """Start a server whose sessions live `TTL` seconds: `short_lived(backend, reaper_seconds)`."""
+
+    def make(backend: str, reaper_seconds: float) -> Server:
+        env = {
+            "UPLOAD_SESSION_TTL_HOURS": str(TTL / 3600),
+            "UPLOAD_REAPER_INTERVAL_SECONDS": str(reaper_seconds),
+        }
+        if backend == "postgres":
+            # Every test server's reaper sweeps its whole database (each minute) and staging
+            # directory: in the shared cluster they would reap these uploads behind the tests'
+            # backs, and this server's reaper theirs.
+            tmp = tmp_path_factory.mktemp("short-lived")
+            env.update(own_cluster(new_pg_database, tmp))
+        return make_server(backend, **env)
+
+    return make
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
-def unreaped(request: pytest.FixtureRequest, make_server: Callable[..., Server]) -> Server:
+def unreaped(request: pytest.FixtureRequest, short_lived: Callable[[str, float], Server]) -> Server:
     """Sessions live 1 s; the reaper practically never runs."""
-    return make_server(request.param, **_ttl_env(3600))
+    return short_lived(request.param, 3600)
 
 
 @dataclass
@@ -37,9 +62,9 @@ class Reaped:
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
-def reaped(request: pytest.FixtureRequest, make_server: Callable[..., Server]) -> Reaped:
+def reaped(request: pytest.FixtureRequest, short_lived: Callable[[str, float], Server]) -> Reaped:
     """Sessions live 1 s, the reaper runs every 0.1 s; returns uploads after one reaping."""
-    server = make_server(request.param, **_ttl_env(0.1))
+    server = short_lived(request.param, 0.1)
     complete = server.create(3)
     assert server.patch(complete, b"abc", 0).status_code == 204
     incomplete = server.create(10)
@@ -105,9 +130,19 @@ def test_upload_expires_absent_once_complete(server: Server) -> None:
 
 
 def test_zero_length_upload_has_no_expiry(server: Server) -> None:
+    before = upload_ids(server)
     response = server.request("POST", server.endpoint, headers={"Upload-Length": "0"})
-    assert response.status_code == 201
+    # Complete at creation, so judged at once: the pipeline refuses empty files.
+    assert response.status_code == 422, response.text
+    assert response.json()["error"] == "empty_file"
     assert "Upload-Expires" not in response.headers
+    (created,) = upload_ids(server) - before
+    row = upload_row(server, created)
+    assert row is not None
+    assert (row["status"], row["expires_at"]) == ("rejected", None)
+    head = server.request("HEAD", f"{server.endpoint}{created}")
+    assert head.status_code == 422
+    assert "Upload-Expires" not in head.headers
 
 
 # --- expiry ------------------------------------------------------------------------------------
@@ -132,7 +167,7 @@ def test_activity_postpones_expiry_then_overdue_upload_is_410(unreaped: Server) 
     assert server.request("DELETE", url).status_code == 410
     # Refused by its deadline alone: the reaper has not run yet.
     assert upload_status(server, upload_id(url)) == "receiving"
-    assert server.content(url) == b"abcd"
+    assert server.staged(url).read_bytes() == b"abcd"
 
 
 @pytest.mark.parametrize("which", ["incomplete", "deferred"])
@@ -160,6 +195,7 @@ def test_complete_upload_does_not_expire(reaped: Reaped) -> None:
     head = server.request("HEAD", url)
     assert head.status_code == 200
     assert head.headers["Upload-Offset"] == head.headers["Upload-Length"] == "3"
+    assert head.headers["X-Upload-Status"] == "stored"
     assert server.content(url) == b"abc"
-    assert upload_status(server, upload_id(url)) == "complete"
+    assert upload_status(server, upload_id(url)) == "stored"
     assert server.request("DELETE", url).status_code == 204

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tests.conftest import Server
-from tests.protocol.support import upload_id, upload_status
+from tests.protocol.support import upload_id, upload_ids, upload_status
 
 
 def test_delete_incomplete_upload(server: Server) -> None:
@@ -40,10 +40,21 @@ def test_delete_complete_upload(server: Server) -> None:
 
 
 def test_delete_zero_length_and_deferred_uploads(server: Server) -> None:
-    for url in (server.create(0), server.create(None)):
+    before = upload_ids(server)
+    # A zero-length upload is complete at creation and refused by the pipeline (empty_file).
+    created = server.request("POST", server.endpoint, headers={"Upload-Length": "0"})
+    assert created.status_code == 422, created.text
+    (zero,) = upload_ids(server) - before
+    zero_url = f"{server.endpoint}{zero}"
+    head = server.request("HEAD", zero_url)
+    assert head.status_code == 422
+    assert head.headers["X-Upload-Error"] == "empty_file"
+    for url in (zero_url, server.create(None)):
         assert server.request("DELETE", url).status_code == 204
         assert server.request("HEAD", url).status_code == 404
+        assert server.request("DELETE", url).status_code == 404
         assert not server.staged(url).exists()
+        assert upload_status(server, upload_id(url)) == "terminated"
 
 
 def test_delete_unknown_upload_is_404(server: Server) -> None:

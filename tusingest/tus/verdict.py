@@ -35,10 +35,12 @@ async def settle(services: Services, upload: Upload) -> Upload:
 
 def respond(upload: Upload, status: int, headers: dict[str, str]) -> web.StreamResponse:
     """`status` with `headers` unless the pipeline refused the file (422) or gave up (503)."""
+    # A refused creation still names its upload, so the client can ask about it later.
+    keep = {k: v for k, v in headers.items() if k == "Location"}
     if upload.status is UploadStatus.REJECTED:
-        return _refusal(upload, 422)
+        return _refusal(upload, 422, keep)
     if upload.status is UploadStatus.FAILED:
-        return _refusal(upload, 503)
+        return _refusal(upload, 503, keep)
     headers = {**headers, **verdict_headers(upload)}
     return web.Response(status=status, headers=headers)
 
@@ -60,10 +62,12 @@ def head_refusal(upload: Upload) -> web.StreamResponse | None:
     return None
 
 
-def _refusal(upload: Upload, status: int) -> web.StreamResponse:
+def _refusal(
+    upload: Upload, status: int, extra: dict[str, str] | None = None
+) -> web.StreamResponse:
     code = upload.error or "processing_failed"
     return web.json_response(
         {"error": code, "message": upload.error_detail or code},
         status=status,
-        headers={STATUS_HEADER: upload.status.value, ERROR_HEADER: code},
+        headers={STATUS_HEADER: upload.status.value, ERROR_HEADER: code, **(extra or {})},
     )
