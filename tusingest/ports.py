@@ -101,6 +101,10 @@ class Staging(Protocol):
 
     async def create(self, upload_id: str) -> None: ...
 
+    def path(self, upload_id: str) -> Path:
+        """The staged file itself, for reading (validation, scanning, storing)."""
+        ...
+
     async def writer(
         self, upload_id: str, offset: int, reserve: int | None = None
     ) -> StagingWriter:

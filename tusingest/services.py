@@ -19,7 +19,7 @@ from tusingest.config import Settings
 from tusingest.elements.local import LocalElement
 from tusingest.errors import ConfigError
 from tusingest.keys import ensure_dev_keys
-from tusingest.pipeline.ingest import Ingest, IngestPolicy, StagedFiles
+from tusingest.pipeline.ingest import Ingest, IngestPolicy
 from tusingest.pipeline.runner import Runner, RunnerPolicy
 from tusingest.pipeline.scan import ClamdScanner
 from tusingest.ports import Catalog, Locker, Scanner, SessionStore
@@ -121,7 +121,7 @@ def _runner(
     workdir.mkdir(parents=True, exist_ok=True)
     ingest = Ingest(
         sessions,
-        StagedFiles(settings.staging_dir),
+        FileStaging(settings.staging_dir),
         catalog,
         LocalElement(pipeline.local_storage_dir, pipeline.local_element_id),
         scanner,

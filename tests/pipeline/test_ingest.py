@@ -21,7 +21,7 @@ from tusingest.config import Settings
 from tusingest.domain import Principal, Role, Upload, UploadStatus
 from tusingest.elements.local import LocalElement
 from tusingest.pipeline.compress import CompressionSettings
-from tusingest.pipeline.ingest import Ingest, IngestPolicy, StagedFiles
+from tusingest.pipeline.ingest import Ingest, IngestPolicy
 from tusingest.pipeline.runner import Runner, RunnerPolicy
 from tusingest.pipeline.scan import ClamdScanner
 from tusingest.pipeline.validate import ValidationSettings
@@ -106,7 +106,7 @@ async def rig(
     element = LocalElement(root / "se", "se-local")
     ingest = Ingest(
         sessions,
-        StagedFiles(staging),
+        FileStaging(staging),
         SqlCatalog(engine),
         element,
         ClamdScanner(scanner_url, timeout=5) if scanner_url else None,

@@ -24,7 +24,7 @@ from tusingest.metadata import metadata_text
 from tusingest.pipeline.compress import CompressionSettings, maybe_compress
 from tusingest.pipeline.runner import Progress
 from tusingest.pipeline.validate import Rejection, ValidationSettings, validate
-from tusingest.ports import Catalog, Scanner, SessionStore, StorageElement
+from tusingest.ports import Catalog, Scanner, SessionStore, Staging, StorageElement
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +46,14 @@ class Ingest:
     def __init__(
         self,
         sessions: SessionStore,
-        staged: StagedFiles,
+        staging: Staging,
         catalog: Catalog,
         element: StorageElement,
         scanner: Scanner | None,
         policy: IngestPolicy,
     ) -> None:
         self._sessions = sessions
-        self._staged = staged
+        self._staging = staging
         self._catalog = catalog
         self._element = element
         self._scanner = scanner
@@ -77,7 +77,7 @@ class Ingest:
             upload.id, status=UploadStatus.PROCESSING, now=datetime.now(UTC)
         )
         meta = metadata_text(upload.metadata_raw)
-        source = self._staged.path(upload.id)
+        source = self._staging.path(upload.id)
         try:
             self._step("validate")
             known = (upload.md5, upload.sha256) if upload.md5 and upload.sha256 else None
@@ -104,8 +104,12 @@ class Ingest:
             self._policy.compression,
             self._policy.workdir,
         )
+        # Both fixed before the first attempt to store: a retry must name the file the same.
         file_id = str(op.result.get("file_id") or uuid.uuid4())
-        await progress("store", {"file_id": file_id})
+        stored_at = datetime.fromisoformat(
+            str(op.result.get("stored_at") or datetime.now(UTC).isoformat())
+        )
+        await progress("store", {"file_id": file_id, "stored_at": stored_at.isoformat()})
         self._step("store")
         stored = await self._element.store(
             FileToStore(
@@ -117,7 +121,7 @@ class Ingest:
                 sha256=compressed.sha256 if compressed else validated.sha256,
                 owner_sub=upload.owner,
                 owner_name=meta.get("username") or upload.owner,
-                uploaded_at=upload.updated_at,
+                uploaded_at=stored_at,
                 metadata={
                     "upload_id": upload.id,
                     "retention_policy": _retention(meta),
@@ -179,7 +183,7 @@ class Ingest:
         return {"verdict": "rejected", "code": rejection.code}
 
     async def _cleanup(self, upload: Upload) -> None:
-        await self._staged.delete(upload.id)
+        await self._staging.delete(upload.id)
         for leftover in self._policy.workdir.glob(f"{upload.id}*"):
             await asyncio.to_thread(leftover.unlink, True)
 
@@ -191,19 +195,6 @@ class Ingest:
             error="processing_failed",
             detail=error,
         )
-
-
-class StagedFiles:
-    """The staged bytes of completed uploads, as files."""
-
-    def __init__(self, root: Path) -> None:
-        self._root = root
-
-    def path(self, upload_id: str) -> Path:
-        return self._root / upload_id
-
-    async def delete(self, upload_id: str) -> None:
-        await asyncio.to_thread(self.path(upload_id).unlink, True)
 
 
 def _retention(meta: dict[str, str]) -> str:
