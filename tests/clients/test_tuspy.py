@@ -8,12 +8,13 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import requests
 from tusclient import client as tus_client
+from tusclient.exceptions import TusCommunicationError
 from tusclient.storage.filestorage import FileStorage
 
 from tests.conftest import Server
@@ -177,3 +178,22 @@ def test_embedded_server_token_and_tuspy(embedded_server: tuple[str, Path], tmp_
     stored = data_dir / "storage" / info["file"]["storage_path"] / info["file"]["storage_filename"]
     assert stored.read_bytes() == path.read_bytes()
     assert not (data_dir / "staging" / upload_id).exists()
+
+
+@pytest.fixture(scope="module")
+def strict_server(make_server: Callable[..., Server]) -> Server:
+    """A server with the default ALLOWED_MIME_TYPES (random bytes are not allowed)."""
+    return make_server("sqlite", ALLOWED_MIME_TYPES="")
+
+
+def test_tuspy_sees_the_rejection_code(strict_server: Server, tmp_path: Path) -> None:
+    path = tmp_path / "random.bin"
+    path.write_bytes(os.urandom(300_000))
+    uploader = _client(strict_server).uploader(str(path), chunk_size=100_000)
+    with pytest.raises(TusCommunicationError) as caught:
+        uploader.upload()
+    assert caught.value.status_code == 422
+    assert b"mime_type_not_allowed" in caught.value.response_content
+    upload_id = uploader.url.rsplit("/", 1)[-1]
+    assert strict_server.status(uploader.url)["verdict"]["error"] == "mime_type_not_allowed"
+    assert not (strict_server.settings.staging_dir / upload_id).exists()
