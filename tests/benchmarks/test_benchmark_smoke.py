@@ -35,3 +35,19 @@ def test_quick_benchmark_verifies_and_prints_the_ratio_table(tmp_path: Path) -> 
     assert data["verified"] is True
     assert [w["spec"]["key"] for w in data["workloads"]] == ["W1", "W2", "W3", "W4"]
     assert all(w["ratio"] for w in data["workloads"])
+
+
+@pytest.mark.timeout(120)
+def test_completion_benchmark_measures_and_verifies() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.completion", "--size-mib", "16"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    assert re.search(r"^completion\s+last byte -> stored: \d+\.\d+ s", output, re.M), output
+    assert "sha256      OK" in output
