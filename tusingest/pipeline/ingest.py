@@ -120,7 +120,7 @@ class Ingest:
                 size=compressed.size if compressed else validated.size,
                 sha256=compressed.sha256 if compressed else validated.sha256,
                 owner_sub=upload.owner,
-                owner_name=meta.get("username") or upload.owner,
+                owner_name=upload.owner,  # the token's subject, never client metadata
                 uploaded_at=stored_at,
                 metadata={
                     "upload_id": upload.id,
@@ -133,6 +133,10 @@ class Ingest:
                 },
             )
         )
+        expected = compressed.sha256 if compressed else validated.sha256
+        if stored.sha256 != expected:
+            # Retried: the store is idempotent by file id and redoes a copy that does not match.
+            raise OSError(f"{stored.element_id} holds {stored.sha256}, expected {expected}")
         self._step("catalog")
         await self._catalog.record(
             CatalogEntry(
