@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from tusingest.domain import FileToStore, StoredFile
+from tusingest.durable import fsync_dir
 from tusingest.elements.naming import (
     ATTR_SUFFIX,
     MAX_ATTR_BYTES,
@@ -80,7 +81,7 @@ class LocalElement:
         target = directory / name
         try:
             os.replace(data_tmp, target)
-            _fsync_dir(directory)
+            fsync_dir(directory)
             attr["checksum"] = checksum
             _write_attr(directory, file_id, name + ATTR_SUFFIX, encode_attr(attr))
         except BaseException:
@@ -161,7 +162,7 @@ def _remove_entry(directory: Path, attr: dict[str, Any]) -> None:
     # Data first: a crash in between leaves an attr.json that finds (and deletes) it again.
     (directory / attr["storage_filename"]).unlink(missing_ok=True)
     (directory / (attr["storage_filename"] + ATTR_SUFFIX)).unlink(missing_ok=True)
-    _fsync_dir(directory)
+    fsync_dir(directory)
 
 
 def _remove_temporaries(directory: Path, file_id: str) -> None:
@@ -179,7 +180,7 @@ def _make_dirs(root: Path, rel: str) -> None:
             current.mkdir()
         except FileExistsError:
             continue
-        _fsync_dir(parent)
+        fsync_dir(parent)
 
 
 def _copy(source: Path, target: Path, size: int) -> str:
@@ -242,12 +243,4 @@ def _write_attr(directory: Path, file_id: str, name: str, body: bytes) -> None:
         raise
     os.close(fd)
     os.replace(tmp, directory / name)
-    _fsync_dir(directory)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(directory)

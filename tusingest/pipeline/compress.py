@@ -15,6 +15,7 @@ from typing import BinaryIO, TypeVar
 
 import brotli
 
+from tusingest.durable import fsync_dir
 from tusingest.pipeline_settings import CompressionSettings
 
 __all__ = [
@@ -151,7 +152,7 @@ def _compress_file(
             os.fsync(out.fileno())
             written = out.tell()
         os.replace(temp, final)
-        _fsync_dir(workdir)
+        fsync_dir(workdir)
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
@@ -201,11 +202,3 @@ def _unbrotli(src: BinaryIO) -> Iterator[bytes]:
         if eof and not chunk and not d.is_finished():
             raise ValueError("truncated brotli stream")
         yield chunk
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
