@@ -173,3 +173,34 @@ class CatalogEntry:
     retention_policy: str
     owner: str
     created_at: datetime
+
+
+class ElementMode(enum.StrEnum):
+    """A storage element's mode (contract §2.7): edit and rw accept uploads."""
+
+    EDIT = "edit"
+    RW = "rw"
+    RO = "ro"
+    AR = "ar"
+
+
+class CapacityStatus(enum.StrEnum):
+    OK = "ok"
+    WARNING = "warning"
+    CRITICAL = "critical"
+    FULL = "full"
+
+
+@dataclass(frozen=True)
+class ElementInfo:
+    """What the registry knows about one storage element."""
+
+    element_id: str
+    mode: ElementMode
+    priority: int  # lower fills first
+    endpoint: str  # base URL of its HTTP API ("file://..." for an embedded local element)
+    capacity_total: int
+    capacity_used: int
+    capacity_free: int
+    status: CapacityStatus
+    healthy: bool

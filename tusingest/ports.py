@@ -10,6 +10,8 @@ from typing import Any, Protocol
 
 from tusingest.domain import (
     CatalogEntry,
+    ElementInfo,
+    ElementMode,
     FileToStore,
     Operation,
     ScanResult,
@@ -200,3 +202,15 @@ class Catalog(Protocol):
     async def audit(
         self, actor: str, action: str, subject: str, detail: dict[str, Any]
     ) -> None: ...
+
+
+class Registry(Protocol):
+    """Where the storage elements are and how full they are."""
+
+    async def elements(self, mode: ElementMode) -> list[ElementInfo]:
+        """The elements of `mode`, by ascending priority."""
+        ...
+
+    async def invalidate(self) -> None:
+        """Forget anything cached: the next call reads the source again."""
+        ...

@@ -1,0 +1,1 @@
+"""Storage element registries: where the elements are and how full they are."""
