@@ -1,0 +1,81 @@
+"""Placement: which storage elements may take a file, in sequential-fill order (pure)."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+
+from tusingest.domain import CapacityStatus, ElementInfo, ElementMode
+
+DEFAULT_THRESHOLDS: tuple[float, float, float] = (85.0, 92.0, 98.0)
+CRITICAL_MAX_SIZE = 100 * 1024 * 1024  # contract §5: in CRITICAL accept only files ≤ 100 MB
+
+_MODES = {"temporary": ElementMode.EDIT, "permanent": ElementMode.RW}
+
+
+def mode_for(retention_policy: str) -> ElementMode:
+    """temporary → edit, permanent → rw; anything else is treated as temporary."""
+    return _MODES.get(retention_policy, ElementMode.EDIT)
+
+
+def capacity_status(
+    total: int,
+    used: int,
+    thresholds: tuple[float, float, float] = DEFAULT_THRESHOLDS,
+) -> CapacityStatus:
+    """Contract §5 fixed rule on percent used: ≥ full FULL, ≥ critical CRITICAL, ≥ warning
+    WARNING, else OK; `thresholds` is (warning, critical, full). No capacity → FULL."""
+    if total <= 0:
+        return CapacityStatus.FULL
+    warning, critical, full = thresholds
+    percent_used = used * 100 / total
+    if percent_used >= full:
+        return CapacityStatus.FULL
+    if percent_used >= critical:
+        return CapacityStatus.CRITICAL
+    if percent_used >= warning:
+        return CapacityStatus.WARNING
+    return CapacityStatus.OK
+
+
+def acceptable(
+    element: ElementInfo,
+    *,
+    mode: ElementMode,
+    size: int,
+    open_circuits: Collection[str],
+    thresholds: tuple[float, float, float] | None = None,
+) -> bool:
+    """Whether `element` may take a file of `size` bytes now (see `choose`)."""
+    if element.mode is not mode or not element.healthy:
+        return False
+    if element.element_id in open_circuits:
+        return False
+    if element.status is CapacityStatus.FULL or element.capacity_free < size:
+        return False
+    if element.status is CapacityStatus.CRITICAL and size > CRITICAL_MAX_SIZE:
+        return False
+    if thresholds is not None:
+        after = capacity_status(element.capacity_total, element.capacity_used + size, thresholds)
+        if after is CapacityStatus.FULL:
+            return False
+    return True
+
+
+def choose(
+    elements: Sequence[ElementInfo],
+    *,
+    mode: ElementMode,
+    size: int,
+    open_circuits: Collection[str],
+    thresholds: tuple[float, float, float] | None = None,
+) -> list[ElementInfo]:
+    """Candidates in fill order (ascending priority, ties by element id): the first is the
+    choice, the rest are fall-backs for retries. Skips other modes, unhealthy, FULL and
+    open-circuit elements, those with less free space than `size`, and CRITICAL ones for
+    files over 100 MB. With `thresholds`, also skips elements the file would make FULL."""
+    candidates = [
+        e
+        for e in elements
+        if acceptable(e, mode=mode, size=size, open_circuits=open_circuits, thresholds=thresholds)
+    ]
+    return sorted(candidates, key=lambda e: (e.priority, e.element_id))
