@@ -1,0 +1,243 @@
+"""Registry in Redis, in the legacy per-element format (contract §4.1), plus its writers.
+
+Readers list `storage:{mode}:by_priority` (ZSET, score = priority) and read
+`storage:elements:{id}` (HASH of strings, TTL 90 s) per member; a missing hash means the
+element is gone. Results are cached per mode for a few seconds; any message on
+`artstore:service_discovery` (contract §4.2) drops the cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from tusingest.domain import CapacityStatus, ElementInfo, ElementMode
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "artstore:service_discovery"
+EVENT = "storage_element_config_updated"
+ACTIONS = frozenset({"created", "updated", "deleted", "synced", "scheduled", "startup", "manual"})
+LISTED_MODES = (ElementMode.EDIT, ElementMode.RW)  # the modes that have a by_priority ZSET
+HEALTHY = "healthy"
+_REQUIRED = (
+    "id",
+    "mode",
+    "capacity_total",
+    "capacity_used",
+    "capacity_free",
+    "endpoint",
+    "priority",
+    "health_status",
+    "capacity_status",
+)
+
+
+def priority_key(mode: ElementMode, prefix: str = "") -> str:
+    return f"{prefix}storage:{mode.value}:by_priority"
+
+
+def element_key(element_id: str, prefix: str = "") -> str:
+    return f"{prefix}storage:elements:{element_id}"
+
+
+def channel(prefix: str = "") -> str:
+    return f"{prefix}{CHANNEL}"
+
+
+class RedisRegistry:
+    """Implements `Registry` on the legacy per-element keys, cached `cache_seconds` per mode."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        prefix: str = "",
+        cache_seconds: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._client = client
+        self._prefix = prefix
+        self._cache_seconds = cache_seconds
+        self._clock = clock
+        self._cache: dict[ElementMode, tuple[float, list[ElementInfo]]] = {}
+        self._generation = 0  # bumped by invalidate(): a read that straddles it is not cached
+
+    async def elements(self, mode: ElementMode) -> list[ElementInfo]:
+        now = self._clock()
+        cached = self._cache.get(mode)
+        if cached is not None and now - cached[0] < self._cache_seconds:
+            return list(cached[1])
+        generation = self._generation
+        found = await self._read(mode)
+        if generation == self._generation:
+            self._cache[mode] = (now, found)
+        return list(found)
+
+    async def invalidate(self) -> None:
+        self._generation += 1
+        self._cache.clear()
+
+    async def listen(self, *, retry_seconds: float = 1.0) -> None:
+        """Invalidate the cache on every message on the discovery channel; run as a task.
+
+        Reconnects after `retry_seconds` on any error; returns only by cancellation.
+        """
+        name = channel(self._prefix)
+        while True:
+            pubsub = self._client.pubsub()
+            try:
+                await pubsub.subscribe(name)
+                # Messages sent while not subscribed are lost: start from a fresh read.
+                await self.invalidate()
+                async for message in pubsub.listen():
+                    if message.get("type") == "message":
+                        await self.invalidate()
+            except Exception as exc:
+                log.warning("registry listener on %s: %s; reconnecting", name, exc)
+            finally:
+                try:
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                except Exception as exc:
+                    log.debug("registry listener: closing pubsub: %s", exc)
+            await asyncio.sleep(retry_seconds)
+
+    async def _read(self, mode: ElementMode) -> list[ElementInfo]:
+        if mode not in LISTED_MODES:
+            return []  # writers never list ro/ar elements
+        members = [
+            _text(m) for m in await self._client.zrange(priority_key(mode, self._prefix), 0, -1)
+        ]
+        if not members:
+            return []
+        async with self._client.pipeline(transaction=False) as pipe:
+            for member in members:
+                pipe.hgetall(element_key(member, self._prefix))
+            hashes = await pipe.execute()
+        found: list[ElementInfo] = []
+        for member, raw in zip(members, hashes, strict=True):
+            if not raw:
+                continue  # hash expired or deleted: the element is gone
+            fields = {_text(k): _text(v) for k, v in raw.items()}
+            try:
+                info = parse_element(fields)
+                if info.element_id != member:
+                    raise ValueError(f"id {info.element_id!r} under member {member!r}")
+            except (KeyError, ValueError) as exc:
+                log.warning("registry: skipping malformed storage element %r: %s", member, exc)
+                continue
+            if info.mode is not mode:
+                log.debug("registry: %r is %s, listed under %s; skipped", member, info.mode, mode)
+                continue
+            found.append(info)
+        found.sort(key=lambda info: info.priority)  # stable: ZSET order breaks ties
+        return found
+
+
+def parse_element(fields: Mapping[str, str]) -> ElementInfo:
+    """An `ElementInfo` from the hash's fields; KeyError/ValueError when malformed."""
+    missing = [name for name in _REQUIRED if not fields.get(name)]
+    if missing:
+        raise KeyError(f"missing fields {', '.join(missing)}")
+    total = _count(fields, "capacity_total")
+    used = _count(fields, "capacity_used")
+    free = _count(fields, "capacity_free")
+    if "capacity_percent" in fields:
+        percent = float(fields["capacity_percent"])
+        if not math.isfinite(percent):
+            raise ValueError(f"capacity_percent {fields['capacity_percent']!r}")
+    if fields.get("last_updated"):
+        datetime.fromisoformat(fields["last_updated"].replace("Z", "+00:00"))
+    return ElementInfo(
+        element_id=fields["id"],
+        mode=ElementMode(fields["mode"]),
+        priority=int(fields["priority"]),
+        endpoint=fields["endpoint"],
+        capacity_total=total,
+        capacity_used=used,
+        capacity_free=free,
+        status=CapacityStatus(fields["capacity_status"]),
+        healthy=fields["health_status"] == HEALTHY,
+    )
+
+
+def element_fields(info: ElementInfo, now: datetime | None = None) -> dict[str, str]:
+    """The hash's fields for `info` (contract §4.1), all strings."""
+    percent = info.capacity_used / info.capacity_total * 100 if info.capacity_total > 0 else 0.0
+    when = (now or datetime.now(UTC)).astimezone(UTC)
+    return {
+        "id": info.element_id,
+        "mode": info.mode.value,
+        "capacity_total": str(info.capacity_total),
+        "capacity_used": str(info.capacity_used),
+        "capacity_free": str(info.capacity_free),
+        "capacity_percent": f"{percent:.2f}",
+        "endpoint": info.endpoint,
+        "priority": str(info.priority),
+        "last_updated": when.isoformat(),
+        "health_status": HEALTHY if info.healthy else "unhealthy",
+        "capacity_status": info.status.value,
+    }
+
+
+def is_listed(info: ElementInfo) -> bool:
+    """Writer rule: an element is in its mode's ZSET unless FULL or in ro/ar."""
+    return info.mode in LISTED_MODES and info.status is not CapacityStatus.FULL
+
+
+async def publish(
+    client: aioredis.Redis, info: ElementInfo, *, prefix: str = "", ttl_seconds: int = 90
+) -> None:
+    """Write the element's hash (with TTL) and keep the ZSETs per the writer rules."""
+    key = element_key(info.element_id, prefix)
+    async with client.pipeline(transaction=True) as pipe:
+        pipe.delete(key)  # drop fields of an earlier writer that this one does not set
+        pipe.hset(key, mapping=element_fields(info))  # type: ignore[arg-type]
+        pipe.expire(key, ttl_seconds)
+        for mode in LISTED_MODES:
+            if mode is info.mode and is_listed(info):
+                pipe.zadd(priority_key(mode, prefix), {info.element_id: info.priority})
+            else:
+                pipe.zrem(priority_key(mode, prefix), info.element_id)
+        await pipe.execute()
+
+
+async def withdraw(client: aioredis.Redis, element_id: str, *, prefix: str = "") -> None:
+    """Remove the element from both ZSETs and delete its hash (e.g. on shutdown)."""
+    async with client.pipeline(transaction=True) as pipe:
+        for mode in LISTED_MODES:
+            pipe.zrem(priority_key(mode, prefix), element_id)
+        pipe.delete(element_key(element_id, prefix))
+        await pipe.execute()
+
+
+async def announce(client: aioredis.Redis, action: str, *, prefix: str = "") -> int:
+    """Tell every registry that the elements changed; returns the number of receivers."""
+    if action not in ACTIONS:
+        raise ValueError(f"unknown action {action!r}; expected one of {sorted(ACTIONS)}")
+    message = {
+        "event": EVENT,
+        "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        "action": action,
+    }
+    receivers: Any = await client.publish(channel(prefix), json.dumps(message))
+    return int(receivers)
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _count(fields: Mapping[str, str], name: str) -> int:
+    value = int(fields[name])
+    if value < 0:
+        raise ValueError(f"{name} {value} < 0")
+    return value
