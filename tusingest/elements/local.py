@@ -21,6 +21,7 @@ from tusingest.elements.naming import (
     hour_path,
     storage_filename,
 )
+from tusingest.errors import TusingestError
 
 DATA_MODE = 0o644  # the modes an ArtStore SE gives its files (contract §7.6)
 ATTR_MODE = 0o600
@@ -56,6 +57,15 @@ class LocalElement:
     async def read_attr(self, file_id: str) -> dict[str, Any] | None:
         found = await asyncio.to_thread(self._find_entry, file_id)
         return None if found is None else found[1]
+
+    async def list_attrs(self) -> list[dict[str, Any]]:
+        """Every attr.json under the root (in no particular order)."""
+        return await asyncio.to_thread(self._list_attrs)
+
+    async def update_attr(self, file_id: str, changes: dict[str, Any]) -> dict[str, Any] | None:
+        """Rewrite `file_id`'s attr.json (atomically) with `changes` merged in; None if the
+        file is unknown. Callers serialise updates of one file."""
+        return await asyncio.to_thread(self._update_attr, file_id, changes)
 
     # Blocking parts, run in a worker thread.
 
@@ -113,6 +123,34 @@ class LocalElement:
                 return found
         return None
 
+    def _list_attrs(self) -> list[dict[str, Any]]:
+        if not self._root.is_dir():
+            return []
+        found = []
+        for dirpath, _, names in os.walk(self._root):
+            for name in names:
+                attr = _load_attr(Path(dirpath), name)
+                if attr is not None:
+                    found.append(attr)
+        return found
+
+    def _update_attr(self, file_id: str, changes: dict[str, Any]) -> dict[str, Any] | None:
+        found = self._find_entry(file_id)
+        if found is None:
+            return None
+        directory, attr = found
+        attr = {**attr, **changes}
+        body = encode_attr(attr)
+        if len(body) > MAX_ATTR_BYTES:
+            raise TusingestError(
+                f"attr.json of {attr['file_id']} exceeds {MAX_ATTR_BYTES} bytes",
+                code="attr_too_large",
+                status=500,
+            )
+        _remove_temporaries(directory, attr["file_id"])
+        _write_attr(directory, attr["file_id"], attr["storage_filename"] + ATTR_SUFFIX, body)
+        return attr
+
     def _complete(self, directory: Path, attr: dict[str, Any]) -> StoredFile | None:
         checksum = attr.get("checksum")
         try:
@@ -142,20 +180,26 @@ def _entries(directory: Path, file_id: str) -> list[tuple[Path, dict[str, Any]]]
         return []
     found = []
     for name in names:
-        if not name.endswith(ATTR_SUFFIX) or needle not in name:
+        if needle not in name:
             continue
-        try:
-            with open(directory / name, "rb") as f:
-                attr = json.loads(f.read(MAX_ATTR_BYTES + 1))
-        except (OSError, ValueError):
-            continue
-        if (
-            isinstance(attr, dict)
-            and attr.get("file_id") == file_id
-            and attr.get("storage_filename", "") + ATTR_SUFFIX == name
-        ):
+        attr = _load_attr(directory, name)
+        if attr is not None and attr.get("file_id") == file_id:
             found.append((directory, attr))
     return found
+
+
+def _load_attr(directory: Path, name: str) -> dict[str, Any] | None:
+    """The attr.json `name` in `directory`, if it is one (named after its storage_filename)."""
+    if not name.endswith(ATTR_SUFFIX):
+        return None
+    try:
+        with open(directory / name, "rb") as f:
+            attr = json.loads(f.read(MAX_ATTR_BYTES + 1))
+    except (OSError, ValueError):
+        return None
+    if isinstance(attr, dict) and attr.get("storage_filename", "") + ATTR_SUFFIX == name:
+        return attr
+    return None
 
 
 def _remove_entry(directory: Path, attr: dict[str, Any]) -> None:
