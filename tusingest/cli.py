@@ -9,12 +9,14 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from aiohttp import web
 
 from tusingest.app import create_app
 from tusingest.config import Settings
-from tusingest.domain import Role
+from tusingest.domain import ElementMode, Role
+from tusingest.elements.server import ElementServerSettings, run_element_server
 from tusingest.errors import ConfigError
 from tusingest.keys import ensure_dev_keys, mint_token
 from tusingest.observability import configure_logging
@@ -34,6 +36,18 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("migrate", help="upgrade the database schema to the latest revision")
 
+    element = sub.add_parser("element", help="the reference storage element (SE) server")
+    element_sub = element.add_subparsers(dest="element_command", required=True)
+    se = element_sub.add_parser("serve", help="serve the ArtStore SE HTTP API from a directory")
+    se.add_argument("--id", required=True, dest="element_id", help="element id, e.g. se-01")
+    se.add_argument("--mode", required=True, choices=[m.value for m in ElementMode])
+    se.add_argument("--root", required=True, help="directory holding the files")
+    se.add_argument("--host", default="127.0.0.1")
+    se.add_argument("--port", type=int, required=True)
+    se.add_argument("--capacity", type=int, required=True, help="capacity in bytes")
+    se.add_argument("--priority", type=int, default=100)
+    se.add_argument("--public-key", help="PEM public key verifying tokens (default: no auth)")
+
     token = sub.add_parser("token", help="print a JWT signed with the dev key")
     token.add_argument("--sub", required=True, help="subject (user id)")
     token.add_argument("--name", help="display name (default: the subject)")
@@ -45,6 +59,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "element":
+        return _element(args)
     try:
         settings = Settings.from_env(
             os.environ,
@@ -67,6 +83,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def _element(args: argparse.Namespace) -> int:
+    try:
+        settings = ElementServerSettings(
+            element_id=args.element_id,
+            mode=ElementMode(args.mode),
+            root=Path(args.root).expanduser().absolute(),
+            capacity=args.capacity,
+            priority=args.priority,
+            public_key=Path(args.public_key).read_bytes() if args.public_key else None,
+        )
+        settings.root.mkdir(parents=True, exist_ok=True)
+        print(
+            f"storage element {settings.element_id} ({settings.mode.value}) on "
+            f"http://{args.host}:{args.port}/api/v1, files in {settings.root}",
+            flush=True,
+        )
+        run_element_server(settings, args.host, args.port)
+    except (OSError, ValueError) as exc:
+        print(f"tusingest element: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def _token(settings: Settings, args: argparse.Namespace) -> int:
