@@ -1,0 +1,259 @@
+"""An ArtStore storage element over HTTP (contract §2.1–2.5, quirks §6).
+
+Store sequence: GET metadata of the pre-assigned `file_id` (an earlier attempt may have
+stored it) → streamed multipart upload → verify the returned size and SHA-256 → GET metadata
+for `storage_filename`/`storage_path` → PATCH the attr.json `metadata`. A copy that does not
+match is deleted (edit SEs: `DELETE /files/{id}`, others: `DELETE /gc/{id}`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from typing import IO, Any
+
+import aiohttp
+
+from tusingest.domain import ElementMode, FileToStore, StoredFile
+from tusingest.elements.naming import canonical_file_id
+from tusingest.errors import TransientError, TusingestError
+
+log = logging.getLogger(__name__)
+
+API_PREFIX = "/api/v1"
+_BACKOFF_CAP = 10.0
+_UNSAFE_IN_FILENAME = str.maketrans("", "", '"\\\r\n')
+
+TokenSource = Callable[[], Awaitable[str]]
+Reply = tuple[int, Any]  # HTTP status, parsed JSON body (None when empty or not JSON)
+
+
+class ElementMismatch(TransientError):
+    """The SE holds other bytes than we sent (size or SHA-256 differ); the copy is removed."""
+
+    code = "element_mismatch"
+
+
+class ElementRejected(TusingestError):
+    """The SE refused a request for a reason a retry will not fix (4xx)."""
+
+    status = 502
+    code = "element_rejected"
+
+
+class HttpElement:
+    """Implements `StorageElement` against an SE's HTTP API; idempotent by `file_id`."""
+
+    def __init__(
+        self,
+        element_id: str,
+        base_url: str,
+        mode: ElementMode,
+        session: aiohttp.ClientSession,
+        token: TokenSource,
+        *,
+        timeout: float = 60,
+        max_retries: int = 3,
+        backoff: float = 0.2,
+    ) -> None:
+        base = base_url.rstrip("/")
+        self._api = base if base.endswith(API_PREFIX) else base + API_PREFIX
+        self._element_id = element_id
+        self._mode = mode
+        self._session = session
+        self._token = token
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        # Uploads take as long as the bytes need; only silence is bounded.
+        self._upload_timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=timeout, sock_read=timeout
+        )
+        self._max_retries = max_retries
+        self._backoff = backoff
+
+    @property
+    def element_id(self) -> str:
+        return self._element_id
+
+    @property
+    def mode(self) -> ElementMode:
+        return self._mode
+
+    async def store(self, item: FileToStore) -> StoredFile:
+        file_id = canonical_file_id(item.file_id)
+        if file_id is None:
+            raise ValueError(f"file_id must be a 36-char UUID, got {item.file_id!r}")
+        if item.size <= 0:  # the SE answers 500 to empty files (contract §6.3)
+            raise ElementRejected(f"{self._element_id} cannot store an empty file", status=500)
+        found = await self.metadata(file_id)
+        if found is not None and not _matches(found, item):
+            log.warning("removing a mismatched copy of %s on %s", file_id, self._element_id)
+            await self.delete(file_id)
+            found = None
+        if found is None:
+            await self._upload(file_id, item)
+            found = await self.metadata(file_id)
+            if found is None or not _matches(found, item):
+                raise TransientError(f"{file_id} vanished from {self._element_id} after upload")
+        await self._patch_metadata(file_id, item.metadata)
+        return StoredFile(
+            file_id=file_id,
+            element_id=self._element_id,
+            storage_filename=str(found["storage_filename"]),
+            storage_path=str(found["storage_path"]),
+            size=int(found["file_size"]),
+            sha256=str(found["checksum"]),
+        )
+
+    async def delete(self, file_id: str) -> None:
+        canonical = canonical_file_id(file_id)
+        if canonical is None:
+            return  # nothing can be stored under a non-UUID id
+        if self._mode is ElementMode.EDIT:
+            status, body = await self._request("DELETE", f"/files/{canonical}")
+            if status in (200, 204, 404):
+                return
+            if status != 403:  # 403: our token lacks operator/admin; gc works for either
+                raise self._rejected("DELETE /files", status, body)
+        status, body = await self._request(
+            "DELETE", f"/gc/{canonical}", {"reason": "gc_cleanup", "cleanup_type": None}
+        )
+        if status not in (200, 204, 404):
+            raise self._rejected("DELETE /gc", status, body)
+
+    async def metadata(self, file_id: str) -> dict[str, Any] | None:
+        """The SE's §2.2 object of `file_id`, or None if it does not hold it."""
+        status, body = await self._request("GET", f"/files/{file_id}")
+        if status == 404:
+            return None
+        if status != 200 or not isinstance(body, dict):
+            raise self._rejected("GET /files", status, body)
+        return body
+
+    # Steps of `store`.
+
+    async def _upload(self, file_id: str, item: FileToStore) -> None:
+        """POST the file (never retried here: a duplicate `file_id` is a 500 on the SE)."""
+        failure: BaseException | None = None
+        try:
+            status, body = await self._authed(lambda token: self._post(file_id, item, token))
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            status, body, failure = 0, None, exc
+        if status == 201 and isinstance(body, dict):
+            if body.get("file_size") == item.size and body.get("checksum") == item.sha256.lower():
+                return
+            await self.delete(file_id)  # compensate: never leave bytes we did not mean
+            raise ElementMismatch(
+                f"{self._element_id} stored {file_id} as {body.get('file_size')} bytes, sha256 "
+                f"{body.get('checksum')}; expected {item.size} bytes, sha256 {item.sha256}"
+            )
+        if status == 0 or status >= 500:
+            # §6.2: a 500 or a timeout may still have stored the file; accept a verified copy.
+            found = await self.metadata(file_id)
+            if found is not None and _matches(found, item):
+                return
+            what = f"{status}: {_detail(body)}" if status else repr(failure)
+            raise TransientError(f"upload of {file_id} to {self._element_id} failed: {what}")
+        raise self._rejected("POST /files/upload", status, body)
+
+    async def _post(self, file_id: str, item: FileToStore, token: str) -> Reply:
+        source: IO[bytes] = await asyncio.to_thread(open, item.source, "rb")
+        try:
+            # Raw UTF-8 filename (§6.5): aiohttp would percent-encode it otherwise.
+            form = aiohttp.FormData(quote_fields=False)
+            form.add_field("file_id", file_id)
+            form.add_field(
+                "file",
+                source,  # streamed in chunks by aiohttp, never read whole
+                filename=item.original_filename.translate(_UNSAFE_IN_FILENAME),
+                content_type=item.content_type or "application/octet-stream",
+            )
+            return await self._send(
+                "POST", "/files/upload", token, data=form, client_timeout=self._upload_timeout
+            )
+        finally:
+            await asyncio.to_thread(source.close)
+
+    async def _patch_metadata(self, file_id: str, metadata: dict[str, Any]) -> None:
+        status, body = await self._request("PATCH", f"/files/{file_id}", {"metadata": metadata})
+        if status == 404:
+            raise TransientError(f"{file_id} vanished from {self._element_id} before PATCH")
+        if status != 200:
+            raise self._rejected("PATCH /files", status, body)
+
+    # HTTP plumbing.
+
+    async def _request(self, method: str, path: str, json_body: Any = None) -> Reply:
+        """An idempotent call: retried with backoff on connection errors, timeouts and 5xx.
+        Returns any reply below 500 (401 only after a fresh token failed too)."""
+        attempt = 0
+        while True:
+            try:
+                status, body = await self._authed(
+                    lambda token: self._send(method, path, token, json=json_body)
+                )
+                if status < 500:
+                    return status, body
+                error = TransientError(
+                    f"{method} {path} on {self._element_id}: {status} {_detail(body)}"
+                )
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                error = TransientError(f"{method} {path} on {self._element_id}: {exc!r}")
+                error.__cause__ = exc
+            if attempt >= self._max_retries:
+                raise error
+            delay = min(_BACKOFF_CAP, self._backoff * 2**attempt)
+            await asyncio.sleep(delay / 2 + random.uniform(0, delay / 2))
+            attempt += 1
+
+    async def _authed(self, send: Callable[[str], Awaitable[Reply]]) -> Reply:
+        """`send` with a token; after a 401, once more with a fresh one (§1.1)."""
+        status, body = await send(await self._token())
+        if status != 401:
+            return status, body
+        status, body = await send(await self._token())
+        if status == 401:
+            # A fresh token refused: the SE knows another public key (§1.2). Do not loop.
+            raise ElementRejected(
+                f"{self._element_id} refuses a fresh token ({_detail(body)}): key mismatch?",
+                code="element_unauthorized",
+            )
+        return status, body
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        token: str,
+        *,
+        client_timeout: aiohttp.ClientTimeout | None = None,
+        **kwargs: Any,
+    ) -> Reply:
+        headers = {"Authorization": f"Bearer {token}"}
+        async with self._session.request(
+            method,
+            self._api + path,
+            headers=headers,
+            timeout=client_timeout or self._timeout,
+            **kwargs,
+        ) as response:
+            raw = await response.read()
+            try:
+                body = await response.json(content_type=None) if raw.strip() else None
+            except ValueError:
+                body = None
+            return response.status, body
+
+    def _rejected(self, what: str, status: int, body: Any) -> ElementRejected:
+        return ElementRejected(f"{what} on {self._element_id}: {status} {_detail(body)}")
+
+
+def _matches(found: dict[str, Any], item: FileToStore) -> bool:
+    return found.get("file_size") == item.size and found.get("checksum") == item.sha256.lower()
+
+
+def _detail(body: Any) -> str:
+    if isinstance(body, dict) and "detail" in body:
+        return str(body["detail"])
+    return "" if body is None else str(body)[:200]
