@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -133,10 +134,13 @@ def _token(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _serve(settings: Settings) -> int:
+    # Bind first: a busy port must stop startup before any service (database, runner) starts.
+    sock = _listen(settings)
     runner = web.AppRunner(create_app(settings), access_log=logging.getLogger("aiohttp.access"))
     try:
         await runner.setup()
     except ConfigError:
+        sock.close()
         await runner.cleanup()
         raise
     stop = asyncio.Event()
@@ -144,19 +148,35 @@ async def _serve(settings: Settings) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     try:
-        site = web.TCPSite(runner, settings.host, settings.port)
-        try:
-            await site.start()
-        except OSError as exc:
-            raise ConfigError(
-                "APP_PORT", f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}"
-            ) from None
+        await web.SockSite(runner, sock).start()
         _banner(settings, runner)
         await stop.wait()
         log.info("shutting down")
         return 0
     finally:
         await runner.cleanup()
+
+
+def _listen(settings: Settings) -> socket.socket:
+    try:
+        infos = socket.getaddrinfo(
+            settings.host, settings.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+        family, kind, proto, _, address = infos[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+            sock.listen(1024)
+        except OSError:
+            sock.close()
+            raise
+    except OSError as exc:
+        raise ConfigError(
+            "APP_PORT", f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}"
+        ) from None
+    sock.setblocking(False)
+    return sock
 
 
 def _banner(settings: Settings, runner: web.AppRunner) -> None:
