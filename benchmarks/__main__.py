@@ -32,6 +32,7 @@ import aiohttp
 
 from benchmarks import report
 from benchmarks.payload import Payload
+from benchmarks.procstats import hwm_bytes
 from benchmarks.servers import (
     Server,
     StartupError,
@@ -39,7 +40,6 @@ from benchmarks.servers import (
     database_url_for,
     drop_database,
     external_tusingest,
-    hwm_bytes,
     start_baseline,
     start_tusingest,
     stop,

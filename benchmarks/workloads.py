@@ -7,26 +7,24 @@ Owns W1–W4 (and BIG, a W1-like upload of `--big-mib`), each in three steps:
   client's own CPU seconds, and the server's RSS sampled every 10 ms;
 - verify (not measured): every response's `Upload-Offset` is checked as it arrives, then a HEAD
   of every upload must show offset == length, and where the server's stored bytes are readable
-  (tusingest's staging dir) their SHA-256 must equal that of what was sent — a broken server
-  cannot win. Any mismatch makes the result fail.
+  (tusingest's staging dir or local storage element, see `verify`) their SHA-256 must equal that
+  of what was sent — a broken server cannot win. Any mismatch makes the result fail.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import json
 import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-from types import TracebackType
 
 from benchmarks.client import Connection, HttpError
 from benchmarks.payload import MiB, Payload
-from benchmarks.servers import RssSampler, Server, cpu_seconds, rss_bytes
+from benchmarks.procstats import Meter
+from benchmarks.servers import Server
+from benchmarks.verify import Uploaded, verify_stored
 
 KiB = 1 << 10
 HEAD_SEED_UPLOADS = 64
@@ -94,13 +92,6 @@ class Mismatch(Exception):
 
 
 @dataclass
-class Uploaded:
-    phase: int
-    length: int
-    path: str = ""  # /files/<id> once created
-
-
-@dataclass
 class Result:
     workload: str
     server: str
@@ -123,54 +114,13 @@ class Result:
         self.ok = False
         self.problems.append(problem)
 
-
-class Meter:
-    """Wall time, server and client CPU, and sampled server RSS over a `with` block."""
-
-    def __init__(self, pid: int | None) -> None:
-        self._pid = pid
-        self._sampler = RssSampler(pid) if pid else None
-        self._cpu0: float | None = None
-        self._client0 = 0.0
-        self._t0 = 0.0
-        self.elapsed = 0.0
-        self.client_cpu = 0.0
-        self.server_cpu: float | None = None
-        self.start_rss: int | None = None
-        self.peak_rss: int | None = None
-
-    def __enter__(self) -> Meter:
-        if self._pid:
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                self._cpu0 = cpu_seconds(self._pid)
-                self.start_rss = rss_bytes(self._pid)
-        if self._sampler:
-            self._sampler.start()
-        self._client0 = time.process_time()
-        self._t0 = time.perf_counter()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.elapsed = time.perf_counter() - self._t0
-        self.client_cpu = time.process_time() - self._client0
-        if self._sampler:
-            self.peak_rss = self._sampler.stop()
-        if self._pid and self._cpu0 is not None:
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                self.server_cpu = cpu_seconds(self._pid) - self._cpu0
-
-    def record(self, result: Result) -> None:
-        result.elapsed_s = self.elapsed
-        result.client_cpu_s = self.client_cpu
-        result.server_cpu_s = self.server_cpu
-        result.start_rss = self.start_rss
-        result.peak_rss = self.peak_rss
-        result.rss_samples = self._sampler.samples if self._sampler else 0
+    def measured(self, meter: Meter) -> None:
+        self.elapsed_s = meter.elapsed
+        self.client_cpu_s = meter.client_cpu
+        self.server_cpu_s = meter.server_cpu
+        self.start_rss = meter.start_rss
+        self.peak_rss = meter.peak_rss
+        self.rss_samples = meter.samples
 
 
 def _percentile_ms(values: list[float], p: float) -> float:
@@ -185,10 +135,6 @@ def _path_of(location: str) -> str:
     return location
 
 
-def _upload_id(path: str) -> str:
-    return path.rstrip("/").rsplit("/", 1)[-1]
-
-
 def _describe(exc: BaseException) -> str:
     """The first leaf of a (possibly nested) exception group, as text."""
     while isinstance(exc, BaseExceptionGroup):
@@ -196,28 +142,6 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, HttpError | Mismatch):
         return str(exc)
     return f"{type(exc).__name__}: {exc}"
-
-
-def _stored_index(root: Path) -> dict[str, Path]:
-    """upload id → data file, from the local storage element's attr.json files."""
-    index: dict[str, Path] = {}
-    if not root.is_dir():
-        return index
-    for attr in root.rglob("*.attr.json"):
-        upload_id = json.loads(attr.read_text()).get("metadata", {}).get("upload_id")
-        if upload_id:
-            index[upload_id] = attr.with_name(attr.name.removesuffix(".attr.json"))
-    return index
-
-
-def _stored(path: Path) -> tuple[int, str] | None:
-    """(size, SHA-256) of a stored file, None if it does not exist."""
-    try:
-        with path.open("rb") as f:
-            digest = hashlib.file_digest(f, "sha256").hexdigest()
-            return f.tell(), digest
-    except FileNotFoundError:
-        return None
 
 
 class Runner:
@@ -315,7 +239,7 @@ class Runner:
                     result.requests += 1
         finally:
             conn.close()
-        meter.record(result)
+        result.measured(meter)
         result.requests += 1
         result.bytes_sent = spec.size
         result.value = spec.size / MiB / meter.elapsed
@@ -345,7 +269,7 @@ class Runner:
         finally:
             for conn in connections:
                 conn.close()
-        meter.record(result)
+        result.measured(meter)
         result.requests = 2 * spec.count
         result.bytes_sent = spec.count * spec.size
         result.value = spec.count / meter.elapsed
@@ -395,7 +319,7 @@ class Runner:
         finally:
             for conn in connections:
                 conn.close()
-        meter.record(result)
+        result.measured(meter)
         result.requests = spec.count
         result.value = spec.count / meter.elapsed
         result.p50_ms = _percentile_ms(latencies, 50)
@@ -435,38 +359,13 @@ class Runner:
         if spec.kind == "heads":
             checks += f", Upload-Offset of each of the {spec.count} measured HEADs"
         if server.staging_dir is not None:
-            problems += await self._verify_stored(server.staging_dir, uploads)
+            problems += await verify_stored(self.payload, server.staging_dir, uploads)
             checks += f", SHA-256 of the stored bytes of {len(uploads)}/{len(uploads)} uploads"
         result.verified = checks
         for problem in problems[:_MAX_REPORTED]:
             result.fail(problem)
         if len(problems) > _MAX_REPORTED:
             result.fail(f"... and {len(problems) - _MAX_REPORTED} more verification failures")
-
-    async def _verify_stored(self, staging_dir: Path, uploads: list[Uploaded]) -> list[str]:
-        problems: list[str] = []
-        gate = asyncio.Semaphore(2)
-        # Completed uploads leave staging for the local storage element (DATA_DIR/storage);
-        # its attr.json files say which upload each stored file came from.
-        stored_files = await asyncio.to_thread(_stored_index, staging_dir.parent / "storage")
-
-        async def check(upload: Uploaded) -> None:
-            upload_id = _upload_id(upload.path)
-            path = stored_files.get(upload_id, staging_dir / upload_id)
-            async with gate:
-                expected, stored = await asyncio.gather(
-                    asyncio.to_thread(self.payload.sha256, upload.phase, upload.length),
-                    asyncio.to_thread(_stored, path),
-                )
-            if stored is None:
-                problems.append(f"{upload.path}: stored file {path} not found")
-            elif stored[0] != upload.length:
-                problems.append(f"{path}: {stored[0]} bytes stored, {upload.length} sent")
-            elif stored[1] != expected:
-                problems.append(f"{path}: SHA-256 {stored[1]} != {expected} of what was sent")
-
-        await asyncio.gather(*(check(u) for u in uploads))
-        return problems
 
     async def _delete(self, server: Server, uploads: list[Uploaded]) -> None:
         """Best effort: free the server's disk (and the baseline's dict) after a workload."""
