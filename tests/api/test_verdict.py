@@ -18,43 +18,11 @@ import pytest
 import requests
 
 from tests.conftest import BACKENDS, Server
+from tests.samples import ATTR_KEYS, EICAR, PDF, clamd_url
 from tusingest.config import Settings
 from tusingest.store import schema
 
-EICAR = base64.b64decode(
-    "WDVPIVAlQEFQWzRcUFpYNTQoUF4pN0NDKTd9JEVJQ0FSLVNUQU5EQVJELUFOVElWSVJVUy1URVNULUZJTEUhJEgrSCo="
-)
-PDF = (
-    b"%PDF-1.4\n1 0 obj\n<< /Type /Catalog /Pages 2 0 R >>\nendobj\n"
-    b"2 0 obj\n<< /Type /Pages /Kids [] /Count 0 >>\nendobj\n"
-    b"xref\n0 3\n0000000000 65535 f \n0000000009 00000 n \n0000000058 00000 n \n"
-    b"trailer\n<< /Size 3 /Root 1 0 R >>\nstartxref\n110\n%%EOF\n"
-)
-ATTR_KEYS = [
-    "file_id",
-    "original_filename",
-    "storage_filename",
-    "file_size",
-    "content_type",
-    "created_at",
-    "updated_at",
-    "created_by_id",
-    "created_by_username",
-    "created_by_fullname",
-    "description",
-    "version",
-    "storage_path",
-    "checksum",
-    "metadata",
-]
 ORIGIN = "http://app.example"
-
-
-def clamd_url() -> str:
-    url = os.environ.get("CLAMD_URL")
-    if not url:
-        pytest.fail("CLAMD_URL is not set: run scripts/services start clamd")
-    return url
 
 
 def isolated_env(backend: str, root: Path, new_pg_database: Callable[[], str]) -> dict[str, str]:

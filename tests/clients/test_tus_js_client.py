@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import math
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,10 +12,7 @@ import pytest
 
 from tests.clients.jsclients import MiB, assert_complete, run_node, write_random
 from tests.conftest import Server
-
-EICAR = base64.b64decode(
-    "WDVPIVAlQEFQWzRcUFpYNTQoUF4pN0NDKTd9JEVJQ0FSLVNUQU5EQVJELUFOVElWSVJVUy1URVNULUZJTEUhJEgrSCo="
-)
+from tests.samples import EICAR, clamd_url
 
 CHUNK = 256 * 1024  # tus_node.mjs's chunkSize
 SIZES = {
@@ -135,10 +131,7 @@ def test_override_patch_method(server: Server, sources: dict[str, tuple[Path, st
 def test_eicar_is_refused_with_onerror(make_server: Callable[..., Server], tmp_path: Path) -> None:
     # SQLite only: the client's reaction does not depend on the backend, and a PostgreSQL
     # node shares its operations with the session's other (non-scanning) nodes.
-    clamd = os.environ.get("CLAMD_URL")
-    if not clamd:
-        pytest.fail("CLAMD_URL is not set: run scripts/services start clamd")
-    server = make_server("sqlite", VIRUS_SCAN_ENABLED="on", CLAMD_URL=clamd)
+    server = make_server("sqlite", VIRUS_SCAN_ENABLED="on", CLAMD_URL=clamd_url())
     path = tmp_path / "eicar.txt"
     path.write_bytes(EICAR)
     result = run_node("tus_node.mjs", "eicar", server.endpoint, server.keys.token(), str(path))

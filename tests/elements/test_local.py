@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import psutil
 import pytest
 
+from tests.samples import ATTR_KEYS
 from tusingest.domain import FileToStore, StoredFile
 from tusingest.elements.local import LocalElement
 from tusingest.elements.naming import hour_path, storage_filename
@@ -28,23 +29,6 @@ from tusingest.ports import StorageElement
 T = TypeVar("T")
 FID = "a1b2c3d4-e5f6-7890-abcd-ef1234567890"
 WHEN = datetime(2025, 1, 2, 15, 30, 45, 123456, tzinfo=UTC)
-ATTR_KEYS = [
-    "file_id",
-    "original_filename",
-    "storage_filename",
-    "file_size",
-    "content_type",
-    "created_at",
-    "updated_at",
-    "created_by_id",
-    "created_by_username",
-    "created_by_fullname",
-    "description",
-    "version",
-    "storage_path",
-    "checksum",
-    "metadata",
-]
 MiB = 1 << 20
 
 

@@ -4,7 +4,6 @@ finishes exactly once; verdicts survive restarts."""
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import hashlib
 import os
@@ -21,19 +20,10 @@ import pytest
 import requests
 
 from tests.conftest import TUS, Keys
+from tests.samples import EICAR, clamd_url
 from tusingest.pipeline.ingest import STEPS
 
-EICAR = base64.b64decode(
-    "WDVPIVAlQEFQWzRcUFpYNTQoUF4pN0NDKTd9JEVJQ0FSLVNUQU5EQVJELUFOVElWSVJVUy1URVNULUZJTEUhJEgrSCo="
-)
 SIZE = 300 * 1024
-
-
-def _clamd_url() -> str:
-    url = os.environ.get("CLAMD_URL")
-    if not url:
-        pytest.fail("CLAMD_URL is not set: run scripts/services start clamd")
-    return url
 
 
 def _free_port() -> int:
@@ -259,7 +249,7 @@ def test_eicar_crash_at_scan_is_rejected_after_a_restart(
     keys: Keys, tmp_path: Path, nodes: list[Node]
 ) -> None:
     data_dir = tmp_path / "data"
-    scan = {"VIRUS_SCAN_ENABLED": "on", "CLAMD_URL": _clamd_url()}
+    scan = {"VIRUS_SCAN_ENABLED": "on", "CLAMD_URL": clamd_url()}
     crashing = _start(nodes, data_dir, keys, tmp_path, TUSINGEST_CRASH_AT_STEP="scan", **scan)
     upload_id = _upload_and_crash(crashing, EICAR)
 
@@ -279,7 +269,7 @@ def test_eicar_crash_at_scan_is_rejected_after_a_restart(
 
 def test_verdicts_survive_a_restart(keys: Keys, tmp_path: Path, nodes: list[Node]) -> None:
     data_dir = tmp_path / "data"
-    scan = {"VIRUS_SCAN_ENABLED": "on", "CLAMD_URL": _clamd_url()}
+    scan = {"VIRUS_SCAN_ENABLED": "on", "CLAMD_URL": clamd_url()}
     first = _start(nodes, data_dir, keys, tmp_path, **scan)
     data = os.urandom(SIZE)
     good = first.create(len(data))

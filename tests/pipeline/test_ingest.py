@@ -7,7 +7,6 @@ import asyncio
 import base64
 import hashlib
 import json
-import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.conftest import BACKENDS
+from tests.samples import EICAR, PDF, clamd_url
 from tusingest.config import Settings
 from tusingest.domain import Principal, Role, Upload, UploadStatus
 from tusingest.elements.local import LocalElement
@@ -35,22 +35,6 @@ from tusingest.store.tables import audit_events, operations
 from tusingest.store.uploads import UploadPolicy, UploadStore
 
 ALICE = Principal(sub="alice", name="Alice", role=Role.USER)
-EICAR = base64.b64decode(
-    "WDVPIVAlQEFQWzRcUFpYNTQoUF4pN0NDKTd9JEVJQ0FSLVNUQU5EQVJELUFOVElWSVJVUy1URVNULUZJTEUhJEgrSCo="
-)
-PDF = (
-    b"%PDF-1.4\n1 0 obj\n<< /Type /Catalog /Pages 2 0 R >>\nendobj\n"
-    b"2 0 obj\n<< /Type /Pages /Kids [] /Count 0 >>\nendobj\n"
-    b"xref\n0 3\n0000000000 65535 f \n0000000009 00000 n \n0000000058 00000 n \n"
-    b"trailer\n<< /Size 3 /Root 1 0 R >>\nstartxref\n110\n%%EOF\n"
-)
-
-
-def _clamd_url() -> str:
-    url = os.environ.get("CLAMD_URL")
-    if not url:
-        pytest.fail("CLAMD_URL is not set: run scripts/services start clamd")
-    return url
 
 
 @dataclass
@@ -145,7 +129,7 @@ def _stored_files(root: Path) -> list[Path]:
 
 def test_a_clean_pdf_is_stored_with_its_attr_json(database: str, tmp_path: Path) -> None:
     async def scenario() -> None:
-        async with rig(database, tmp_path, _clamd_url()) as r:
+        async with rig(database, tmp_path, clamd_url()) as r:
             upload = await r.upload(PDF, filename="report.pdf", filetype="text/plain")
             done = await r.settled(upload)
             assert done.status is UploadStatus.STORED, (done.error, done.error_detail)
@@ -168,7 +152,7 @@ def test_a_clean_pdf_is_stored_with_its_attr_json(database: str, tmp_path: Path)
 
 def test_eicar_is_rejected_and_stored_nowhere(database: str, tmp_path: Path) -> None:
     async def scenario() -> None:
-        async with rig(database, tmp_path, _clamd_url()) as r:
+        async with rig(database, tmp_path, clamd_url()) as r:
             upload = await r.upload(b"prefix " + EICAR + b" suffix", filename="x.txt")
             done = await r.settled(upload)
             assert done.status is UploadStatus.REJECTED

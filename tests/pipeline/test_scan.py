@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import os
 import socket
 import struct
@@ -13,14 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.samples import EICAR
 from tusingest.domain import ScanResult
 from tusingest.errors import ConfigError, ScannerUnavailable
 from tusingest.pipeline.scan import ClamdScanner, parse_clamd_url
 
 # The test string is built at run time so no scanner flags the repository.
-EICAR = base64.b64decode(
-    "WDVPIVAlQEFQWzRcUFpYNTQoUF4pN0NDKTd9JEVJQ0FSLVNUQU5EQVJELUFOVElWSVJVUy1URVNULUZJTEUhJEgrSCo="
-)
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
