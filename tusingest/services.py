@@ -22,7 +22,7 @@ from tusingest.keys import ensure_dev_keys
 from tusingest.pipeline.ingest import Ingest, IngestPolicy
 from tusingest.pipeline.runner import Runner, RunnerPolicy
 from tusingest.pipeline.scan import ClamdScanner
-from tusingest.ports import Catalog, Locker, Scanner, SessionStore
+from tusingest.ports import Catalog, Locker, Scanner, SessionStore, Staging
 from tusingest.store import revision
 from tusingest.store.catalog import SqlCatalog
 from tusingest.store.locks import MemoryLocker
@@ -75,8 +75,8 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             stack.push_async_callback(pg_locker.stop)
             locker = pg_locker
         catalog = SqlCatalog(engine)
-        runner = _runner(settings, engine, sessions, catalog)
         staging = FileStaging(settings.staging_dir)
+        runner = _runner(settings, engine, sessions, staging, catalog)
         uploads = UploadStore(
             sessions,
             staging,
@@ -108,7 +108,11 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
 
 
 def _runner(
-    settings: Settings, engine: AsyncEngine, sessions: SessionStore, catalog: Catalog
+    settings: Settings,
+    engine: AsyncEngine,
+    sessions: SessionStore,
+    staging: Staging,
+    catalog: Catalog,
 ) -> Runner:
     """The durable runner with the completion pipeline (`ingest`) on the embedded local SE."""
     pipeline = settings.pipeline
@@ -121,7 +125,7 @@ def _runner(
     workdir.mkdir(parents=True, exist_ok=True)
     ingest = Ingest(
         sessions,
-        FileStaging(settings.staging_dir),
+        staging,
         catalog,
         LocalElement(pipeline.local_storage_dir, pipeline.local_element_id),
         scanner,

@@ -18,6 +18,7 @@ from tusingest.errors import (
     UnsupportedMediaType,
     UploadInterrupted,
 )
+from tusingest.metadata import parse_metadata
 from tusingest.services import SERVICES, Services
 from tusingest.tus import verdict
 from tusingest.tus.protocol import (
@@ -28,7 +29,6 @@ from tusingest.tus.protocol import (
     format_http_date,
     parse_checksum,
     parse_concat,
-    parse_metadata,
     parse_non_negative,
 )
 

@@ -11,9 +11,6 @@ from urllib.parse import urlsplit
 
 from tusingest.domain import PARTIAL, Checksum
 from tusingest.errors import BadRequest
-from tusingest.metadata import parse_metadata
-
-__all__ = ["parse_metadata"]
 
 TUS_VERSION = "1.0.0"
 OFFSET_CONTENT_TYPE = "application/offset+octet-stream"
@@ -30,7 +27,6 @@ EXTENSIONS = (
 CHECKSUM_ALGORITHMS = ("sha1", "md5", "sha256")
 
 _INTEGER = re.compile(r"^[0-9]{1,19}$")
-_B64 = re.compile(r"^[A-Za-z0-9+/]*={0,2}$")
 
 
 def parse_non_negative(header: str, value: str | None) -> int | None:
