@@ -8,7 +8,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,7 +25,9 @@ from tusingest.domain import ElementMode, FileToStore
 from tusingest.elements.http import ElementMismatch, ElementRejected, HttpElement
 from tusingest.elements.local import LocalElement
 from tusingest.elements.server import ElementServerSettings, create_element_app
+from tusingest.elements.token import MintedToken, StaticToken
 from tusingest.errors import TransientError
+from tusingest.ports import TokenSource
 
 NAME = "отчёт 2025.pdf"
 METADATA = {"retention_policy": "temporary", "md5": "ab" * 16, "upload_id": "u-1"}
@@ -48,22 +50,13 @@ def sa_token(keys: Keys, ttl: int = 600, **claims: Any) -> str:
     return jwt.encode(body | claims, keys.private.read_bytes(), algorithm="RS256")
 
 
-def constant(token: str) -> Callable[[], Awaitable[str]]:
-    async def get() -> str:
-        return token
-
-    return get
-
-
 @dataclass
 class Running:
     url: str
     root: Path
     session: aiohttp.ClientSession
 
-    def element(
-        self, mode: ElementMode, token: Callable[[], Awaitable[str]], **kw: Any
-    ) -> HttpElement:
+    def element(self, mode: ElementMode, token: TokenSource, **kw: Any) -> HttpElement:
         return HttpElement("se-01", self.url, mode, self.session, token, **kw)
 
     def files(self) -> list[Path]:
@@ -128,7 +121,7 @@ def test_store_utf8_name_verified_and_metadata_patched(tmp_path: Path, keys: Key
 
     async def main() -> None:
         async with serve(tmp_path, keys, ElementMode.EDIT) as se:
-            element = se.element(ElementMode.EDIT, constant(sa_token(keys)))
+            element = se.element(ElementMode.EDIT, MintedToken(keys.private, name="ingester"))
             stored = await element.store(item)
             assert (stored.file_id, stored.element_id) == (item.file_id, "se-01")
             assert (stored.size, stored.sha256) == (item.size, sha)
@@ -137,6 +130,7 @@ def test_store_utf8_name_verified_and_metadata_patched(tmp_path: Path, keys: Key
             assert found["original_filename"] == NAME  # raw UTF-8, not percent-encoded
             assert (found["file_size"], found["checksum"]) == (item.size, sha)
             assert found["content_type"] == "application/pdf"
+            assert found["created_by_username"] == "ingester"  # the minted token's `name`
             assert (found["storage_filename"], found["storage_path"]) == (
                 stored.storage_filename,
                 stored.storage_path,
@@ -156,7 +150,7 @@ def test_retry_returns_the_same_copy(tmp_path: Path, keys: Keys) -> None:
 
     async def main() -> None:
         async with serve(tmp_path, keys, ElementMode.RW) as se:
-            element = se.element(ElementMode.RW, constant(sa_token(keys)))
+            element = se.element(ElementMode.RW, StaticToken(sa_token(keys)))
             first = await element.store(item)
             assert await element.store(item) == first
             assert len(se.files()) == 2  # one data file and its attr.json
@@ -171,7 +165,7 @@ def test_mismatched_earlier_copy_is_replaced(tmp_path: Path, keys: Keys) -> None
 
     async def main() -> None:
         async with serve(tmp_path, keys, ElementMode.RW) as se:
-            element = se.element(ElementMode.RW, constant(sa_token(keys)))
+            element = se.element(ElementMode.RW, StaticToken(sa_token(keys)))
             await element.store(item_for(other, other_sha, file_id=file_id))
             stored = await element.store(item_for(source, sha, file_id=file_id))
             assert stored.sha256 == sha
@@ -186,7 +180,7 @@ def test_delete_on_edit_element(tmp_path: Path, keys: Keys) -> None:
 
     async def main() -> None:
         async with serve(tmp_path, keys, ElementMode.EDIT) as se:
-            element = se.element(ElementMode.EDIT, constant(sa_token(keys)))
+            element = se.element(ElementMode.EDIT, MintedToken(keys.private, name="ingester"))
             await element.store(item)
             await element.delete(item.file_id)
             assert await element.metadata(item.file_id) is None
@@ -203,14 +197,14 @@ def test_delete_on_rw_element_goes_through_gc(tmp_path: Path, keys: Keys) -> Non
 
     async def main() -> None:
         async with serve(tmp_path, keys, ElementMode.RW) as se:
-            element = se.element(ElementMode.RW, constant(sa_token(keys)))
+            element = se.element(ElementMode.RW, StaticToken(sa_token(keys)))
             await element.store(item)
             await element.delete(item.file_id)  # DELETE /files would be a 400 on rw
             assert await element.metadata(item.file_id) is None
             assert se.files() == []
             await element.delete(item.file_id)  # already_deleted
             # gc needs a service account: a user token is refused, clearly.
-            user = se.element(ElementMode.RW, constant(keys.token(sub="bob")))
+            user = se.element(ElementMode.RW, StaticToken(keys.token(sub="bob")))
             with pytest.raises(ElementRejected, match="403"):
                 await user.delete(item.file_id)
 
@@ -223,7 +217,7 @@ def test_wrong_checksum_leaves_nothing(tmp_path: Path, keys: Keys) -> None:
 
     async def main() -> None:
         async with serve(tmp_path, keys, ElementMode.RW) as se:
-            element = se.element(ElementMode.RW, constant(sa_token(keys)))
+            element = se.element(ElementMode.RW, StaticToken(sa_token(keys)))
             with pytest.raises(ElementMismatch) as caught:
                 await element.store(item)
             assert isinstance(caught.value, TransientError)
@@ -233,39 +227,49 @@ def test_wrong_checksum_leaves_nothing(tmp_path: Path, keys: Keys) -> None:
     asyncio.run(main())
 
 
+class Renewed:
+    """Implements `TokenSource`: an expired token, until asked for a fresh one (if
+    `renewable`), which is then kept."""
+
+    def __init__(self, keys: Keys, *, renewable: bool = True) -> None:
+        self.keys = keys
+        self.renewable = renewable
+        self.calls: list[bool] = []
+        self.current = sa_token(keys, ttl=-5)
+
+    async def token(self, *, fresh: bool = False) -> str:
+        self.calls.append(fresh)
+        if fresh and self.renewable:
+            self.current = sa_token(self.keys)
+        return self.current
+
+
 def test_expired_token_is_refreshed_once(tmp_path: Path, keys: Keys) -> None:
     source, sha = make_file(tmp_path)
     item = item_for(source, sha)
-    tokens = [sa_token(keys, ttl=-5), sa_token(keys)]
-    calls: list[int] = []
-
-    async def token() -> str:
-        calls.append(1)
-        return tokens[min(len(calls), 2) - 1]
+    token = Renewed(keys)
 
     async def main() -> None:
         async with serve(tmp_path, keys, ElementMode.EDIT) as se:
             stored = await se.element(ElementMode.EDIT, token).store(item)
             assert stored.sha256 == sha
-            assert len(calls) >= 2  # the expired token, then a fresh one
+            # The expired token once, then the fresh one for every later call.
+            assert token.calls[:2] == [False, True]
+            assert token.calls.count(True) == 1
 
     asyncio.run(main())
 
 
 def test_refused_fresh_token_does_not_loop(tmp_path: Path, keys: Keys) -> None:
     source, sha = make_file(tmp_path)
-    calls: list[int] = []
-
-    async def token() -> str:
-        calls.append(1)
-        return sa_token(keys, ttl=-5)
+    token = Renewed(keys, renewable=False)
 
     async def main() -> None:
         async with serve(tmp_path, keys, ElementMode.EDIT) as se:
             with pytest.raises(ElementRejected) as caught:
                 await se.element(ElementMode.EDIT, token).store(item_for(source, sha))
             assert caught.value.code == "element_unauthorized"
-            assert len(calls) == 2
+            assert token.calls == [False, True]
 
     asyncio.run(main())
 
@@ -283,7 +287,7 @@ def test_server_down_is_transient_and_quick(tmp_path: Path, keys: Keys) -> None:
                 f"http://127.0.0.1:{port}/api/v1",
                 ElementMode.RW,
                 session,
-                constant(sa_token(keys)),
+                StaticToken(sa_token(keys)),
                 timeout=2,
                 max_retries=2,
                 backoff=0.01,
@@ -314,7 +318,7 @@ def test_64_mib_is_streamed(tmp_path: Path, keys: Keys) -> None:
 
     async def main() -> None:
         async with serve(tmp_path, keys, ElementMode.RW) as se:
-            element = se.element(ElementMode.RW, constant(sa_token(keys)))
+            element = se.element(ElementMode.RW, StaticToken(sa_token(keys)))
             await element.store(item_for(*make_file(tmp_path), name="warm.bin"))  # warm up
             before = _rss()
             peak = before
@@ -370,7 +374,7 @@ def test_only_idempotent_calls_are_retried(tmp_path: Path, keys: Keys) -> None:
                     f"http://{host}:{port}",
                     ElementMode.RW,
                     session,
-                    constant("t"),
+                    StaticToken("t"),
                     max_retries=2,
                     backoff=0.01,
                 )

@@ -19,15 +19,14 @@ import aiohttp
 from tusingest.domain import ElementMode, FileToStore, StoredFile
 from tusingest.elements.naming import canonical_file_id
 from tusingest.errors import TransientError, TusingestError
+from tusingest.ports import TokenSource
+from tusingest.replies import Reply, detail, read_reply
 
 log = logging.getLogger(__name__)
 
 API_PREFIX = "/api/v1"
 _BACKOFF_CAP = 10.0
 _UNSAFE_IN_FILENAME = str.maketrans("", "", '"\\\r\n')
-
-TokenSource = Callable[[], Awaitable[str]]
-Reply = tuple[int, Any]  # HTTP status, parsed JSON body (None when empty or not JSON)
 
 
 class ElementMismatch(TransientError):
@@ -153,7 +152,7 @@ class HttpElement:
             found = await self.metadata(file_id)
             if found is not None and _matches(found, item):
                 return
-            what = f"{status}: {_detail(body)}" if status else repr(failure)
+            what = f"{status}: {detail(body)}" if status else repr(failure)
             raise TransientError(f"upload of {file_id} to {self._element_id} failed: {what}")
         raise self._rejected("POST /files/upload", status, body)
 
@@ -196,7 +195,7 @@ class HttpElement:
                 if status < 500:
                     return status, body
                 error = TransientError(
-                    f"{method} {path} on {self._element_id}: {status} {_detail(body)}"
+                    f"{method} {path} on {self._element_id}: {status} {detail(body)}"
                 )
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 error = TransientError(f"{method} {path} on {self._element_id}: {exc!r}")
@@ -209,14 +208,14 @@ class HttpElement:
 
     async def _authed(self, send: Callable[[str], Awaitable[Reply]]) -> Reply:
         """`send` with a token; after a 401, once more with a fresh one (§1.1)."""
-        status, body = await send(await self._token())
+        status, body = await send(await self._token.token())
         if status != 401:
             return status, body
-        status, body = await send(await self._token())
+        status, body = await send(await self._token.token(fresh=True))
         if status == 401:
             # A fresh token refused: the SE knows another public key (§1.2). Do not loop.
             raise ElementRejected(
-                f"{self._element_id} refuses a fresh token ({_detail(body)}): key mismatch?",
+                f"{self._element_id} refuses a fresh token ({detail(body)}): key mismatch?",
                 code="element_unauthorized",
             )
         return status, body
@@ -238,22 +237,11 @@ class HttpElement:
             timeout=client_timeout or self._timeout,
             **kwargs,
         ) as response:
-            raw = await response.read()
-            try:
-                body = await response.json(content_type=None) if raw.strip() else None
-            except ValueError:
-                body = None
-            return response.status, body
+            return await read_reply(response)
 
     def _rejected(self, what: str, status: int, body: Any) -> ElementRejected:
-        return ElementRejected(f"{what} on {self._element_id}: {status} {_detail(body)}")
+        return ElementRejected(f"{what} on {self._element_id}: {status} {detail(body)}")
 
 
 def _matches(found: dict[str, Any], item: FileToStore) -> bool:
     return found.get("file_size") == item.size and found.get("checksum") == item.sha256.lower()
-
-
-def _detail(body: Any) -> str:
-    if isinstance(body, dict) and "detail" in body:
-        return str(body["detail"])
-    return "" if body is None else str(body)[:200]

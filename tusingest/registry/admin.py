@@ -1,19 +1,79 @@
-"""The Admin Module as a registry: `GET /api/v1/internal/storage-elements/available`."""
+"""The Admin Module: its storage-element list as a registry (§3.1) and its file registry (§3.2)."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+import uuid
+from datetime import UTC, timedelta
 from typing import Any
 
 import aiohttp
 
-from tusingest.domain import CapacityStatus, ElementInfo, ElementMode
-from tusingest.errors import TransientError
+from tusingest.domain import CapacityStatus, CatalogEntry, ElementInfo, ElementMode
+from tusingest.errors import TransientError, TusingestError
+from tusingest.ports import TokenSource
+from tusingest.replies import Reply, detail, read_reply
 
 log = logging.getLogger(__name__)
 
 _UPLOAD_MODES = (ElementMode.EDIT, ElementMode.RW)
+
+
+class AdminRejected(TusingestError):
+    """The Admin Module refused a request for a reason a retry will not fix."""
+
+    status = 502
+    code = "registration_rejected"
+
+
+class _AdminClient:
+    """Authenticated JSON calls to the Admin Module."""
+
+    def __init__(
+        self, base_url: str, session: aiohttp.ClientSession, token: TokenSource, timeout: float
+    ) -> None:
+        self._base = base_url.rstrip("/") + "/api/v1"
+        self._session = session
+        self._token = token
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: dict[str, str] | None = None,
+    ) -> Reply:
+        """One request; after a 401, once more with a fresh token (§1.1). Connection errors and
+        timeouts are transient; a fresh token refused too is not (the Admin Module signs its
+        own tokens, so this is a broken service account, not a race)."""
+        try:
+            reply = await self._send(method, path, await self._token.token(), json, params)
+            if reply[0] == 401:
+                fresh = await self._token.token(fresh=True)
+                reply = await self._send(method, path, fresh, json, params)
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise TransientError(f"Admin Module unreachable ({method} {path}): {exc!r}") from None
+        if reply[0] == 401:
+            raise AdminRejected(
+                f"the Admin Module refuses a fresh token for {method} {path}: {detail(reply[1])}",
+                code="admin_unauthorized",
+            )
+        return reply
+
+    async def _send(
+        self, method: str, path: str, token: str, json: Any, params: dict[str, str] | None
+    ) -> Reply:
+        async with self._session.request(
+            method,
+            self._base + path,
+            json=json,
+            params=params,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=self._timeout,
+        ) as response:
+            return await read_reply(response)
 
 
 class AdminRegistry:
@@ -24,34 +84,27 @@ class AdminRegistry:
         self,
         base_url: str,
         session: aiohttp.ClientSession,
-        token: Callable[[], Awaitable[str]],
+        token: TokenSource,
         *,
         timeout: float = 10.0,
     ) -> None:
-        self._base = base_url.rstrip("/")
-        self._session = session
-        self._token = token
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._client = _AdminClient(base_url, session, token, timeout)
 
     async def elements(self, mode: ElementMode) -> list[ElementInfo]:
         if mode not in _UPLOAD_MODES:
             return []
-        url = f"{self._base}/api/v1/internal/storage-elements/available"
-        headers = {"Authorization": f"Bearer {await self._token()}"}
-        try:
-            async with self._session.get(
-                url, params={"mode": mode.value}, headers=headers, timeout=self._timeout
-            ) as response:
-                if response.status == 503:
-                    return []
-                if response.status != 200:
-                    raise TransientError(
-                        f"Admin Module answered {response.status} for the element list"
-                    )
-                body: dict[str, Any] = await response.json()
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise TransientError(f"Admin Module unreachable: {exc!r}") from None
-        found = [info for raw in body.get("storage_elements", []) if (info := parse(raw, mode))]
+        status, body = await self._client.call(
+            "GET", "/internal/storage-elements/available", params={"mode": mode.value}
+        )
+        if status == 503:
+            return []
+        if status != 200 or not isinstance(body, dict):
+            raise TransientError(
+                f"Admin Module answered {status} for the element list: {detail(body)}"
+            )
+        raw = body.get("storage_elements")
+        entries = [e for e in raw if isinstance(e, dict)] if isinstance(raw, list) else []
+        found = [info for entry in entries if (info := parse(entry, mode))]
         return sorted(found, key=lambda e: (e.priority, e.element_id))
 
     async def invalidate(self) -> None:
@@ -83,3 +136,110 @@ def parse(raw: dict[str, Any], mode: ElementMode) -> ElementInfo | None:
     except (KeyError, TypeError, ValueError) as exc:
         log.warning("skipping a malformed Admin Module element entry %r: %s", raw, exc)
         return None
+
+
+class AdminFiles:
+    """Implements `FileRegistrar` with the Admin Module's file registry (§3.2). Registering
+    is idempotent by `file_id`: an existing registration of the same stored bytes on the same
+    element counts as done, any other is a conflict."""
+
+    def __init__(
+        self,
+        base_url: str,
+        session: aiohttp.ClientSession,
+        token: TokenSource,
+        *,
+        timeout: float = 30.0,
+    ) -> None:
+        self._client = _AdminClient(base_url, session, token, timeout)
+
+    async def register(self, entry: CatalogEntry, *, ttl_days: int | None) -> None:
+        status, body = await self._client.call("POST", "/files", json=payload(entry, ttl_days))
+        if status == 201:
+            return
+        why = detail(body)
+        if status == 400 and "already exists" in why:
+            await self._check_existing(entry)
+            return
+        if status >= 500 or status == 429:
+            raise TransientError(f"Admin Module could not register {entry.file_id}: {why}")
+        raise AdminRejected(f"the Admin Module rejects {entry.file_id} ({status}): {why}")
+
+    async def unregister(self, file_id: str) -> None:
+        if not _is_uuid(file_id):
+            return  # the Admin Module registers UUIDs only: nothing to remove
+        status, body = await self._client.call("DELETE", f"/files/{file_id}")
+        if status in (200, 204, 404):
+            return
+        if status >= 500 or status == 429:
+            raise TransientError(f"Admin Module could not unregister {file_id}: {detail(body)}")
+        raise AdminRejected(
+            f"the Admin Module refuses to unregister {file_id} ({status}): {detail(body)}"
+        )
+
+    async def _check_existing(self, entry: CatalogEntry) -> None:
+        """An earlier attempt (answer lost, or a retry) may have registered it already."""
+        status, body = await self._client.call("GET", f"/files/{entry.file_id}")
+        if status >= 500:
+            raise TransientError(f"Admin Module could not read {entry.file_id}: {detail(body)}")
+        if status == 200 and isinstance(body, dict):
+            same = (
+                body.get("storage_element_id") == entry.element_id
+                and str(body.get("checksum_sha256", "")).lower() == entry.stored_sha256.lower()
+            )
+            if same:
+                return
+            what = f"on {body.get('storage_element_id')} with sha256 {body.get('checksum_sha256')}"
+        else:
+            what = f"but cannot be read ({status}: {detail(body)}); a deleted registration?"
+        raise AdminRejected(
+            f"{entry.file_id} is already registered {what}, not on {entry.element_id} with "
+            f"sha256 {entry.stored_sha256}",
+            code="registration_conflict",
+        )
+
+
+def payload(entry: CatalogEntry, ttl_days: int | None) -> dict[str, Any]:
+    """The §3.2 registration body of a stored file."""
+    temporary = entry.retention_policy == "temporary"
+    if temporary and ttl_days is None:
+        raise ValueError(f"{entry.file_id}: temporary files are registered with ttl_days")
+    created = entry.created_at
+    if created.tzinfo is None:
+        created = created.replace(tzinfo=UTC)
+    expires = (created + timedelta(days=ttl_days)).isoformat() if temporary and ttl_days else None
+    return {
+        "file_id": entry.file_id,
+        "original_filename": entry.original_filename[:500],
+        "storage_filename": entry.storage_filename,
+        "file_size": entry.stored_size,
+        # The digest of the stored (possibly compressed) bytes: the one anybody can verify
+        # against the SE's `checksum` (§2.1). The original's is kept in user_metadata.
+        "checksum_sha256": entry.stored_sha256.lower(),
+        "content_type": entry.content_type[:255] or None,
+        "description": None,
+        "retention_policy": entry.retention_policy,
+        "ttl_expires_at": expires,
+        "ttl_days": ttl_days if temporary else None,
+        "storage_element_id": entry.element_id,
+        "storage_path": entry.storage_path,
+        "compressed": entry.codec is not None,
+        "compression_algorithm": entry.codec,
+        "original_size": entry.size,
+        "uploaded_by": entry.owner[:100],
+        "upload_source_ip": None,
+        "user_metadata": {
+            "upload_id": entry.upload_id,
+            "md5": entry.md5,
+            "sha256": entry.sha256,
+            "original_size": entry.size,
+        },
+    }
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True

@@ -1,0 +1,212 @@
+"""Service-account bearer tokens (contract §1): minted, fetched from the Admin Module, or fixed."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+
+from tusingest.errors import TransientError, TusingestError
+
+log = logging.getLogger(__name__)
+
+# Minted tokens are dated back this much: the SE verifies `iat` and `nbf` without leeway, and a
+# verifier whose clock runs a little behind ours would otherwise refuse a brand-new token.
+_CLOCK_SKEW = 30
+
+
+class ServiceAccountRejected(TusingestError):
+    """The Admin Module refuses our service-account credentials (unknown, inactive, secret
+    expired): a configuration error that retrying will not fix."""
+
+    status = 502
+    code = "service_account_rejected"
+
+
+class StaticToken:
+    """Implements `TokenSource` with one fixed token (it cannot be renewed)."""
+
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    async def token(self, *, fresh: bool = False) -> str:
+        return self._token
+
+
+class _Cached:
+    """A token renewed when `fresh` or due. Callers that waited on the lock while another one
+    renewed take its outcome, so a burst of callers (or of 401s) costs one request. A renewal
+    ahead of expiry that fails transiently keeps the current token while it is still valid."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._lock = asyncio.Lock()
+        self._value: str | None = None
+        self._renew_at = 0.0
+        self._expires_at = 0.0
+        self._attempts = 0
+        self._error: Exception | None = None
+
+    async def token(self, *, fresh: bool = False) -> str:
+        seen = self._attempts
+        async with self._lock:
+            if self._attempts == seen:  # nobody renewed while this caller waited
+                if self._value is not None and not fresh and self._clock() < self._renew_at:
+                    return self._value
+                await self._attempt()
+            if self._error is None and self._value is not None:
+                return self._value
+            if self._value is not None and not fresh and self._usable():
+                log.warning("keeping the current token, renewal failed: %s", self._error)
+                return self._value
+            assert self._error is not None
+            raise self._error
+
+    async def _attempt(self) -> None:
+        started = self._clock()  # the lifetime counts from before the request
+        # Counted once it has an outcome, which the callers that arrived meanwhile then share
+        # (a cancelled attempt has none: they make their own).
+        try:
+            value, lifetime, margin = await self._renew()
+        except Exception as exc:
+            self._attempts += 1
+            self._error = exc
+            return
+        self._attempts += 1
+        self._value, self._error = value, None
+        self._renew_at = started + lifetime - margin
+        self._expires_at = started + lifetime
+
+    def _usable(self) -> bool:
+        """The current token outlives the next request (with a margin for clock skew)."""
+        return (
+            isinstance(self._error, TransientError)
+            and self._clock() < self._expires_at - _CLOCK_SKEW
+        )
+
+    async def _renew(self) -> tuple[str, float, float]:
+        """A new token, its lifetime and how long before its end to renew it (seconds)."""
+        raise NotImplementedError
+
+
+class MintedToken(_Cached):
+    """Implements `TokenSource` by signing tokens as the Admin Module issues them for a service
+    account (§1.2), with the private key whose public half the SEs hold."""
+
+    def __init__(
+        self,
+        private_key_path: Path,
+        *,
+        name: str,
+        ttl_seconds: int = 1800,
+        algorithm: str = "RS256",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if ttl_seconds <= 0:
+            raise ValueError("ttl_seconds must be positive")
+        super().__init__(clock)
+        self._path = private_key_path
+        self._name = name
+        self._ttl = ttl_seconds
+        self._algorithm = algorithm
+        self._key: _SigningKey | None = None
+
+    async def _renew(self) -> tuple[str, float, float]:
+        if self._key is None:
+            self._key = await asyncio.to_thread(_load_key, self._path)
+        now = int(self._clock())
+        claims: dict[str, Any] = {
+            "sub": self._name,
+            "name": self._name,
+            "type": "service_account",
+            "role": "admin",  # admin: DELETE on edit SEs (§2.5) and file registration (§3.2)
+            "client_id": f"sa_{self._name}",
+            "jti": uuid.uuid4().hex,
+            "iat": now - _CLOCK_SKEW,
+            "nbf": now - _CLOCK_SKEW,
+            "exp": now + self._ttl,
+        }
+        value = jwt.encode(claims, self._key, algorithm=self._algorithm)
+        return value, self._ttl, max(60.0, self._ttl / 6)
+
+
+_SigningKey = (
+    rsa.RSAPrivateKey
+    | ec.EllipticCurvePrivateKey
+    | ed25519.Ed25519PrivateKey
+    | ed448.Ed448PrivateKey
+)
+
+
+def _load_key(path: Path) -> _SigningKey:
+    # Parsed once: parsing an RSA key costs far more than signing with it.
+    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    if not isinstance(key, _SigningKey):
+        raise ValueError(f"{path}: {type(key).__name__} cannot sign JWTs")
+    return key
+
+
+class AdminToken(_Cached):
+    """Implements `TokenSource` with the Admin Module's client-credentials endpoint (§1.1)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        session: aiohttp.ClientSession,
+        client_id: str,
+        client_secret: str,
+        *,
+        timeout: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(clock)
+        self._url = base_url.rstrip("/") + "/api/v1/auth/token"
+        self._session = session
+        self._client_id = client_id
+        self._secret = client_secret
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+
+    async def _renew(self) -> tuple[str, float, float]:
+        body = {
+            "client_id": self._client_id,
+            "client_secret": self._secret,
+            "grant_type": "client_credentials",
+        }
+        try:
+            async with self._session.post(self._url, json=body, timeout=self._timeout) as response:
+                status = response.status
+                raw = await response.read()
+                try:
+                    answer = await response.json(content_type=None) if raw.strip() else None
+                except ValueError:
+                    answer = None
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise TransientError(f"Admin Module token endpoint unreachable: {exc!r}") from None
+        if status == 200 and isinstance(answer, dict):
+            value, lifetime = answer.get("access_token"), answer.get("expires_in")
+            if isinstance(value, str) and value and isinstance(lifetime, int | float):
+                return value, float(lifetime), min(300.0, lifetime / 2)
+            raise TransientError("the Admin Module's token answer lacks access_token/expires_in")
+        detail = _detail(answer)
+        if status >= 500 or status in (200, 408, 429):
+            raise TransientError(f"Admin Module token endpoint answered {status}: {detail}")
+        # 401 unknown client or wrong secret, 403 inactive or expired account, 422 a body the
+        # Admin Module does not understand: all need an operator, not a retry.
+        raise ServiceAccountRejected(
+            f"the Admin Module rejects service account {self._client_id!r} ({status}): {detail}"
+        )
+
+
+def _detail(body: Any) -> str:
+    if isinstance(body, dict) and "detail" in body:
+        return str(body["detail"])
+    return "" if body is None else str(body)[:200]

@@ -1,0 +1,25 @@
+"""Replies of the HTTP services we call (SEs, Admin Module): status and JSON body, if any."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+
+Reply = tuple[int, Any]  # HTTP status, parsed JSON body (None when empty or not JSON)
+
+
+async def read_reply(response: aiohttp.ClientResponse) -> Reply:
+    raw = await response.read()
+    try:
+        body = await response.json(content_type=None) if raw.strip() else None
+    except ValueError:
+        body = None
+    return response.status, body
+
+
+def detail(body: Any) -> str:
+    """The `{"detail": ...}` of an error reply (both services answer errors that way)."""
+    if isinstance(body, dict) and "detail" in body:
+        return str(body["detail"])
+    return "" if body is None else str(body)[:200]
