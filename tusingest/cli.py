@@ -1,9 +1,10 @@
-"""Command line: serve | migrate | token."""
+"""Command line: serve | migrate | token | elements | element serve."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -11,8 +12,12 @@ import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+import aiohttp
+import redis.asyncio as aioredis
 from aiohttp import web
+from redis.exceptions import RedisError
 
 from tusingest.app import create_app
 from tusingest.config import Settings
@@ -21,6 +26,9 @@ from tusingest.elements.server import ElementServerSettings, run_element_server
 from tusingest.errors import ConfigError
 from tusingest.keys import ensure_dev_keys, mint_token
 from tusingest.observability import configure_logging
+from tusingest.registry.configs import ElementConfig, InvalidElementConfig, RedisElementConfigs
+from tusingest.registry.monitor import CapacityMonitor, Published, published
+from tusingest.registry.redis import announce, publish, withdraw
 from tusingest.services import migrate
 
 log = logging.getLogger("tusingest")
@@ -36,6 +44,18 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--data-dir", help="data directory (DATA_DIR, default ./tusingest-data)")
 
     sub.add_parser("migrate", help="upgrade the database schema to the latest revision")
+
+    elements = sub.add_parser("elements", help="the storage elements configured in Redis")
+    elements_sub = elements.add_subparsers(dest="elements_command", required=True)
+    listing = elements_sub.add_parser("list", help="configured elements and their live state")
+    listing.add_argument("--json", action="store_true", help="print a JSON array")
+    add = elements_sub.add_parser("add", help="add or replace an element, probe and publish it")
+    add.add_argument("--id", required=True, dest="element_id", help="element id, e.g. se-01")
+    add.add_argument("--mode", required=True, choices=[m.value for m in ElementMode])
+    add.add_argument("--endpoint", required=True, help="http(s) URL of the SE, e.g. http://se:8010")
+    add.add_argument("--priority", type=int, default=100, help="lower fills first (default 100)")
+    remove = elements_sub.add_parser("rm", help="remove an element and withdraw it")
+    remove.add_argument("element_id", metavar="ID")
 
     element = sub.add_parser("element", help="the reference storage element (SE) server")
     element_sub = element.add_subparsers(dest="element_command", required=True)
@@ -74,6 +94,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure_logging(settings.log_level, settings.log_format)
         if args.command == "serve":
             return asyncio.run(_serve(settings))
+        if args.command == "elements":
+            return asyncio.run(_elements(settings, args))
         if args.command == "migrate":
             revision = asyncio.run(migrate(settings))
             print(f"database migrated to revision {revision}")
@@ -107,6 +129,157 @@ def _element(args: argparse.Namespace) -> int:
         print(f"tusingest element: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+async def _elements(settings: Settings, args: argparse.Namespace) -> int:
+    storage = settings.storage
+    if not storage.redis_url:
+        raise ConfigError(
+            "REDIS_URL",
+            "not set: storage elements are configured in Redis; without REDIS_URL the registry "
+            "is embedded in the server process and holds only its local element",
+        )
+    client = aioredis.from_url(storage.redis_url, socket_connect_timeout=2, socket_timeout=5)
+    configs = RedisElementConfigs(client, storage.key_prefix)
+    try:
+        if args.elements_command == "list":
+            return await _elements_list(client, configs, storage.key_prefix, args.json)
+        if args.elements_command == "add":
+            return await _elements_add(settings, client, configs, args)
+        return await _elements_rm(client, configs, storage.key_prefix, args.element_id)
+    except InvalidElementConfig as exc:
+        print(f"tusingest elements: {exc.message}", file=sys.stderr)
+        return 2
+    except (RedisError, OSError) as exc:
+        where = storage.redis_url.rpartition("@")[2]  # never print a password
+        print(f"tusingest elements: Redis at {where}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await client.aclose()
+
+
+async def _elements_add(
+    settings: Settings,
+    client: aioredis.Redis,
+    configs: RedisElementConfigs,
+    args: argparse.Namespace,
+) -> int:
+    storage = settings.storage
+    config = ElementConfig(
+        args.element_id, ElementMode(args.mode), args.endpoint.rstrip("/"), args.priority
+    )
+    existed = args.element_id in {c.element_id for c in await configs.all()}
+    await configs.put(config)
+    async with aiohttp.ClientSession() as session:
+        monitor = CapacityMonitor(
+            client,
+            session,
+            configs,
+            prefix=storage.key_prefix,
+            interval=storage.monitor_interval,
+            thresholds=storage.thresholds,
+            node=f"cli:{socket.gethostname()}:{os.getpid()}",
+        )
+        info = await monitor.probe(config)
+    await publish(client, info, prefix=storage.key_prefix, ttl_seconds=monitor.ttl_seconds)
+    await announce(client, "updated" if existed else "created", prefix=storage.key_prefix)
+    print(
+        f"{'updated' if existed else 'added'} {config.element_id} ({config.mode.value}, "
+        f"priority {config.priority}, {config.endpoint})"
+    )
+    if info.healthy:
+        print(
+            f"  {_size(info.capacity_used)} of {_size(info.capacity_total)} used, "
+            f"{info.status.value}, healthy"
+        )
+    else:
+        problem = monitor.last_errors.get(config.element_id, "no answer")
+        print(
+            f"warning: {config.element_id} failed its probe ({problem}); it is configured and "
+            "published as unhealthy, and takes no files until the capacity monitor finds it "
+            "healthy",
+            file=sys.stderr,
+        )
+    return 0
+
+
+async def _elements_rm(
+    client: aioredis.Redis, configs: RedisElementConfigs, prefix: str, element_id: str
+) -> int:
+    if not await configs.remove(element_id):
+        print(
+            f"tusingest elements: no storage element {element_id!r} is configured", file=sys.stderr
+        )
+        return 1
+    await withdraw(client, element_id, prefix=prefix)
+    await announce(client, "deleted", prefix=prefix)
+    print(f"removed {element_id}")
+    return 0
+
+
+async def _elements_list(
+    client: aioredis.Redis, configs: RedisElementConfigs, prefix: str, as_json: bool
+) -> int:
+    found = await configs.all()
+    state = await published(client, [c.element_id for c in found], prefix=prefix)
+    rows = [_element_row(c, state[c.element_id]) for c in found]
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print("no storage elements configured (tusingest elements add --help)", file=sys.stderr)
+        return 0
+    header = ["ID", "MODE", "PRIO", "ENDPOINT", "USED/TOTAL", "USED%", "STATUS", "HEALTH"]
+    table = [[*header, "LISTED", "UPDATED"]]
+    for row in rows:
+        expired = row["capacity_status"] == "expired"
+        table.append(
+            [
+                row["id"],
+                row["mode"],
+                str(row["priority"]),
+                row["endpoint"],
+                "-" if expired else f"{_size(row['capacity_used'])}/{_size(row['capacity_total'])}",
+                "-" if expired else f"{row['capacity_percent']:.2f}",
+                row["capacity_status"],
+                row["health_status"] or "-",
+                "yes" if row["listed"] else "no",
+                row["last_updated"] or "-",
+            ]
+        )
+    widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
+    for line in table:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        )
+    return 0
+
+
+def _element_row(config: ElementConfig, entry: Published) -> dict[str, Any]:
+    """One `elements list` row: the configuration plus what the registry publishes now."""
+    info = entry.info
+    fields = entry.fields
+    return {
+        "id": config.element_id,
+        "mode": config.mode.value,
+        "priority": config.priority,
+        "endpoint": config.endpoint,
+        "capacity_used": None if info is None else info.capacity_used,
+        "capacity_total": None if info is None else info.capacity_total,
+        "capacity_percent": None if info is None else float(fields.get("capacity_percent", 0)),
+        "capacity_status": "expired" if info is None else info.status.value,
+        "health_status": None if info is None else fields["health_status"],
+        "listed": bool(entry.listing),
+        "last_updated": fields.get("last_updated") if info is not None else None,
+    }
+
+
+def _size(count: int) -> str:
+    units = ("B", "KiB", "MiB", "GiB", "TiB")
+    size, index = float(count), 0
+    while size >= 1024 and index < len(units) - 1:
+        size, index = size / 1024, index + 1
+    return f"{count} B" if index == 0 else f"{size:.1f} {units[index]}"
 
 
 def _token(settings: Settings, args: argparse.Namespace) -> int:
@@ -179,6 +352,17 @@ def _listen(settings: Settings) -> socket.socket:
     return sock
 
 
+def _storage_line(settings: Settings) -> str:
+    storage = settings.storage
+    if not storage.redis_url:
+        return f"embedded element {settings.pipeline.local_element_id} in " + str(
+            settings.pipeline.local_storage_dir
+        )
+    redis = storage.redis_url.rsplit("@", 1)[-1]  # never print a password
+    admin = f", Admin Module {storage.admin_module_url}" if storage.admin_module_url else ""
+    return f"elements from Redis {redis}{admin}"
+
+
 def _banner(settings: Settings, runner: web.AppRunner) -> None:
     host, port = runner.addresses[0][:2]
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
@@ -188,6 +372,7 @@ def _banner(settings: Settings, runner: web.AppRunner) -> None:
         f"  tus endpoint: {url}/files/",
         f"  database:     {settings.database_url.split('@')[-1]}",
         f"  staging:      {settings.staging_dir}",
+        f"  storage:      {_storage_line(settings)}",
     ]
     if settings.auth.enabled:
         data_dir = settings.data_dir

@@ -204,3 +204,26 @@ class ElementInfo:
     capacity_free: int
     status: CapacityStatus
     healthy: bool
+
+
+DEFAULT_THRESHOLDS: tuple[float, float, float] = (85.0, 92.0, 98.0)
+
+
+def capacity_status(
+    total: int,
+    used: int,
+    thresholds: tuple[float, float, float] = DEFAULT_THRESHOLDS,
+) -> CapacityStatus:
+    """Contract §5 fixed rule on percent used: ≥ full FULL, ≥ critical CRITICAL, ≥ warning
+    WARNING, else OK; `thresholds` is (warning, critical, full). No capacity → FULL."""
+    if total <= 0:
+        return CapacityStatus.FULL
+    warning, critical, full = thresholds
+    percent_used = used * 100 / total
+    if percent_used >= full:
+        return CapacityStatus.FULL
+    if percent_used >= critical:
+        return CapacityStatus.CRITICAL
+    if percent_used >= warning:
+        return CapacityStatus.WARNING
+    return CapacityStatus.OK

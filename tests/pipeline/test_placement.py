@@ -6,10 +6,9 @@ from collections.abc import Collection
 
 import pytest
 
-from tusingest.domain import CapacityStatus, ElementInfo, ElementMode
+from tusingest.domain import CapacityStatus, ElementInfo, ElementMode, capacity_status
 from tusingest.pipeline.placement import (
     CRITICAL_MAX_SIZE,
-    capacity_status,
     choose,
     mode_for,
 )

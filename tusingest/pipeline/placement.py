@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 
-from tusingest.domain import CapacityStatus, ElementInfo, ElementMode
+from tusingest.domain import CapacityStatus, ElementInfo, ElementMode, capacity_status
 
-DEFAULT_THRESHOLDS: tuple[float, float, float] = (85.0, 92.0, 98.0)
 CRITICAL_MAX_SIZE = 100 * 1024 * 1024  # contract §5: in CRITICAL accept only files ≤ 100 MB
 
 _MODES = {"temporary": ElementMode.EDIT, "permanent": ElementMode.RW}
@@ -15,26 +14,6 @@ _MODES = {"temporary": ElementMode.EDIT, "permanent": ElementMode.RW}
 def mode_for(retention_policy: str) -> ElementMode:
     """temporary → edit, permanent → rw; anything else is treated as temporary."""
     return _MODES.get(retention_policy, ElementMode.EDIT)
-
-
-def capacity_status(
-    total: int,
-    used: int,
-    thresholds: tuple[float, float, float] = DEFAULT_THRESHOLDS,
-) -> CapacityStatus:
-    """Contract §5 fixed rule on percent used: ≥ full FULL, ≥ critical CRITICAL, ≥ warning
-    WARNING, else OK; `thresholds` is (warning, critical, full). No capacity → FULL."""
-    if total <= 0:
-        return CapacityStatus.FULL
-    warning, critical, full = thresholds
-    percent_used = used * 100 / total
-    if percent_used >= full:
-        return CapacityStatus.FULL
-    if percent_used >= critical:
-        return CapacityStatus.CRITICAL
-    if percent_used >= warning:
-        return CapacityStatus.WARNING
-    return CapacityStatus.OK
 
 
 def acceptable(
