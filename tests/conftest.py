@@ -18,6 +18,7 @@ import pytest
 import requests
 from aiohttp import web
 
+from tests.rediskeys import drop_keys, new_prefix, require_redis
 from tusingest.app import create_app
 from tusingest.config import Settings
 from tusingest.domain import Role
@@ -279,3 +280,14 @@ def server(request: pytest.FixtureRequest, make_server: Callable[..., Server]) -
     """A default-configured server, once per backend and test module."""
     backend: str = request.param
     return make_server(backend)
+
+
+@pytest.fixture
+def prefix() -> Iterator[str]:
+    """A fresh Redis key prefix for one test; its keys are dropped afterwards."""
+    require_redis()
+    value = new_prefix()
+    try:
+        yield value
+    finally:
+        drop_keys(value)

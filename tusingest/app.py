@@ -1,4 +1,4 @@
-"""HTTP assembly: routes, middlewares, the service graph's lifetime, health probes."""
+"""HTTP assembly: routes, middlewares, the service graph's lifetime, probes and metrics."""
 
 from __future__ import annotations
 
@@ -36,6 +36,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/api/files/upload/session/{upload_id}", sessions.session)
     app.router.add_get("/health/live", live)
     app.router.add_get("/health/ready", ready)
+    app.router.add_get("/metrics", metrics)
     return app
 
 
@@ -79,3 +80,14 @@ async def ready(request: web.Request) -> web.StreamResponse:
             status=503,
         )
     return web.json_response({"status": "ok", "checks": {"database": "ok"}})
+
+
+async def metrics(request: web.Request) -> web.StreamResponse:
+    """Prometheus text format (breaker states as of now)."""
+    storage = request.app[SERVICES].storage
+    for element_id, state in storage.elements.states().items():
+        storage.metrics.breaker(element_id, state)
+    return web.Response(
+        body=storage.metrics.exposition(),
+        headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
+    )

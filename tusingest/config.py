@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
 from tusingest.errors import ConfigError
 from tusingest.pipeline_settings import CompressionSettings, ValidationSettings
+from tusingest.storage_settings import StorageSettings
 
 T = TypeVar("T")
 
@@ -69,6 +70,7 @@ class Settings:
     reaper_interval_seconds: float
     lock_timeout_seconds: float
     pipeline: PipelineSettings
+    storage: StorageSettings = field(default_factory=StorageSettings)
 
     @property
     def is_sqlite(self) -> bool:
@@ -166,6 +168,7 @@ def _parse(env: Mapping[str, str]) -> Settings:
         reaper_interval_seconds=reaper,
         lock_timeout_seconds=lock_timeout,
         pipeline=_pipeline(env, get, data_dir, max_mb * 1024 * 1024),
+        storage=StorageSettings.parse(env),
     )
 
 

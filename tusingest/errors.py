@@ -112,10 +112,24 @@ class ChecksumMismatch(TusingestError):
 
 
 class TransientError(TusingestError):
-    """A dependency is down or slow: retry later, never treat as a verdict."""
+    """A dependency is down or slow: retry later, never treat as a verdict.
+
+    `retry_after` (seconds), when set, asks the runner to wait that long without counting the
+    attempt: waiting for storage to come back is no failure of the operation."""
 
     status = 503
     code = "temporarily_unavailable"
+    retry_after: float | None = None
+
+
+class NoStorageAvailable(TransientError):
+    """No storage element can take the file now (none registered, all full, down or open)."""
+
+    code = "no_storage_available"
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message, headers={"Retry-After": str(max(1, round(retry_after)))})
+        self.retry_after = retry_after
 
 
 class ScannerUnavailable(TransientError):

@@ -189,6 +189,14 @@ class OperationStore(Protocol):
 
     async def fail(self, op: Operation, node: str, error: str) -> None: ...
 
+    async def defer(self, op: Operation, node: str, error: str, delay_seconds: float) -> None:
+        """Like `retry`, but the attempt does not count (waiting for storage is no failure)."""
+        ...
+
+    async def enqueue(self, op_id: str, kind: str, subject: str, result: dict[str, Any]) -> bool:
+        """Queue a new operation now; an existing `op_id` is left alone (False)."""
+        ...
+
 
 class Catalog(Protocol):
     """Stored files, and the audit trail of what happened to uploads and files."""
@@ -198,6 +206,10 @@ class Catalog(Protocol):
         ...
 
     async def by_upload(self, upload_id: str) -> CatalogEntry | None: ...
+
+    async def remove(self, upload_id: str) -> None:
+        """Compensation: forget the upload's entry (absent is not an error)."""
+        ...
 
     async def audit(
         self, actor: str, action: str, subject: str, detail: dict[str, Any]
@@ -213,4 +225,92 @@ class Registry(Protocol):
 
     async def invalidate(self) -> None:
         """Forget anything cached: the next call reads the source again."""
+        ...
+
+
+class TokenSource(Protocol):
+    """A service-account bearer token for the SEs and the Admin Module (contract §1)."""
+
+    async def token(self, *, fresh: bool = False) -> str:
+        """The cached token, renewed ahead of its expiry; `fresh` forces a new one (after
+        a 401)."""
+        ...
+
+
+class FileRegistrar(Protocol):
+    """The Admin Module's file registry (contract §3.2)."""
+
+    async def register(self, entry: CatalogEntry, *, ttl_days: int | None) -> None:
+        """Register a stored file; an existing registration of the same `file_id` counts as
+        done. `ttl_days` is set for temporary files, None for permanent ones."""
+        ...
+
+    async def unregister(self, file_id: str) -> None:
+        """Compensation: remove the registration (absent is not an error)."""
+        ...
+
+
+class Breaker(Protocol):
+    """One storage element's circuit breaker."""
+
+    @property
+    def state(self) -> str:
+        """closed | open | half_open."""
+        ...
+
+    def allows(self) -> bool: ...
+
+    def record_success(self) -> None: ...
+
+    def record_failure(self) -> None: ...
+
+
+class Elements(Protocol):
+    """Storage elements by what the registry says about them, each with its breaker."""
+
+    def element(self, info: ElementInfo) -> StorageElement:
+        """A client for `info` (`file://` local disk or `http(s)://` SE), reused per id."""
+        ...
+
+    def breaker(self, element_id: str) -> Breaker: ...
+
+    def open_ids(self) -> set[str]:
+        """Elements whose breaker refuses calls now (placement skips them)."""
+        ...
+
+    def forget(self, element_id: str) -> None:
+        """Drop the client and the breaker of an element that left the registry."""
+        ...
+
+
+class RegistryChain(Registry, Protocol):
+    """A registry that falls back from one source to the next, and says which one answered."""
+
+    last_errors: list[str]  # why each source gave nothing, for the last `elements` call
+
+    @property
+    def last_source(self) -> str:
+        """The source of the last `elements` answer (redis | admin | memory | none)."""
+        ...
+
+
+class Metrics(Protocol):
+    """What the storage side reports (Prometheus names in observability.py)."""
+
+    def selection(self, retention_policy: str, status: str, source: str, seconds: float) -> None:
+        """`storage_selection_total` + `storage_selection_duration_seconds`."""
+        ...
+
+    def config_reload(self, source: str, status: str, seconds: float) -> None: ...
+
+    def endpoints(self, count: int) -> None: ...
+
+    def config_change(self, change_type: str) -> None:
+        """added | removed | updated."""
+        ...
+
+    def lazy_reload(self, reason: str, status: str) -> None: ...
+
+    def breaker(self, element_id: str, state: str) -> None:
+        """closed | half_open | open."""
         ...

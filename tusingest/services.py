@@ -5,10 +5,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+import os
+import shutil
+import socket
+import uuid
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import aiohttp
+import redis.asyncio as aioredis
 from aiohttp import web
 from sqlalchemy import make_url
 from sqlalchemy.exc import DBAPIError
@@ -16,13 +23,35 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tusingest.auth import Authenticator
 from tusingest.config import Settings
-from tusingest.elements.local import LocalElement
+from tusingest.domain import ElementInfo, ElementMode, capacity_status
+from tusingest.elements.breaker import BreakerSettings
+from tusingest.elements.directory import ElementDirectory
+from tusingest.elements.token import AdminToken, MintedToken
 from tusingest.errors import ConfigError
 from tusingest.keys import ensure_dev_keys
+from tusingest.observability import PrometheusMetrics
+from tusingest.pipeline.discard import Discard
 from tusingest.pipeline.ingest import Ingest, IngestPolicy
 from tusingest.pipeline.runner import Runner, RunnerPolicy
+from tusingest.pipeline.saga import DISCARD, SagaPolicy, StoreSaga
 from tusingest.pipeline.scan import ClamdScanner
-from tusingest.ports import Catalog, Locker, Scanner, SessionStore, Staging
+from tusingest.ports import (
+    Catalog,
+    FileRegistrar,
+    Locker,
+    Registry,
+    Scanner,
+    SessionStore,
+    Staging,
+    TokenSource,
+)
+from tusingest.registry.admin import AdminFiles, AdminRegistry
+from tusingest.registry.chain import ChainRegistry
+from tusingest.registry.configs import RedisElementConfigs
+from tusingest.registry.memory import MemoryRegistry
+from tusingest.registry.monitor import CapacityMonitor
+from tusingest.registry.redis import RedisRegistry
+from tusingest.registry.reload import ConfigReloader
 from tusingest.store import revision
 from tusingest.store.catalog import SqlCatalog
 from tusingest.store.locks import MemoryLocker
@@ -44,6 +73,7 @@ class Services:
     authenticator: Authenticator
     runner: Runner
     catalog: Catalog
+    storage: Storage
 
 
 SERVICES = web.AppKey("services", Services)
@@ -76,7 +106,8 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             locker = pg_locker
         catalog = SqlCatalog(engine)
         staging = FileStaging(settings.staging_dir)
-        runner = _runner(settings, engine, sessions, staging, catalog)
+        storage = await _storage(settings, stack)
+        runner = _runner(settings, engine, sessions, staging, catalog, storage)
         uploads = UploadStore(
             sessions,
             staging,
@@ -95,6 +126,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         for task in (
             asyncio.create_task(_reap_forever(reaper, settings.reaper_interval_seconds)),
             asyncio.create_task(runner.run_forever()),
+            *(asyncio.create_task(start()) for start in storage.tasks),
         ):
             stack.push_async_callback(_cancel, task)
         yield Services(
@@ -104,7 +136,130 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             authenticator=authenticator,
             runner=runner,
             catalog=catalog,
+            storage=storage,
         )
+
+
+@dataclass
+class Storage:
+    """The storage side of the graph: registry chain, element clients, registration."""
+
+    chain: ChainRegistry
+    elements: ElementDirectory
+    registrar: FileRegistrar | None
+    metrics: PrometheusMetrics
+    reloader: ConfigReloader
+    tasks: list[Callable[[], Coroutine[Any, Any, None]]]
+
+
+async def _storage(settings: Settings, stack: contextlib.AsyncExitStack) -> Storage:
+    """Registry (Redis → Admin Module, or the embedded local element), SE clients with their
+    breakers, the service-account token, and Admin Module registration when configured."""
+    config = settings.storage
+    metrics = PrometheusMetrics()
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0, limit_per_host=config.se_pool_size)
+    )
+    stack.push_async_callback(session.close)
+    token = await _token_source(settings, session)
+    elements = ElementDirectory(
+        session,
+        token,
+        BreakerSettings(
+            failure_threshold=config.breaker.failure_threshold,
+            timeout_seconds=config.breaker.timeout_seconds,
+            success_threshold=config.breaker.success_threshold,
+        ),
+        timeout=config.se_timeout,
+        max_retries=config.se_max_retries,
+    )
+    links: list[tuple[str, Registry]] = []
+    tasks: list[Callable[[], Coroutine[Any, Any, None]]] = []
+    if config.redis_url:
+        client = aioredis.from_url(config.redis_url, socket_connect_timeout=2, socket_timeout=5)
+        stack.push_async_callback(client.aclose)
+        redis_registry = RedisRegistry(
+            client, prefix=config.key_prefix, cache_seconds=config.cache_seconds
+        )
+        links.append(("redis", redis_registry))
+        tasks.append(redis_registry.listen)
+        if config.monitor_enabled:
+            monitor = CapacityMonitor(
+                client,
+                session,
+                RedisElementConfigs(client, config.key_prefix),
+                prefix=config.key_prefix,
+                interval=config.monitor_interval,
+                thresholds=config.thresholds,
+                node=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
+            )
+            tasks.append(monitor.run_forever)
+    else:
+        local = MemoryRegistry()
+        links.append(("memory", local))
+        await _refresh_local(settings, local)
+        tasks.append(lambda: _refresh_local_forever(settings, local))
+    registrar: FileRegistrar | None = None
+    if config.admin_module_url and token is not None:
+        links.append(("admin", AdminRegistry(config.admin_module_url, session, token)))
+        registrar = AdminFiles(config.admin_module_url, session, token)
+    chain = ChainRegistry(links)
+    reloader = ConfigReloader(chain, elements, metrics, config.reload_interval)
+    if config.reload_enabled:
+        tasks.append(reloader.run_forever)
+    return Storage(chain, elements, registrar, metrics, reloader, tasks)
+
+
+async def _token_source(settings: Settings, session: aiohttp.ClientSession) -> TokenSource | None:
+    """SERVICE_ACCOUNT_PRIVATE_KEY_PATH, else the Admin Module with client credentials, else
+    tokens minted with the dev key (for reference SEs started with the dev public key); none
+    for the embedded local element."""
+    config = settings.storage
+    if config.sa_private_key_path is not None:
+        return MintedToken(config.sa_private_key_path, name=config.sa_name)
+    if config.sa_client_id and config.sa_client_secret and config.admin_module_url:
+        return AdminToken(
+            config.admin_module_url, session, config.sa_client_id, config.sa_client_secret
+        )
+    if not config.redis_url and not config.admin_module_url:
+        return None
+    private = settings.auth.dev_private_key_path
+    log.info("storage elements get service-account tokens signed with the dev key %s", private)
+    await asyncio.to_thread(ensure_dev_keys, private)
+    return MintedToken(private, name=config.sa_name)
+
+
+async def _refresh_local(settings: Settings, registry: MemoryRegistry) -> None:
+    """The embedded local element's capacity is its filesystem's; it takes both modes."""
+    root = settings.pipeline.local_storage_dir
+    await asyncio.to_thread(root.mkdir, parents=True, exist_ok=True)
+    usage = await asyncio.to_thread(shutil.disk_usage, root)
+    used = usage.total - usage.free  # as an SE reports it (contract §7.1)
+    registry.put(
+        *(
+            ElementInfo(
+                element_id=settings.pipeline.local_element_id,
+                mode=mode,
+                priority=100,
+                endpoint=root.as_uri(),
+                capacity_total=usage.total,
+                capacity_used=used,
+                capacity_free=usage.free,
+                status=capacity_status(usage.total, used, settings.storage.thresholds[mode]),
+                healthy=True,
+            )
+            for mode in (ElementMode.EDIT, ElementMode.RW)
+        )
+    )
+
+
+async def _refresh_local_forever(settings: Settings, registry: MemoryRegistry) -> None:
+    while True:
+        await asyncio.sleep(settings.storage.monitor_interval)
+        try:
+            await _refresh_local(settings, registry)
+        except OSError as exc:
+            log.warning("local storage element: cannot read capacity: %s", exc)
 
 
 def _runner(
@@ -113,8 +268,9 @@ def _runner(
     sessions: SessionStore,
     staging: Staging,
     catalog: Catalog,
+    storage: Storage,
 ) -> Runner:
-    """The durable runner with the completion pipeline (`ingest`) on the embedded local SE."""
+    """The durable runner: the completion pipeline (`ingest`) and its compensations."""
     pipeline = settings.pipeline
     scanner: Scanner | None = None
     if pipeline.virus_scan_enabled and pipeline.clamd_url:
@@ -123,22 +279,40 @@ def _runner(
         log.warning("VIRUS_SCAN_ENABLED=off: completed uploads are NOT scanned for viruses")
     workdir = settings.staging_dir / "work"
     workdir.mkdir(parents=True, exist_ok=True)
+    operations = SqlOperationStore(engine)
+    saga = StoreSaga(
+        storage.chain,
+        storage.elements,
+        operations,
+        storage.metrics,
+        SagaPolicy(
+            thresholds=settings.storage.thresholds,
+            retry_after=settings.storage.no_storage_retry_seconds,
+        ),
+    )
     ingest = Ingest(
         sessions,
         staging,
         catalog,
-        LocalElement(pipeline.local_storage_dir, pipeline.local_element_id),
+        saga,
+        storage.registrar,
         scanner,
         IngestPolicy(
             validation=pipeline.validation,
             compression=pipeline.compression,
             workdir=workdir,
+            temporary_ttl_days=settings.storage.temporary_ttl_days,
             crash_at=pipeline.crash_at_step,
         ),
     )
+    # A copy left on a dead element is retried about when its breaker lets calls through.
+    discard_wait = min(60.0, max(1.0, settings.storage.breaker.timeout_seconds))
     return Runner(
-        SqlOperationStore(engine),
-        {"ingest": ingest},
+        operations,
+        {
+            "ingest": ingest,
+            DISCARD: Discard(storage.elements, catalog, storage.metrics, discard_wait),
+        },
         RunnerPolicy(
             max_attempts=pipeline.max_attempts,
             attempt_timeout=pipeline.attempt_timeout_seconds,

@@ -18,13 +18,27 @@ import sqlalchemy as sa
 from tests.conftest import BACKENDS
 from tests.samples import EICAR, PDF, clamd_url
 from tusingest.config import Settings
-from tusingest.domain import Principal, Role, Upload, UploadStatus
+from tusingest.domain import (
+    CapacityStatus,
+    ElementInfo,
+    ElementMode,
+    Principal,
+    Role,
+    Upload,
+    UploadStatus,
+)
+from tusingest.elements.breaker import BreakerSettings
+from tusingest.elements.directory import ElementDirectory
 from tusingest.elements.local import LocalElement
+from tusingest.observability import PrometheusMetrics
 from tusingest.pipeline.compress import CompressionSettings
 from tusingest.pipeline.ingest import Ingest, IngestPolicy
 from tusingest.pipeline.runner import Runner, RunnerPolicy
+from tusingest.pipeline.saga import SagaPolicy, StoreSaga
 from tusingest.pipeline.scan import ClamdScanner
 from tusingest.pipeline.validate import ValidationSettings
+from tusingest.registry.chain import ChainRegistry
+from tusingest.registry.memory import MemoryRegistry
 from tusingest.store import schema
 from tusingest.store.catalog import SqlCatalog
 from tusingest.store.locks import MemoryLocker
@@ -75,6 +89,21 @@ class Rig:
         pytest.fail(f"upload {upload.id} never settled")
 
 
+def local_info(root: Path) -> ElementInfo:
+    """The local element as the embedded registry lists it (temporary files)."""
+    return ElementInfo(
+        element_id="se-local",
+        mode=ElementMode.EDIT,
+        priority=100,
+        endpoint=root.as_uri(),
+        capacity_total=1 << 40,
+        capacity_used=0,
+        capacity_free=1 << 40,
+        status=CapacityStatus.OK,
+        healthy=True,
+    )
+
+
 @asynccontextmanager
 async def rig(
     url: str, root: Path, scanner_url: str | None, *, max_attempts: int = 3
@@ -88,11 +117,20 @@ async def rig(
         sessions, FileStaging(staging), MemoryLocker(5), UploadPolicy(3600, 1 << 30)
     )
     element = LocalElement(root / "se", "se-local")
+    operations = SqlOperationStore(engine)
+    saga = StoreSaga(
+        ChainRegistry([("memory", MemoryRegistry([local_info(element.root)]))]),
+        ElementDirectory(None, None, BreakerSettings()),
+        operations,
+        PrometheusMetrics(),
+        SagaPolicy(thresholds={}, retry_after=1),
+    )
     ingest = Ingest(
         sessions,
         FileStaging(staging),
         SqlCatalog(engine),
-        element,
+        saga,
+        None,
         ClamdScanner(scanner_url, timeout=5) if scanner_url else None,
         IngestPolicy(
             validation=ValidationSettings.parse({"ALLOWED_MIME_TYPES": "*"}, 1 << 30),
@@ -101,7 +139,7 @@ async def rig(
         ),
     )
     runner = Runner(
-        SqlOperationStore(engine),
+        operations,
         {"ingest": ingest},
         RunnerPolicy(max_attempts=max_attempts, attempt_timeout=30, lease_seconds=30,
                      poll_seconds=0.1, base_delay=0.05, max_delay=0.1),

@@ -7,8 +7,7 @@ import asyncio
 import logging
 import os
 import signal
-import uuid
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -17,18 +16,32 @@ from tusingest.domain import (
     CatalogEntry,
     FileToStore,
     Operation,
+    StoredFile,
     Upload,
     UploadStatus,
 )
+from tusingest.elements.naming import build_attr, hour_path, storage_filename
+from tusingest.errors import NoStorageAvailable, TusingestError
 from tusingest.metadata import metadata_text
 from tusingest.pipeline.compress import CompressionSettings, maybe_compress
 from tusingest.pipeline.runner import Progress
-from tusingest.pipeline.validate import Rejection, ValidationSettings, validate
-from tusingest.ports import Catalog, Scanner, SessionStore, Staging, StorageElement
+from tusingest.pipeline.saga import StoreSaga
+from tusingest.pipeline.validate import Rejection, RejectionCode, ValidationSettings, validate
+from tusingest.ports import Catalog, FileRegistrar, Scanner, SessionStore, Staging
 
 log = logging.getLogger(__name__)
 
-STEPS = ("validate", "scan", "compress", "store", "catalog", "stored", "cleanup")
+STEPS = (
+    "validate",
+    "scan",
+    "compress",
+    "store",
+    "verify",
+    "catalog",
+    "register",
+    "stored",
+    "cleanup",
+)
 RETENTION_POLICIES = ("temporary", "permanent")
 
 
@@ -37,6 +50,7 @@ class IngestPolicy:
     validation: ValidationSettings
     compression: CompressionSettings
     workdir: Path  # compressed copies are made here
+    temporary_ttl_days: int = 30  # registered with the Admin Module for temporary files
     crash_at: str | None = None  # fault injection for crash-safety tests: SIGKILL at that step
 
 
@@ -48,14 +62,16 @@ class Ingest:
         sessions: SessionStore,
         staging: Staging,
         catalog: Catalog,
-        element: StorageElement,
+        saga: StoreSaga,
+        registrar: FileRegistrar | None,
         scanner: Scanner | None,
         policy: IngestPolicy,
     ) -> None:
         self._sessions = sessions
         self._staging = staging
         self._catalog = catalog
-        self._element = element
+        self._saga = saga
+        self._registrar = registrar
         self._scanner = scanner
         self._policy = policy
 
@@ -97,6 +113,18 @@ class Ingest:
             return await self._reject(upload, rejection)
 
         self._step("compress")
+        name = meta.get("filename") or meta.get("name") or "file"
+        retention = _retention(meta)
+        stored_at = datetime.fromisoformat(
+            str(op.result.get("stored_at") or datetime.now(UTC).isoformat())
+        )
+        try:
+            preflight(name, upload.owner, stored_at)
+        except TusingestError as refused:
+            code: RejectionCode = (
+                "filename_too_long" if refused.code == "filename_too_long" else "attr_too_large"
+            )
+            return await self._reject(upload, Rejection(code, refused.message))
         compressed = await maybe_compress(
             source,
             validated.detected_type,
@@ -104,27 +132,23 @@ class Ingest:
             self._policy.compression,
             self._policy.workdir,
         )
-        # Both fixed before the first attempt to store: a retry must name the file the same.
-        file_id = str(op.result.get("file_id") or uuid.uuid4())
-        stored_at = datetime.fromisoformat(
-            str(op.result.get("stored_at") or datetime.now(UTC).isoformat())
-        )
-        await progress("store", {"file_id": file_id, "stored_at": stored_at.isoformat()})
-        self._step("store")
-        stored = await self._element.store(
-            FileToStore(
+        size = compressed.size if compressed else validated.size
+        expected = compressed.sha256 if compressed else validated.sha256
+
+        def build(file_id: str) -> FileToStore:
+            return FileToStore(
                 file_id=file_id,
                 source=compressed.path if compressed else source,
-                original_filename=meta.get("filename") or meta.get("name") or "file",
+                original_filename=name,
                 content_type=validated.detected_type,
-                size=compressed.size if compressed else validated.size,
-                sha256=compressed.sha256 if compressed else validated.sha256,
+                size=size,
+                sha256=expected,
                 owner_sub=upload.owner,
                 owner_name=upload.owner,  # the token's subject, never client metadata
                 uploaded_at=stored_at,
                 metadata={
                     "upload_id": upload.id,
-                    "retention_policy": _retention(meta),
+                    "retention_policy": retention,
                     "md5": validated.md5,
                     "original_size": validated.size,
                     "original_sha256": validated.sha256,
@@ -132,20 +156,39 @@ class Ingest:
                     "owner": upload.owner,
                 },
             )
-        )
-        expected = compressed.sha256 if compressed else validated.sha256
-        if stored.sha256 != expected:
-            # Retried: the store is idempotent by file id and redoes a copy that does not match.
-            raise OSError(f"{stored.element_id} holds {stored.sha256}, expected {expected}")
+
+        self._step("store")
+        stored = _stored(op.result.get("stored"))
+        if stored is None:
+            await progress("store", {"stored_at": stored_at.isoformat()})
+            try:
+                _placement, stored = await self._saga.place(
+                    op.result, progress, build, retention=retention, size=size
+                )
+            except NoStorageAvailable as waiting:
+                # Not a verdict: the bytes stay staged and the operation waits for storage.
+                await self._sessions.settle(
+                    upload.id,
+                    status=UploadStatus.PROCESSING,
+                    now=datetime.now(UTC),
+                    error=waiting.code,
+                    detail=waiting.message,
+                )
+                raise
+            self._step("verify")
+            if stored.sha256 != expected:
+                # Retried: the store is idempotent by file id and redoes a copy that differs.
+                raise OSError(f"{stored.element_id} holds {stored.sha256}, expected {expected}")
+            await progress("catalog", {"stored": asdict(stored)})
         self._step("catalog")
         await self._catalog.record(
             CatalogEntry(
-                file_id=file_id,
+                file_id=stored.file_id,
                 upload_id=upload.id,
                 element_id=stored.element_id,
                 storage_filename=stored.storage_filename,
                 storage_path=stored.storage_path,
-                original_filename=meta.get("filename") or meta.get("name") or "file",
+                original_filename=name,
                 content_type=validated.detected_type,
                 declared_type=validated.declared_type,
                 size=validated.size,
@@ -154,22 +197,29 @@ class Ingest:
                 md5=validated.md5,
                 sha256=validated.sha256,
                 stored_sha256=stored.sha256,
-                retention_policy=_retention(meta),
+                retention_policy=retention,
                 owner=upload.owner,
                 created_at=datetime.now(UTC),
             )
         )
+        self._step("register")
+        if self._registrar is not None:
+            entry = await self._catalog.by_upload(upload.id)
+            if entry is not None:
+                ttl = self._policy.temporary_ttl_days if retention == "temporary" else None
+                await self._registrar.register(entry, ttl_days=ttl)
+                await progress("stored", {"registered": True})
         self._step("stored")
         await self._sessions.settle(
             upload.id,
             status=UploadStatus.STORED,
             now=datetime.now(UTC),
-            file_id=file_id,
+            file_id=stored.file_id,
             digests=(validated.md5, validated.sha256),
         )
         self._step("cleanup")
         await self._cleanup(upload)
-        return {"verdict": "stored", "file_id": file_id}
+        return {"verdict": "stored", "file_id": stored.file_id}
 
     async def _reject(self, upload: Upload, rejection: Rejection) -> dict[str, Any]:
         await self._sessions.settle(
@@ -192,6 +242,16 @@ class Ingest:
             await asyncio.to_thread(leftover.unlink, True)
 
     async def give_up(self, op: Operation, error: str) -> None:
+        """Undo the saga in reverse (registration, catalog entry, copies on elements); the
+        staged bytes stay, so nothing the client sent is lost."""
+        stored = _stored(op.result.get("stored"))
+        if stored is not None and self._registrar is not None:
+            try:
+                await self._registrar.unregister(stored.file_id)
+            except TusingestError as exc:
+                log.error("could not unregister %s: %s", stored.file_id, exc)
+        await self._catalog.remove(op.subject)
+        await self._saga.compensate(op.result)
         await self._sessions.settle(
             op.subject,
             status=UploadStatus.FAILED,
@@ -199,6 +259,23 @@ class Ingest:
             error="processing_failed",
             detail=error,
         )
+
+
+def preflight(name: str, owner: str, when: datetime) -> None:
+    """Refuse, before anything is sent, a file no element could name (contract §6.4, §7.2):
+    raises the `TusingestError` an element would answer with."""
+    probe_id = "00000000-0000-4000-8000-000000000000"
+    filename = storage_filename(name, owner, when, probe_id)
+    build_attr(
+        FileToStore(probe_id, Path(), name, "", 1, "0" * 64, owner, owner, when, {}),
+        probe_id,
+        filename,
+        hour_path(when),
+    )
+
+
+def _stored(raw: Any) -> StoredFile | None:
+    return StoredFile(**raw) if isinstance(raw, dict) else None
 
 
 def _retention(meta: dict[str, str]) -> str:

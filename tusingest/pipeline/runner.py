@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 import uuid
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from tusingest.domain import Operation
+from tusingest.errors import TransientError
 from tusingest.ports import OperationStore
 
 log = logging.getLogger(__name__)
@@ -24,7 +26,7 @@ class RunnerPolicy:
     attempt_timeout: float  # seconds one attempt may take
     lease_seconds: float  # how long a claim holds before another node may take over
     poll_seconds: float = 1.0
-    concurrency: int = 2
+    concurrency: int = 4
     base_delay: float = 1.0
     max_delay: float = 60.0
 
@@ -131,8 +133,23 @@ class Runner:
                     outcome = await handler.run(op, progress)
             except asyncio.CancelledError:
                 raise
+            except TransientError as exc:
+                if exc.retry_after is None:
+                    attempted = dataclasses.replace(op, result=result)
+                    await self._after_failure(attempted, handler, f"{type(exc).__name__}: {exc}")
+                    return
+                # Waiting for a dependency to come back (storage): not a failed attempt.
+                log.warning(
+                    "operation %s (%s %s) waits %.0fs: %s",
+                    op.id, op.kind, op.subject, exc.retry_after, exc,
+                )  # fmt: skip
+                await self._store.defer(op, self.node, f"{exc.code}: {exc}", exc.retry_after)
+                self.wake_later(exc.retry_after)
+                return
             except Exception as exc:
-                await self._after_failure(op, handler, f"{type(exc).__name__}: {exc}")
+                # give_up sees what this attempt persisted (e.g. placements to compensate).
+                attempted = dataclasses.replace(op, result=result)
+                await self._after_failure(attempted, handler, f"{type(exc).__name__}: {exc}")
                 return
             await self._store.finish(op, self.node, {**result, **outcome})
         except asyncio.CancelledError:

@@ -36,6 +36,8 @@ RejectionCode = Literal[
     "checksum_mismatch",
     "empty_file",
     "invalid_checksum_metadata",
+    "filename_too_long",  # no storage filename fits (contract §7.2)
+    "attr_too_large",  # attr.json would pass 4 KiB (contract §6.4)
 ]
 
 # libmagic needs 8 KiB or more to see OOXML entries; 16 KiB is the safe margin.

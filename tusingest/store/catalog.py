@@ -42,6 +42,10 @@ class SqlCatalog:
             values["created_at"] = created.replace(tzinfo=UTC)
         return CatalogEntry(**values)
 
+    async def remove(self, upload_id: str) -> None:
+        async with self._engine.begin() as conn:
+            await conn.execute(files.delete().where(files.c.upload_id == upload_id))
+
     async def audit(self, actor: str, action: str, subject: str, detail: dict[str, Any]) -> None:
         async with self._engine.begin() as conn:
             await conn.execute(

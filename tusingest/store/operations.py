@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tusingest.domain import Operation, OperationStatus
@@ -115,6 +116,39 @@ class SqlOperationStore:
             claimed_by=None,
             claimed_until=None,
         )
+
+    async def defer(self, op: Operation, node: str, error: str, delay_seconds: float) -> None:
+        await self._update(
+            op,
+            node,
+            status=OperationStatus.QUEUED.value,
+            error=error,
+            attempts=operations.c.attempts - 1,
+            next_attempt_at=_now() + timedelta(seconds=delay_seconds),
+            claimed_by=None,
+            claimed_until=None,
+        )
+
+    async def enqueue(self, op_id: str, kind: str, subject: str, result: dict[str, Any]) -> bool:
+        now = _now()
+        try:
+            async with self._engine.begin() as conn:
+                await conn.execute(
+                    operations.insert().values(
+                        id=op_id,
+                        kind=kind,
+                        subject=subject,
+                        status=OperationStatus.QUEUED.value,
+                        attempts=0,
+                        next_attempt_at=now,
+                        result=json.dumps(result),
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
+        except IntegrityError:
+            return False  # already queued (or done): enqueueing is idempotent by id
+        return True
 
     async def fail(self, op: Operation, node: str, error: str) -> None:
         await self._update(

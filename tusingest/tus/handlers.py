@@ -170,7 +170,7 @@ async def _create(
     upload = await verdict.settle(services, upload)
     headers = _state_headers(upload)
     headers["Location"] = _location(request, upload)
-    return verdict.respond(upload, 201, headers)
+    return verdict.respond(upload, 201, headers, _retry_after(services))
 
 
 async def _has_offset_body(request: web.Request) -> bool:
@@ -213,7 +213,7 @@ async def _create_final(
     upload = await verdict.settle(services, upload)
     headers = _state_headers(upload)
     headers["Location"] = _location(request, upload)
-    return verdict.respond(upload, 201, headers)
+    return verdict.respond(upload, 201, headers, _retry_after(services))
 
 
 async def _has_data(request: web.Request) -> bool:
@@ -232,7 +232,7 @@ async def _discard(services: Services, principal: Principal, upload_id: str) -> 
 
 async def _head(services: Services, principal: Principal, upload_id: str) -> web.StreamResponse:
     upload = await services.uploads.current(principal, upload_id)
-    refusal = verdict.head_refusal(upload)
+    refusal = verdict.head_refusal(upload, _retry_after(services))
     if refusal is not None:
         return refusal
     headers = _state_headers(upload)
@@ -278,7 +278,7 @@ async def _patch(
         on_release=_interrupter(request),
     )
     upload = await verdict.settle(services, upload)
-    return verdict.respond(upload, 204, _state_headers(upload))
+    return verdict.respond(upload, 204, _state_headers(upload), _retry_after(services))
 
 
 async def _body(request: web.Request) -> AsyncIterator[bytes]:
@@ -311,3 +311,7 @@ def _buffered(content: StreamReader) -> bytes:
         return content._read_nowait(-1)
     except Exception:
         return b""
+
+
+def _retry_after(services: Services) -> float:
+    return services.settings.storage.no_storage_retry_seconds

@@ -15,6 +15,7 @@ FILE_ID_HEADER = "X-File-Id"
 ERROR_HEADER = "X-Upload-Error"
 
 _PENDING = (UploadStatus.COMPLETE, UploadStatus.PROCESSING)
+NO_STORAGE = "no_storage_available"
 
 
 def awaits_verdict(upload: Upload) -> bool:
@@ -25,7 +26,7 @@ async def settle(services: Services, upload: Upload) -> Upload:
     """Wait (up to COMPLETION_WAIT_SECONDS) for the pipeline to decide about `upload`."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + services.settings.pipeline.completion_wait_seconds
-    while awaits_verdict(upload) and loop.time() < deadline:
+    while awaits_verdict(upload) and not waits_for_storage(upload) and loop.time() < deadline:
         # Usually this node runs the operation and wakes us; in a cluster another node may
         # have claimed it, so look at the row every quarter second as well.
         await services.runner.wait(upload.id, min(0.25, deadline - loop.time()))
@@ -33,10 +34,20 @@ async def settle(services: Services, upload: Upload) -> Upload:
     return upload
 
 
-def respond(upload: Upload, status: int, headers: dict[str, str]) -> web.StreamResponse:
-    """`status` with `headers` unless the pipeline refused the file (422) or gave up (503)."""
+def waits_for_storage(upload: Upload) -> bool:
+    """The file is fine but no storage element can take it now: the operation retries."""
+    return awaits_verdict(upload) and upload.error == NO_STORAGE
+
+
+def respond(
+    upload: Upload, status: int, headers: dict[str, str], retry_after: float = 10
+) -> web.StreamResponse:
+    """`status` with `headers` unless the pipeline refused the file (422), gave up (503) or
+    waits for storage (503 with Retry-After; the bytes stay staged)."""
     # A refused creation still names its upload, so the client can ask about it later.
     keep = {k: v for k, v in headers.items() if k == "Location"}
+    if waits_for_storage(upload):
+        return _refusal(upload, 503, {**keep, "Retry-After": str(max(1, round(retry_after)))})
     if upload.status is UploadStatus.REJECTED:
         return _refusal(upload, 422, keep)
     if upload.status is UploadStatus.FAILED:
@@ -53,8 +64,11 @@ def verdict_headers(upload: Upload) -> dict[str, str]:
     return {}
 
 
-def head_refusal(upload: Upload) -> web.StreamResponse | None:
-    """HEAD while the pipeline runs → 423 (clients retry); after a refusal → its 4xx/5xx."""
+def head_refusal(upload: Upload, retry_after: float = 10) -> web.StreamResponse | None:
+    """HEAD while the pipeline runs → 423 (clients retry); while it waits for storage → 503
+    with Retry-After; after a refusal → its 4xx/5xx."""
+    if waits_for_storage(upload):
+        return _refusal(upload, 503, {"Retry-After": str(max(1, round(retry_after)))})
     if awaits_verdict(upload):
         return web.Response(status=423, headers={STATUS_HEADER: "processing", "Retry-After": "1"})
     if upload.status in (UploadStatus.REJECTED, UploadStatus.FAILED):

@@ -1,0 +1,130 @@
+"""The registry chain (fallback order, which source answered) and the periodic reload (what is
+added, removed or updated; a removed element loses its breaker), over in-process registries."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+import pytest
+
+from tusingest.domain import CapacityStatus, ElementInfo, ElementMode
+from tusingest.elements.breaker import BreakerSettings
+from tusingest.elements.directory import ElementDirectory
+from tusingest.errors import TransientError
+from tusingest.observability import PrometheusMetrics
+from tusingest.registry.chain import ChainRegistry
+from tusingest.registry.memory import MemoryRegistry
+from tusingest.registry.reload import ConfigReloader
+
+
+def info(element_id: str, mode: ElementMode = ElementMode.EDIT, priority: int = 1) -> ElementInfo:
+    return ElementInfo(
+        element_id=element_id,
+        mode=mode,
+        priority=priority,
+        endpoint=f"http://127.0.0.1:1/{element_id}",
+        capacity_total=100,
+        capacity_used=0,
+        capacity_free=100,
+        status=CapacityStatus.OK,
+        healthy=True,
+    )
+
+
+class DownRegistry:
+    """A source that is unreachable (a Registry test double)."""
+
+    async def elements(self, mode: ElementMode) -> list[ElementInfo]:
+        raise TransientError("connection refused")
+
+    async def invalidate(self) -> None:
+        raise TransientError("connection refused")
+
+
+class Switchable:
+    """A source whose backing registry the test swaps (a Registry test double)."""
+
+    def __init__(self, target: MemoryRegistry | DownRegistry) -> None:
+        self.target = target
+
+    async def elements(self, mode: ElementMode) -> list[ElementInfo]:
+        return await self.target.elements(mode)
+
+    async def invalidate(self) -> None:
+        await self.target.invalidate()
+
+
+def sample(metrics: PrometheusMetrics, name: str, **labels: str) -> float:
+    value = metrics.registry.get_sample_value(name, labels)
+    return 0.0 if value is None else value
+
+
+def test_the_chain_falls_through_failing_and_empty_sources() -> None:
+    async def scenario() -> None:
+        fallback = MemoryRegistry([info("se-admin")])
+        chain = ChainRegistry([("redis", DownRegistry()), ("admin", fallback)])
+        assert [e.element_id for e in await chain.elements(ElementMode.EDIT)] == ["se-admin"]
+        assert chain.last_source == "admin"
+        assert chain.last_failures == ["redis"]
+
+        empty_first = ChainRegistry([("redis", MemoryRegistry()), ("admin", fallback)])
+        assert await empty_first.elements(ElementMode.EDIT) != []
+        assert empty_first.last_source == "admin"
+        assert empty_first.last_failures == []
+
+        nothing = ChainRegistry([("redis", DownRegistry()), ("admin", MemoryRegistry())])
+        assert await nothing.elements(ElementMode.RW) == []
+        assert nothing.last_source == "none"
+        assert nothing.last_errors == ["redis: connection refused", "admin: no rw element"]
+        await nothing.invalidate()  # a failing source does not stop the others
+
+    asyncio.run(scenario())
+
+
+def test_reload_reports_added_removed_and_updated_elements() -> None:
+    async def scenario() -> None:
+        source = MemoryRegistry([info("se-1"), info("se-2", ElementMode.RW)])
+        metrics = PrometheusMetrics()
+        directory = ElementDirectory(None, None, BreakerSettings(failure_threshold=1))
+        reloader = ConfigReloader(ChainRegistry([("memory", source)]), directory, metrics, 60)
+        assert await reloader.reload()
+        assert sorted(reloader.known) == ["se-1", "se-2"]
+        assert sample(metrics, "ingester_se_endpoints_count") == 2
+
+        directory.breaker("se-1").record_failure()
+        assert directory.open_ids() == {"se-1"}
+        source.remove("se-1")
+        source.put(info("se-3"))
+        source.put(dataclasses.replace(info("se-2", ElementMode.RW), priority=9))
+        assert await reloader.reload()
+        for change in ("added", "removed", "updated"):
+            assert sample(metrics, "ingester_se_config_changes_total", change_type=change) == 1
+        assert directory.open_ids() == set()  # the removed element's breaker is gone
+        assert sample(metrics, "ingester_se_config_reload_total", source="memory",
+                      status="success") == 2  # fmt: skip
+
+    asyncio.run(scenario())
+
+
+def test_reload_keeps_the_last_list_when_every_source_fails() -> None:
+    async def scenario() -> None:
+        source = Switchable(MemoryRegistry([info("se-1")]))
+        metrics = PrometheusMetrics()
+        directory = ElementDirectory(None, None, BreakerSettings())
+        reloader = ConfigReloader(ChainRegistry([("redis", source)]), directory, metrics, 60)
+        assert await reloader.reload()
+        source.target = DownRegistry()
+        assert not await reloader.reload()
+        assert sorted(reloader.known) == ["se-1"]
+        assert sample(metrics, "ingester_se_config_reload_total", source="none",
+                      status="error") == 1  # fmt: skip
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("scheme", ["ftp://x", "s3://bucket"])
+def test_the_directory_refuses_unknown_endpoints(scheme: str) -> None:
+    directory = ElementDirectory(None, None, BreakerSettings())
+    with pytest.raises(ValueError, match="unsupported endpoint"):
+        directory.element(dataclasses.replace(info("se-x"), endpoint=scheme))

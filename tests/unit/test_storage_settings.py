@@ -1,0 +1,60 @@
+"""Storage settings from the environment: defaults, ArtStore names, and refusals that name the
+variable."""
+
+from __future__ import annotations
+
+import pytest
+
+from tusingest.config import Settings
+from tusingest.domain import ElementMode
+from tusingest.errors import ConfigError
+
+
+def storage(**env: str):  # type: ignore[no-untyped-def]
+    return Settings.from_env(env).storage
+
+
+def test_defaults_are_the_embedded_registry() -> None:
+    s = storage()
+    assert s.redis_url is None
+    assert s.admin_module_url is None
+    assert (s.breaker.failure_threshold, s.breaker.timeout_seconds) == (5, 60)
+    assert s.breaker.success_threshold == 2
+    assert (s.cache_seconds, s.reload_interval, s.monitor_interval) == (5, 60, 30)
+    assert s.thresholds[ElementMode.EDIT] == (85, 92, 98)
+    assert (s.se_timeout, s.se_pool_size, s.se_max_retries) == (60, 20, 3)
+
+
+def test_thresholds_globally_and_per_mode() -> None:
+    s = storage(CAPACITY_WARNING_THRESHOLD="80", CAPACITY_EDIT_THRESHOLDS="90,95,99")
+    assert s.thresholds[ElementMode.EDIT] == (90, 95, 99)
+    assert s.thresholds[ElementMode.RW] == (80, 92, 98)
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"REDIS_URL": "http://x"}, "REDIS_URL"),
+        ({"ADMIN_MODULE_URL": "admin:8000"}, "ADMIN_MODULE_URL"),
+        ({"SERVICE_ACCOUNT_CLIENT_ID": "sa_x"}, "SERVICE_ACCOUNT_CLIENT_SECRET"),
+        (
+            {"SERVICE_ACCOUNT_CLIENT_ID": "sa_x", "SERVICE_ACCOUNT_CLIENT_SECRET": "s"},
+            "ADMIN_MODULE_URL",
+        ),
+        (
+            {"CAPACITY_MONITOR_CONFIG_RELOAD_INTERVAL": "5"},
+            "CAPACITY_MONITOR_CONFIG_RELOAD_INTERVAL",
+        ),
+        ({"CAPACITY_RW_THRESHOLDS": "90,80,99"}, "CAPACITY_RW_THRESHOLDS"),
+        ({"CAPACITY_EDIT_THRESHOLDS": "90,95"}, "CAPACITY_EDIT_THRESHOLDS"),
+        ({"CIRCUIT_BREAKER_FAILURE_THRESHOLD": "0"}, "CIRCUIT_BREAKER_FAILURE_THRESHOLD"),
+        ({"STORAGE_ELEMENT_TIMEOUT": "nan"}, "STORAGE_ELEMENT_TIMEOUT"),
+        ({"STORAGE_ELEMENT_MAX_RETRIES": "-1"}, "STORAGE_ELEMENT_MAX_RETRIES"),
+        ({"TEMPORARY_FILE_TTL_DAYS": "400"}, "TEMPORARY_FILE_TTL_DAYS"),
+        ({"CAPACITY_MONITOR_ENABLED": "maybe"}, "CAPACITY_MONITOR_ENABLED"),
+    ],
+)
+def test_bad_values_name_their_variable(env: dict[str, str], variable: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        storage(**env)
+    assert caught.value.variable == variable
