@@ -31,6 +31,7 @@ _PR_SET_PDEATHSIG = 1
 # Variables tusingest reads; the benchmark sets its own and drops any inherited ones.
 _TUSINGEST_VARIABLES = (
     "LOCAL_STORAGE_DIR",
+    "REDIS_URL",
     "VIRUS_SCAN_ENABLED",
     "CLAMD_URL",
     "COMPLETION_WAIT_SECONDS",

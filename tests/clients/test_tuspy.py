@@ -107,7 +107,9 @@ def embedded_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """`tusingest serve` as a real process on its embedded defaults."""
     port = _free_port()
     data_dir = tmp_path / "data"
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "DATA_DIR")}
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "DATA_DIR")
+    }
     proc = subprocess.Popen(
         [
             sys.executable,

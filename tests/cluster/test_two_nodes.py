@@ -94,7 +94,7 @@ def cluster(
     root = tmp_path_factory.mktemp("cluster")
     staging = root / "staging"
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if k != "REDIS_URL"},
         "DATABASE_URL": database,
         "STAGING_DIR": str(staging),
         "LOCAL_STORAGE_DIR": str(root / "storage"),

@@ -7,136 +7,21 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import socket
 import sqlite3
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
 
-from tests.conftest import TUS, Keys
+from tests.conftest import Keys
+from tests.nodes import Node
 from tests.samples import EICAR, clamd_url
 from tusingest.pipeline.ingest import STEPS
 
 SIZE = 300 * 1024
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Node:
-    """One `tusingest serve` process on a data dir (SQLite), started and stopped by the test."""
-
-    def __init__(self, data_dir: Path, keys: Keys, log: Path, **env: str) -> None:
-        self.data_dir = data_dir
-        self.keys = keys
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._log = log.open("ab")
-        base = {
-            k: v
-            for k, v in os.environ.items()
-            if k not in ("DATABASE_URL", "TUSINGEST_CRASH_AT_STEP")
-            and not k.startswith(("STAGING_", "LOCAL_STORAGE", "VIRUS_", "ALLOWED_MIME"))
-        }
-        values = {
-            "DATA_DIR": str(data_dir),
-            "AUTH_PUBLIC_KEY_PATH": str(keys.public),
-            "ALLOWED_MIME_TYPES": "*",
-            "OPERATION_LEASE_SECONDS": "2",
-            "COMPLETION_WAIT_SECONDS": "5",
-            "LOG_LEVEL": "WARNING",
-            **env,
-        }
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tusingest", "serve", "--port", str(self.port)],
-            env={**base, **values},
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def wait_ready(self) -> Node:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                pytest.fail(f"tusingest serve exited {self.proc.returncode}: {self.log_text()}")
-            with contextlib.suppress(requests.ConnectionError):
-                if requests.get(f"{self.url}/health/ready", timeout=1).status_code == 200:
-                    return self
-            time.sleep(0.05)
-        pytest.fail(f"tusingest serve did not become ready: {self.log_text()}")
-
-    def log_text(self) -> str:
-        self._log.flush()
-        return Path(self._log.name).read_text("utf-8", "replace")[-3000:]
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self._log.close()
-
-    def headers(self, **extra: str) -> dict[str, str]:
-        return {**TUS, "Authorization": f"Bearer {self.keys.token('alice')}", **extra}
-
-    def create(self, length: int) -> str:
-        response = requests.post(
-            f"{self.url}/files/",
-            headers=self.headers(**{"Upload-Length": str(length)}),
-            timeout=10,
-        )
-        assert response.status_code == 201, response.text
-        return response.headers["Location"].rsplit("/", 1)[-1]
-
-    def patch(
-        self, upload_id: str, data: bytes, offset: int, timeout: float = 30
-    ) -> requests.Response:
-        return requests.patch(
-            f"{self.url}/files/{upload_id}",
-            headers=self.headers(
-                **{
-                    "Content-Type": "application/offset+octet-stream",
-                    "Upload-Offset": str(offset),
-                }
-            ),
-            data=data,
-            timeout=timeout,
-        )
-
-    def head(self, upload_id: str) -> requests.Response:
-        return requests.head(f"{self.url}/files/{upload_id}", headers=self.headers(), timeout=10)
-
-    def session(self, upload_id: str) -> dict[str, Any]:
-        response = requests.get(
-            f"{self.url}/api/files/upload/session/{upload_id}",
-            headers={"Authorization": f"Bearer {self.keys.token('alice')}"},
-            timeout=10,
-        )
-        assert response.status_code == 200, response.text
-        result: dict[str, Any] = response.json()
-        return result
-
-    def settled(self, upload_id: str, seconds: float = 15) -> dict[str, Any]:
-        deadline = time.monotonic() + seconds
-        while True:
-            info = self.session(upload_id)
-            if info["status"] in ("stored", "rejected", "failed"):
-                return info
-            if time.monotonic() > deadline:
-                pytest.fail(f"{upload_id} still {info['status']} after {seconds} s: {info}")
-            time.sleep(0.1)
 
 
 @pytest.fixture
