@@ -35,7 +35,8 @@ def main() -> int:
     size = args.size_mib * MiB
     with tempfile.TemporaryDirectory(prefix="tusingest-completion-") as tmp:
         data_dir = Path(tmp)
-        env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "DATA_DIR")}
+        inherited = ("DATABASE_URL", "REDIS_URL", "DATA_DIR")
+        env = {k: v for k, v in os.environ.items() if k not in inherited}
         env.update(
             DATA_DIR=str(data_dir),
             LOG_LEVEL="WARNING",

@@ -86,3 +86,28 @@ def test_a_crash_after_upload_with_the_element_gone_leaves_no_orphan(cluster: Cl
         first.start()
         _settle_orphans([first, second], {info["file_id"]}, seconds=30)
         assert set(admin.files) == {info["file_id"]}
+
+
+def test_a_registration_failing_for_good_undoes_the_saga(cluster: Cluster) -> None:
+    """Compensation in reverse: the catalog entry goes, the copy on the SE is discarded, and
+    the staged bytes stay (nothing the client sent is lost)."""
+    se = cluster.element("se-1", priority=1)
+    data = os.urandom(SIZE)
+    with running_admin_module(cluster.keys.private) as admin:
+        admin.fail_registration = 100
+        node = cluster.node(ADMIN_MODULE_URL=admin.url, SAGA_RETRY_MAX_ATTEMPTS="2")
+        upload_id, response = node.upload(data)
+        # The completing PATCH waits for the verdict: two attempts, then given up.
+        assert response.status_code == 503, response.text
+        assert response.json()["error"] == "processing_failed"
+        info = node.settled(upload_id, 30)
+        assert info["status"] == "failed", info
+        assert info["file"] is None
+        assert admin.count("POST", "/api/v1/files") == 2
+        assert admin.files == {}
+        _settle_orphans([se], set())
+        staged = cluster.data_dir / "staging" / upload_id
+        assert staged.read_bytes() == data
+        head = requests.head(f"{node.url}/files/{upload_id}", headers=node.headers(), timeout=10)
+        assert head.status_code == 503
+        assert head.headers["X-Upload-Error"] == "processing_failed"
