@@ -144,6 +144,32 @@ def test_store_utf8_name_verified_and_metadata_patched(tmp_path: Path, keys: Key
     asyncio.run(main())
 
 
+def test_a_long_name_is_shortened_for_the_se_and_kept_in_metadata(
+    tmp_path: Path, keys: Keys
+) -> None:
+    """Contract §7.2: stem + token name + extension must stay within 191 UTF-8 bytes."""
+    source, sha = make_file(tmp_path)
+    long_name = "ж" * 150 + ' "quoted".pdf'  # 300 bytes of stem
+    item = item_for(source, sha, name=long_name)
+
+    async def main() -> None:
+        async with serve(tmp_path, keys, ElementMode.EDIT) as se:
+            element = se.element(ElementMode.EDIT, MintedToken(keys.private, name="ingester"))
+            await element.store(item)
+            found = await element.metadata(item.file_id)
+            assert found is not None
+            sent = found["original_filename"]
+            assert sent.endswith(".pdf")
+            assert sent.startswith("жжж")
+            assert '"' not in sent
+            assert len(sent.encode()) + len("ingester") <= 191
+            attr = await LocalElement(se.root, "se-01").read_attr(item.file_id)
+            assert attr is not None
+            assert attr["metadata"]["original_filename"] == long_name
+
+    asyncio.run(main())
+
+
 def test_retry_returns_the_same_copy(tmp_path: Path, keys: Keys) -> None:
     source, sha = make_file(tmp_path)
     item = item_for(source, sha)

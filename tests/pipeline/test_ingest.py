@@ -60,6 +60,7 @@ class Rig:
     staging: Path
     runner: Runner
     element: LocalElement
+    registry: MemoryRegistry
 
     async def upload(self, data: bytes, **meta: str) -> Upload:
         raw = ",".join(f"{k} {base64.b64encode(v.encode()).decode()}" for k, v in meta.items())
@@ -106,7 +107,7 @@ def local_info(root: Path) -> ElementInfo:
 
 @asynccontextmanager
 async def rig(
-    url: str, root: Path, scanner_url: str | None, *, max_attempts: int = 3
+    url: str, root: Path, scanner_url: str | None, *, max_attempts: int = 3, empty: bool = False
 ) -> AsyncIterator[Rig]:
     engine = create_engine(url)
     await schema.upgrade(url)
@@ -118,8 +119,9 @@ async def rig(
     )
     element = LocalElement(root / "se", "se-local")
     operations = SqlOperationStore(engine)
+    registry = MemoryRegistry([] if empty else [local_info(element.root)])
     saga = StoreSaga(
-        ChainRegistry([("memory", MemoryRegistry([local_info(element.root)]))]),
+        ChainRegistry([("memory", registry)]),
         ElementDirectory(None, None, BreakerSettings()),
         operations,
         PrometheusMetrics(),
@@ -146,7 +148,7 @@ async def rig(
     )  # fmt: skip
     task = asyncio.create_task(runner.run_forever())
     try:
-        yield Rig(uploads, sessions, engine, root / "se", staging, runner, element)
+        yield Rig(uploads, sessions, engine, root / "se", staging, runner, element, registry)
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -267,5 +269,38 @@ def test_completion_enqueues_exactly_one_operation_and_partials_none(
                 ).all()
             assert [(s, st) for s, st in kinds] == [(upload.id, "done")]
             assert partial.id not in {s for s, _ in kinds}
+
+    asyncio.run(scenario())
+
+
+def test_waiting_for_storage_keeps_the_checks_and_stores_once_an_element_appears(
+    database: str, tmp_path: Path
+) -> None:
+    async def scenario() -> None:
+        async with rig(database, tmp_path, clamd_url(), empty=True) as r:
+            upload = await r.upload(PDF, filename="report.pdf")
+            for _ in range(200):
+                current = await r.sessions.get(upload.id)
+                assert current is not None
+                if current.error == "no_storage_available":
+                    break
+                await asyncio.sleep(0.05)
+            assert current.status is UploadStatus.PROCESSING
+            async with r.engine.connect() as conn:
+                row = (
+                    await conn.execute(
+                        sa.select(operations.c.result, operations.c.attempts).where(
+                            operations.c.subject == upload.id
+                        )
+                    )
+                ).one()
+            # Validated and scanned once: a retry reuses the verdict; waiting costs no attempt.
+            assert json.loads(row.result)["validated"]["sha256"] == hashlib.sha256(PDF).hexdigest()
+            assert row.attempts == 0
+            r.registry.put(local_info(r.element_root))
+            done = await r.settled(upload)
+            assert done.status is UploadStatus.STORED, (done.error, done.error_detail)
+            [stored] = _stored_files(r.element_root)
+            assert stored.read_bytes() == PDF
 
     asyncio.run(scenario())

@@ -17,7 +17,7 @@ from typing import IO, Any
 import aiohttp
 
 from tusingest.domain import ElementMode, FileToStore, StoredFile
-from tusingest.elements.naming import canonical_file_id
+from tusingest.elements.naming import canonical_file_id, sendable_filename
 from tusingest.errors import TransientError, TusingestError
 from tusingest.ports import TokenSource
 from tusingest.replies import Reply, detail, read_reply
@@ -26,7 +26,6 @@ log = logging.getLogger(__name__)
 
 API_PREFIX = "/api/v1"
 _BACKOFF_CAP = 10.0
-_UNSAFE_IN_FILENAME = str.maketrans("", "", '"\\\r\n')
 
 
 class ElementMismatch(TransientError):
@@ -95,7 +94,11 @@ class HttpElement:
             found = await self.metadata(file_id)
             if found is None or not _matches(found, item):
                 raise TransientError(f"{file_id} vanished from {self._element_id} after upload")
-        await self._patch_metadata(file_id, item.metadata)
+        metadata = item.metadata
+        if sendable_filename(item.original_filename) != item.original_filename:
+            # The SE got a shortened name (contract §7.2): keep the real one with the file.
+            metadata = {**metadata, "original_filename": item.original_filename}
+        await self._patch_metadata(file_id, metadata)
         return StoredFile(
             file_id=file_id,
             element_id=self._element_id,
@@ -165,7 +168,7 @@ class HttpElement:
             form.add_field(
                 "file",
                 source,  # streamed in chunks by aiohttp, never read whole
-                filename=item.original_filename.translate(_UNSAFE_IN_FILENAME),
+                filename=sendable_filename(item.original_filename),
                 content_type=item.content_type or "application/octet-stream",
             )
             return await self._send(

@@ -20,6 +20,12 @@ ELLIPSIS = "..."
 MAX_ATTR_BYTES = 4096
 TRUNCATED = "_truncated"
 
+# Contract §7.2: a real SE fails with 500 "File name too long" when the UTF-8 bytes of the sent
+# stem + its token's `name` + the extension pass 191; 64 bytes are kept for the name.
+SE_NAME_BYTES = 191
+SE_TOKEN_NAME_RESERVE = 64
+_UNSAFE_TO_SEND = str.maketrans("", "", '"\\\r\n')
+
 _FORBIDDEN = frozenset('<>:"/\\|?*')
 _UNDERSCORES = re.compile(r"_{2,}")
 _SEPARATORS = re.compile(r"[/\\]")
@@ -66,6 +72,18 @@ def split_name(original: str) -> tuple[str, str]:
         if not any(_is_control(c) for c in ext):
             return original[: len(original) - len(ext)], ext
     return original, ""
+
+
+def sendable_filename(original: str) -> str:
+    """The filename to send an SE (contract §6.5, §7.2): `"`, `\\`, CR and LF removed, the
+    stem cut on a character boundary so that stem + extension stay within the SE's budget."""
+    name = original.translate(_UNSAFE_TO_SEND) or "file"
+    stem, ext = split_name(name)
+    budget = SE_NAME_BYTES - SE_TOKEN_NAME_RESERVE - len(ext.encode("utf-8", "surrogateescape"))
+    if len(stem.encode("utf-8", "surrogateescape")) <= budget:
+        return name
+    cut = stem.encode("utf-8", "surrogateescape")[: max(budget, 1)]
+    return cut.decode("utf-8", "ignore").rstrip() + ext
 
 
 def storage_filename(original: str, username: str, when: datetime, file_id: str) -> str:

@@ -23,10 +23,16 @@ from tusingest.domain import (
 from tusingest.elements.naming import build_attr, hour_path, storage_filename
 from tusingest.errors import NoStorageAvailable, TusingestError
 from tusingest.metadata import metadata_text
-from tusingest.pipeline.compress import CompressionSettings, maybe_compress
+from tusingest.pipeline.compress import Compressed, CompressionSettings, maybe_compress
 from tusingest.pipeline.runner import Progress
 from tusingest.pipeline.saga import StoreSaga
-from tusingest.pipeline.validate import Rejection, RejectionCode, ValidationSettings, validate
+from tusingest.pipeline.validate import (
+    Rejection,
+    RejectionCode,
+    Validated,
+    ValidationSettings,
+    validate,
+)
 from tusingest.ports import Catalog, FileRegistrar, Scanner, SessionStore, Staging
 
 log = logging.getLogger(__name__)
@@ -94,23 +100,15 @@ class Ingest:
         )
         meta = metadata_text(upload.metadata_raw)
         source = self._staging.path(upload.id)
-        try:
-            self._step("validate")
-            known = (upload.md5, upload.sha256) if upload.md5 and upload.sha256 else None
-            validated = await validate(
-                source,
-                declared_type=meta.get("filetype") or meta.get("type"),
-                declared_checksum=meta.get("checksum"),
-                known_digests=known,
-                settings=self._policy.validation,
-            )
-            self._step("scan")
-            if self._scanner is not None:
-                scan = await self._scanner.scan(source)
-                if not scan.clean:
-                    raise Rejection("virus_detected", f"the file contains {scan.signature}")
-        except Rejection as rejection:
-            return await self._reject(upload, rejection)
+        # A retry (e.g. after waiting for storage) reuses the verdict and the compressed copy
+        # instead of reading the whole file again.
+        validated = _validated(op.result.get("validated"))
+        if validated is None:
+            try:
+                validated = await self._check(upload, meta, source)
+            except Rejection as rejection:
+                return await self._reject(upload, rejection)
+            await progress("compress", {"validated": asdict(validated)})
 
         self._step("compress")
         name = meta.get("filename") or meta.get("name") or "file"
@@ -125,13 +123,20 @@ class Ingest:
                 "filename_too_long" if refused.code == "filename_too_long" else "attr_too_large"
             )
             return await self._reject(upload, Rejection(code, refused.message))
-        compressed = await maybe_compress(
-            source,
-            validated.detected_type,
-            validated.size,
-            self._policy.compression,
-            self._policy.workdir,
+        reusable = "compressed" in op.result and await asyncio.to_thread(
+            _still_there, op.result["compressed"]
         )
+        if reusable:
+            compressed = _compressed(op.result["compressed"])
+        else:
+            compressed = await maybe_compress(
+                source,
+                validated.detected_type,
+                validated.size,
+                self._policy.compression,
+                self._policy.workdir,
+            )
+            await progress("compress", {"compressed": _compressed_dict(compressed)})
         size = compressed.size if compressed else validated.size
         expected = compressed.sha256 if compressed else validated.sha256
 
@@ -221,6 +226,24 @@ class Ingest:
         await self._cleanup(upload)
         return {"verdict": "stored", "file_id": stored.file_id}
 
+    async def _check(self, upload: Upload, meta: dict[str, str], source: Path) -> Validated:
+        """Validate and scan the staged file; raises `Rejection`."""
+        self._step("validate")
+        known = (upload.md5, upload.sha256) if upload.md5 and upload.sha256 else None
+        validated = await validate(
+            source,
+            declared_type=meta.get("filetype") or meta.get("type"),
+            declared_checksum=meta.get("checksum"),
+            known_digests=known,
+            settings=self._policy.validation,
+        )
+        self._step("scan")
+        if self._scanner is not None:
+            scan = await self._scanner.scan(source)
+            if not scan.clean:
+                raise Rejection("virus_detected", f"the file contains {scan.signature}")
+        return validated
+
     async def _reject(self, upload: Upload, rejection: Rejection) -> dict[str, Any]:
         await self._sessions.settle(
             upload.id,
@@ -272,6 +295,28 @@ def preflight(name: str, owner: str, when: datetime) -> None:
         filename,
         hour_path(when),
     )
+
+
+def _validated(raw: Any) -> Validated | None:
+    return Validated(**raw) if isinstance(raw, dict) else None
+
+
+def _compressed_dict(compressed: Compressed | None) -> dict[str, Any] | None:
+    if compressed is None:
+        return None
+    return {**asdict(compressed), "path": str(compressed.path)}
+
+
+def _compressed(raw: Any) -> Compressed | None:
+    return Compressed(**{**raw, "path": Path(raw["path"])}) if isinstance(raw, dict) else None
+
+
+def _still_there(raw: Any) -> bool:
+    """Whether a persisted compression result can be reused (None: stored as is)."""
+    if raw is None:
+        return True
+    path = Path(raw["path"])
+    return path.is_file() and path.stat().st_size == raw["size"]
 
 
 def _stored(raw: Any) -> StoredFile | None:
