@@ -314,3 +314,7 @@ class Metrics(Protocol):
     def breaker(self, element_id: str, state: str) -> None:
         """closed | half_open | open."""
         ...
+
+    def forget_element(self, element_id: str) -> None:
+        """Drop the series of an element that left the registry."""
+        ...

@@ -93,7 +93,9 @@ def test_reload_reports_added_removed_and_updated_elements() -> None:
         assert sample(metrics, "ingester_se_endpoints_count") == 2
 
         directory.breaker("se-1").record_failure()
+        metrics.breaker("se-1", directory.breaker("se-1").state)
         assert directory.open_ids() == {"se-1"}
+        assert sample(metrics, "ingester_se_circuit_breaker_state", element_id="se-1") == 2
         source.remove("se-1")
         source.put(info("se-3"))
         source.put(dataclasses.replace(info("se-2", ElementMode.RW), priority=9))
@@ -101,6 +103,12 @@ def test_reload_reports_added_removed_and_updated_elements() -> None:
         for change in ("added", "removed", "updated"):
             assert sample(metrics, "ingester_se_config_changes_total", change_type=change) == 1
         assert directory.open_ids() == set()  # the removed element's breaker is gone
+        assert (
+            metrics.registry.get_sample_value(
+                "ingester_se_circuit_breaker_state", {"element_id": "se-1"}
+            )
+            is None
+        )
         assert sample(metrics, "ingester_se_config_reload_total", source="memory",
                       status="success") == 2  # fmt: skip
 

@@ -60,6 +60,71 @@ class IngestPolicy:
     crash_at: str | None = None  # fault injection for crash-safety tests: SIGKILL at that step
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """A checked file ready to store: its verdict, the compressed copy if any, and the
+    choices a retry must repeat (upload time, name, retention)."""
+
+    validated: Validated
+    compressed: Compressed | None
+    stored_at: datetime
+    name: str
+    retention: str
+
+    @property
+    def size(self) -> int:
+        return self.compressed.size if self.compressed else self.validated.size
+
+    @property
+    def sha256(self) -> str:
+        return self.compressed.sha256 if self.compressed else self.validated.sha256
+
+    def item(self, file_id: str, upload: Upload, source: Path) -> FileToStore:
+        compressed, validated = self.compressed, self.validated
+        return FileToStore(
+            file_id=file_id,
+            source=compressed.path if compressed else source,
+            original_filename=self.name,
+            content_type=validated.detected_type,
+            size=self.size,
+            sha256=self.sha256,
+            owner_sub=upload.owner,
+            owner_name=upload.owner,  # the token's subject, never client metadata
+            uploaded_at=self.stored_at,
+            metadata={
+                "upload_id": upload.id,
+                "retention_policy": self.retention,
+                "md5": validated.md5,
+                "original_size": validated.size,
+                "original_sha256": validated.sha256,
+                "codec": compressed.codec if compressed else None,
+                "owner": upload.owner,
+            },
+        )
+
+    def entry(self, upload: Upload, stored: StoredFile) -> CatalogEntry:
+        validated = self.validated
+        return CatalogEntry(
+            file_id=stored.file_id,
+            upload_id=upload.id,
+            element_id=stored.element_id,
+            storage_filename=stored.storage_filename,
+            storage_path=stored.storage_path,
+            original_filename=self.name,
+            content_type=validated.detected_type,
+            declared_type=validated.declared_type,
+            size=validated.size,
+            stored_size=stored.size,
+            codec=self.compressed.codec if self.compressed else None,
+            md5=validated.md5,
+            sha256=validated.sha256,
+            stored_sha256=stored.sha256,
+            retention_policy=self.retention,
+            owner=upload.owner,
+            created_at=datetime.now(UTC),
+        )
+
+
 class Ingest:
     """Implements the runner's `Handler` for kind `ingest` (subject = upload id)."""
 
@@ -100,21 +165,52 @@ class Ingest:
         )
         meta = metadata_text(upload.metadata_raw)
         source = self._staging.path(upload.id)
-        # A retry (e.g. after waiting for storage) reuses the verdict and the compressed copy
-        # instead of reading the whole file again.
-        validated = _validated(op.result.get("validated"))
-        if validated is None:
-            try:
-                validated = await self._check(upload, meta, source)
-            except Rejection as rejection:
-                return await self._reject(upload, rejection)
-            await progress("compress", {"validated": asdict(validated)})
+        try:
+            prepared = await self._prepare(op, upload, meta, source, progress)
+        except Rejection as rejection:
+            return await self._reject(upload, rejection)
+        # The catalog entry records where the file went: a retry past it does not store again.
+        entry = await self._catalog.by_upload(upload.id)
+        if entry is None:
+            self._step("store")
+            stored = await self._store(op, upload, prepared, source, progress)
+            self._step("catalog")
+            entry = prepared.entry(upload, stored)
+            await self._catalog.record(entry)
+        self._step("register")
+        if self._registrar is not None:
+            ttl = self._policy.temporary_ttl_days if prepared.retention == "temporary" else None
+            await self._registrar.register(entry, ttl_days=ttl)
+        self._step("stored")
+        await self._sessions.settle(
+            upload.id,
+            status=UploadStatus.STORED,
+            now=datetime.now(UTC),
+            file_id=entry.file_id,
+            digests=(prepared.validated.md5, prepared.validated.sha256),
+        )
+        self._step("cleanup")
+        await self._cleanup(upload)
+        return {"verdict": "stored", "file_id": entry.file_id}
 
+    async def _prepare(
+        self,
+        op: Operation,
+        upload: Upload,
+        meta: dict[str, str],
+        source: Path,
+        progress: Progress,
+    ) -> Prepared:
+        """Validate, scan and compress, or reuse what an earlier attempt persisted (a retry
+        after waiting for storage reads nothing again); raises `Rejection`."""
+        state = op.result
+        validated = _validated(state.get("validated"))
+        if validated is None:
+            validated = await self._check(upload, meta, source)
         self._step("compress")
         name = meta.get("filename") or meta.get("name") or "file"
-        retention = _retention(meta)
         stored_at = datetime.fromisoformat(
-            str(op.result.get("stored_at") or datetime.now(UTC).isoformat())
+            str(state.get("stored_at") or datetime.now(UTC).isoformat())
         )
         try:
             preflight(name, upload.owner, stored_at)
@@ -122,12 +218,12 @@ class Ingest:
             code: RejectionCode = (
                 "filename_too_long" if refused.code == "filename_too_long" else "attr_too_large"
             )
-            return await self._reject(upload, Rejection(code, refused.message))
-        reusable = "compressed" in op.result and await asyncio.to_thread(
-            _still_there, op.result["compressed"]
+            raise Rejection(code, refused.message) from None
+        reusable = "compressed" in state and await asyncio.to_thread(
+            _still_there, state["compressed"]
         )
         if reusable:
-            compressed = _compressed(op.result["compressed"])
+            compressed = _compressed(state["compressed"])
         else:
             compressed = await maybe_compress(
                 source,
@@ -136,95 +232,44 @@ class Ingest:
                 self._policy.compression,
                 self._policy.workdir,
             )
-            await progress("compress", {"compressed": _compressed_dict(compressed)})
-        size = compressed.size if compressed else validated.size
-        expected = compressed.sha256 if compressed else validated.sha256
-
-        def build(file_id: str) -> FileToStore:
-            return FileToStore(
-                file_id=file_id,
-                source=compressed.path if compressed else source,
-                original_filename=name,
-                content_type=validated.detected_type,
-                size=size,
-                sha256=expected,
-                owner_sub=upload.owner,
-                owner_name=upload.owner,  # the token's subject, never client metadata
-                uploaded_at=stored_at,
-                metadata={
-                    "upload_id": upload.id,
-                    "retention_policy": retention,
-                    "md5": validated.md5,
-                    "original_size": validated.size,
-                    "original_sha256": validated.sha256,
-                    "codec": compressed.codec if compressed else None,
-                    "owner": upload.owner,
+        prepared = Prepared(validated, compressed, stored_at, name, _retention(meta))
+        if not reusable or "validated" not in state:
+            await progress(
+                "store",
+                {
+                    "validated": asdict(validated),
+                    "compressed": _compressed_dict(compressed),
+                    "stored_at": stored_at.isoformat(),
                 },
             )
+        return prepared
 
-        self._step("store")
-        stored = _stored(op.result.get("stored"))
-        if stored is None:
-            await progress("store", {"stored_at": stored_at.isoformat()})
-            try:
-                _placement, stored = await self._saga.place(
-                    op.result, progress, build, retention=retention, size=size
-                )
-            except NoStorageAvailable as waiting:
-                # Not a verdict: the bytes stay staged and the operation waits for storage.
-                await self._sessions.settle(
-                    upload.id,
-                    status=UploadStatus.PROCESSING,
-                    now=datetime.now(UTC),
-                    error=waiting.code,
-                    detail=waiting.message,
-                )
-                raise
-            self._step("verify")
-            if stored.sha256 != expected:
-                # Retried: the store is idempotent by file id and redoes a copy that differs.
-                raise OSError(f"{stored.element_id} holds {stored.sha256}, expected {expected}")
-            await progress("catalog", {"stored": asdict(stored)})
-        self._step("catalog")
-        await self._catalog.record(
-            CatalogEntry(
-                file_id=stored.file_id,
-                upload_id=upload.id,
-                element_id=stored.element_id,
-                storage_filename=stored.storage_filename,
-                storage_path=stored.storage_path,
-                original_filename=name,
-                content_type=validated.detected_type,
-                declared_type=validated.declared_type,
-                size=validated.size,
-                stored_size=stored.size,
-                codec=compressed.codec if compressed else None,
-                md5=validated.md5,
-                sha256=validated.sha256,
-                stored_sha256=stored.sha256,
-                retention_policy=retention,
-                owner=upload.owner,
-                created_at=datetime.now(UTC),
+    async def _store(
+        self, op: Operation, upload: Upload, prepared: Prepared, source: Path, progress: Progress
+    ) -> StoredFile:
+        try:
+            _placement, stored = await self._saga.place(
+                op.result,
+                progress,
+                lambda file_id: prepared.item(file_id, upload, source),
+                retention=prepared.retention,
+                size=prepared.size,
             )
-        )
-        self._step("register")
-        if self._registrar is not None:
-            entry = await self._catalog.by_upload(upload.id)
-            if entry is not None:
-                ttl = self._policy.temporary_ttl_days if retention == "temporary" else None
-                await self._registrar.register(entry, ttl_days=ttl)
-                await progress("stored", {"registered": True})
-        self._step("stored")
-        await self._sessions.settle(
-            upload.id,
-            status=UploadStatus.STORED,
-            now=datetime.now(UTC),
-            file_id=stored.file_id,
-            digests=(validated.md5, validated.sha256),
-        )
-        self._step("cleanup")
-        await self._cleanup(upload)
-        return {"verdict": "stored", "file_id": stored.file_id}
+        except NoStorageAvailable as waiting:
+            # Not a verdict: the bytes stay staged and the operation waits for storage.
+            await self._sessions.settle(
+                upload.id,
+                status=UploadStatus.PROCESSING,
+                now=datetime.now(UTC),
+                error=waiting.code,
+                detail=waiting.message,
+            )
+            raise
+        self._step("verify")
+        if stored.sha256 != prepared.sha256:
+            # Retried: the store is idempotent by file id and redoes a copy that differs.
+            raise OSError(f"{stored.element_id} holds {stored.sha256}, expected {prepared.sha256}")
+        return stored
 
     async def _check(self, upload: Upload, meta: dict[str, str], source: Path) -> Validated:
         """Validate and scan the staged file; raises `Rejection`."""
@@ -267,12 +312,12 @@ class Ingest:
     async def give_up(self, op: Operation, error: str) -> None:
         """Undo the saga in reverse (registration, catalog entry, copies on elements); the
         staged bytes stay, so nothing the client sent is lost."""
-        stored = _stored(op.result.get("stored"))
-        if stored is not None and self._registrar is not None:
+        entry = await self._catalog.by_upload(op.subject)
+        if entry is not None and self._registrar is not None:
             try:
-                await self._registrar.unregister(stored.file_id)
+                await self._registrar.unregister(entry.file_id)
             except TusingestError as exc:
-                log.error("could not unregister %s: %s", stored.file_id, exc)
+                log.error("could not unregister %s: %s", entry.file_id, exc)
         await self._catalog.remove(op.subject)
         await self._saga.compensate(op.result)
         await self._sessions.settle(
@@ -317,10 +362,6 @@ def _still_there(raw: Any) -> bool:
         return True
     path = Path(raw["path"])
     return path.is_file() and path.stat().st_size == raw["size"]
-
-
-def _stored(raw: Any) -> StoredFile | None:
-    return StoredFile(**raw) if isinstance(raw, dict) else None
 
 
 def _retention(meta: dict[str, str]) -> str:

@@ -65,6 +65,7 @@ class ConfigReloader:
         for element_id in sorted(previous.keys() - current.keys()):
             log.info("storage element removed: %s", element_id)
             self._elements.forget(element_id)
+            self._metrics.forget_element(element_id)
             self._metrics.config_change("removed")
         for element_id in sorted(current.keys() & previous.keys()):
             before, after = previous[element_id], current[element_id]
