@@ -67,7 +67,9 @@ def main() -> int:
             stdout=subprocess.DEVNULL,
         )
         try:
-            return _run(f"http://127.0.0.1:{port}", env, size, args.binary)
+            code = _run(f"http://127.0.0.1:{port}", env, size, args.binary)
+            print(f"server      peak RSS {_peak_rss_mib(server.pid):.1f} MiB")
+            return code
         finally:
             server.terminate()
             server.wait(30)
@@ -99,6 +101,14 @@ def _element(data_dir: Path, env: dict[str, str], processes: contextlib.ExitStac
             return redis_url
         time.sleep(0.1)  # redis-server may still be starting
     raise SystemExit(f"cannot register the SE: {added.stderr}")
+
+
+def _peak_rss_mib(pid: int) -> float:
+    """VmHWM of the server process (its lifetime peak resident set)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
