@@ -8,6 +8,8 @@ import os
 
 import pytest
 
+from tusingest.domain import CapacityStatus, ElementInfo, ElementMode
+
 # The EICAR test string, decoded at run time so it never appears in the repository.
 EICAR = base64.b64decode(
     "WDVPIVAlQEFQWzRcUFpYNTQoUF4pN0NDKTd9JEVJQ0FSLVNUQU5EQVJELUFOVElWSVJVUy1URVNULUZJTEUhJEgrSCo="
@@ -46,3 +48,24 @@ def clamd_url() -> str:
     if not url:
         pytest.fail("CLAMD_URL is not set: run scripts/services start clamd")
     return url
+
+
+def element(
+    element_id: str,
+    priority: int = 10,
+    mode: ElementMode = ElementMode.RW,
+    status: CapacityStatus = CapacityStatus.OK,
+    healthy: bool = True,
+) -> ElementInfo:
+    """A storage element as a registry lists it."""
+    return ElementInfo(
+        element_id=element_id,
+        mode=mode,
+        priority=priority,
+        endpoint=f"http://{element_id}.example:8010",
+        capacity_total=1000,
+        capacity_used=250,
+        capacity_free=750,
+        status=status,
+        healthy=healthy,
+    )

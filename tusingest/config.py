@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
 
+from tusingest.env_values import flag, number
 from tusingest.errors import ConfigError
 from tusingest.pipeline_settings import CompressionSettings, ValidationSettings
 from tusingest.storage_settings import StorageSettings
 
-T = TypeVar("T")
-
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
 _ALGORITHMS = ("RS256", "RS384", "RS512")
 _LOG_FORMATS = ("text", "json")
 # Expiry timestamps must stay representable (datetime tops out at year 9999).
@@ -106,13 +101,13 @@ def _parse(env: Mapping[str, str]) -> Settings:
     database_url = normalise_database_url(
         "DATABASE_URL", get("DATABASE_URL", f"sqlite:///{data_dir / 'tusingest.db'}")
     )
-    ttl_hours = _number("UPLOAD_SESSION_TTL_HOURS", get("UPLOAD_SESSION_TTL_HOURS", "2"), float)
+    ttl_hours = number("UPLOAD_SESSION_TTL_HOURS", get("UPLOAD_SESSION_TTL_HOURS", "2"), float)
     if not 0 < ttl_hours <= _MAX_TTL_HOURS:
         raise ConfigError("UPLOAD_SESSION_TTL_HOURS", f"must be > 0 and <= {_MAX_TTL_HOURS}")
-    max_mb = _number("MAX_FILE_SIZE_MB", get("MAX_FILE_SIZE_MB", "1024"), int)
+    max_mb = number("MAX_FILE_SIZE_MB", get("MAX_FILE_SIZE_MB", "1024"), int)
     if max_mb <= 0:
         raise ConfigError("MAX_FILE_SIZE_MB", "must be > 0")
-    port = _number("APP_PORT", get("APP_PORT", "8020"), int)
+    port = number("APP_PORT", get("APP_PORT", "8020"), int)
     if not 0 <= port <= 65535:
         raise ConfigError("APP_PORT", "must be between 0 and 65535")
     algorithm = get("AUTH_ALGORITHM", "RS256").upper()
@@ -137,10 +132,10 @@ def _parse(env: Mapping[str, str]) -> Settings:
             raise ConfigError(
                 "CORS_ALLOWED_ORIGINS", f"{origin!r} is not an origin (http(s)://host[:port])"
             )
-    reaper = _number(
+    reaper = number(
         "UPLOAD_REAPER_INTERVAL_SECONDS", get("UPLOAD_REAPER_INTERVAL_SECONDS", "60"), float
     )
-    lock_timeout = _number("LOCK_TIMEOUT_SECONDS", get("LOCK_TIMEOUT_SECONDS", "5"), float)
+    lock_timeout = number("LOCK_TIMEOUT_SECONDS", get("LOCK_TIMEOUT_SECONDS", "5"), float)
     if reaper <= 0:
         raise ConfigError("UPLOAD_REAPER_INTERVAL_SECONDS", "must be > 0")
     if lock_timeout < 0:
@@ -155,7 +150,7 @@ def _parse(env: Mapping[str, str]) -> Settings:
         session_ttl_seconds=ttl_hours * 3600.0,
         max_file_size=max_mb * 1024 * 1024,
         auth=AuthSettings(
-            enabled=_bool("AUTH_ENABLED", get("AUTH_ENABLED", "on")),
+            enabled=flag("AUTH_ENABLED", get("AUTH_ENABLED", "on")),
             algorithm=algorithm,
             public_key_path=Path(get("AUTH_PUBLIC_KEY_PATH", str(dev_public)))
             .expanduser()
@@ -175,10 +170,10 @@ def _parse(env: Mapping[str, str]) -> Settings:
 def _pipeline(
     env: Mapping[str, str], get: Callable[[str, str], str], data_dir: Path, max_size: int
 ) -> PipelineSettings:
-    wait = _number("COMPLETION_WAIT_SECONDS", get("COMPLETION_WAIT_SECONDS", "30"), float)
-    attempts = _number("SAGA_RETRY_MAX_ATTEMPTS", get("SAGA_RETRY_MAX_ATTEMPTS", "5"), int)
-    timeout = _number("SAGA_TIMEOUT_SECONDS", get("SAGA_TIMEOUT_SECONDS", "600"), float)
-    lease = _number("OPERATION_LEASE_SECONDS", get("OPERATION_LEASE_SECONDS", "60"), float)
+    wait = number("COMPLETION_WAIT_SECONDS", get("COMPLETION_WAIT_SECONDS", "30"), float)
+    attempts = number("SAGA_RETRY_MAX_ATTEMPTS", get("SAGA_RETRY_MAX_ATTEMPTS", "5"), int)
+    timeout = number("SAGA_TIMEOUT_SECONDS", get("SAGA_TIMEOUT_SECONDS", "600"), float)
+    lease = number("OPERATION_LEASE_SECONDS", get("OPERATION_LEASE_SECONDS", "60"), float)
     if wait < 0:
         raise ConfigError("COMPLETION_WAIT_SECONDS", "must be >= 0")
     if attempts < 1:
@@ -187,7 +182,7 @@ def _pipeline(
         raise ConfigError("SAGA_TIMEOUT_SECONDS", "must be > 0")
     if lease <= 0:
         raise ConfigError("OPERATION_LEASE_SECONDS", "must be > 0")
-    scan = _bool("VIRUS_SCAN_ENABLED", get("VIRUS_SCAN_ENABLED", "off"))
+    scan = flag("VIRUS_SCAN_ENABLED", get("VIRUS_SCAN_ENABLED", "off"))
     clamd_url = get("CLAMD_URL", "") or None
     if scan and clamd_url is None:
         raise ConfigError(
@@ -220,23 +215,3 @@ def normalise_database_url(variable: str, url: str) -> str:
     if base == "sqlite":
         return f"sqlite+aiosqlite://{rest}"
     raise ConfigError(variable, f"unsupported database scheme {scheme!r} (sqlite or postgresql)")
-
-
-def _number(name: str, raw: str, kind: Callable[[str], T]) -> T:
-    try:
-        value = kind(raw)
-    except ValueError:
-        raise ConfigError(name, f"{raw!r} is not a valid number") from None
-    # float() accepts "nan" and "inf", which slip through every range check.
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ConfigError(name, f"{raw!r} is not a finite number")
-    return value
-
-
-def _bool(name: str, raw: str) -> bool:
-    lowered = raw.lower()
-    if lowered in _TRUE:
-        return True
-    if lowered in _FALSE:
-        return False
-    raise ConfigError(name, f"{raw!r} is not on/off")

@@ -128,7 +128,7 @@ class NoStorageAvailable(TransientError):
     code = "no_storage_available"
 
     def __init__(self, message: str, *, retry_after: float) -> None:
-        super().__init__(message, headers={"Retry-After": str(max(1, round(retry_after)))})
+        super().__init__(message)
         self.retry_after = retry_after
 
 

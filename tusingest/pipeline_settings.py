@@ -6,13 +6,10 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from tusingest.env_values import flag
 from tusingest.errors import ConfigError
 
 _LEVELS = {"brotli": (0, 11, 5), "gzip": (1, 9, 6)}  # min, max, default
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
-_ON = _TRUE
-_OFF = _FALSE
 _TOKEN = r"[a-z0-9][a-z0-9!#$&^_.+-]*"
 _PATTERN = re.compile(rf"\*|\*/\*|{_TOKEN}/(?:\*|{_TOKEN}\*?)")
 
@@ -66,13 +63,11 @@ class CompressionSettings:
 
     @classmethod
     def parse(cls, env: Mapping[str, str]) -> CompressionSettings:
-        raw_enabled = env.get("COMPRESSION_ENABLED", "true").strip().lower()
-        if raw_enabled not in _TRUE | _FALSE:
-            raise ConfigError("COMPRESSION_ENABLED", f"{raw_enabled!r} is not on/off")
+        enabled = flag("COMPRESSION_ENABLED", env.get("COMPRESSION_ENABLED", "true").strip())
         algorithm = env.get("COMPRESSION_ALGORITHM", "brotli").strip().lower()
         default_level = _LEVELS[algorithm][2] if algorithm in _LEVELS else 0
         return cls(
-            enabled=raw_enabled in _TRUE,
+            enabled=enabled,
             algorithm=algorithm,
             level=_int(env, "COMPRESSION_LEVEL", default_level),
             min_size=_int(env, "COMPRESSION_MIN_SIZE", 10 << 20),
@@ -89,9 +84,9 @@ class ValidationSettings:
     def parse(cls, env: Mapping[str, str], max_size: int) -> ValidationSettings:
         """MIME_TYPE_VALIDATION (on/off, default on) and ALLOWED_MIME_TYPES (comma list of
         `type/subtype`, `type/*`, `prefix*` or `*`); empty values mean the default."""
-        raw_flag = env.get("MIME_TYPE_VALIDATION", "").strip().lower() or "on"
-        if raw_flag not in _ON | _OFF:
-            raise ConfigError("MIME_TYPE_VALIDATION", f"{raw_flag!r} is not on/off")
+        mime_validation = flag(
+            "MIME_TYPE_VALIDATION", env.get("MIME_TYPE_VALIDATION", "").strip() or "on"
+        )
         raw_types = env.get("ALLOWED_MIME_TYPES", "").strip()
         patterns = DEFAULT_ALLOWED_MIME_TYPES
         if raw_types:
@@ -104,7 +99,7 @@ class ValidationSettings:
                     )
             if not patterns:
                 raise ConfigError("ALLOWED_MIME_TYPES", "lists no MIME type")
-        return cls(max_size, raw_flag in _ON, patterns)
+        return cls(max_size, mime_validation, patterns)
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:

@@ -24,7 +24,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tusingest.auth import Authenticator
 from tusingest.config import Settings
 from tusingest.domain import ElementInfo, ElementMode, capacity_status
-from tusingest.elements.breaker import BreakerSettings
 from tusingest.elements.directory import ElementDirectory
 from tusingest.elements.token import AdminToken, MintedToken
 from tusingest.errors import ConfigError
@@ -148,7 +147,6 @@ class Storage:
     elements: ElementDirectory
     registrar: FileRegistrar | None
     metrics: PrometheusMetrics
-    reloader: ConfigReloader
     tasks: list[Callable[[], Coroutine[Any, Any, None]]]
 
 
@@ -165,11 +163,7 @@ async def _storage(settings: Settings, stack: contextlib.AsyncExitStack) -> Stor
     elements = ElementDirectory(
         session,
         token,
-        BreakerSettings(
-            failure_threshold=config.breaker.failure_threshold,
-            timeout_seconds=config.breaker.timeout_seconds,
-            success_threshold=config.breaker.success_threshold,
-        ),
+        config.breaker,
         timeout=config.se_timeout,
         max_retries=config.se_max_retries,
     )
@@ -204,10 +198,9 @@ async def _storage(settings: Settings, stack: contextlib.AsyncExitStack) -> Stor
         links.append(("admin", AdminRegistry(config.admin_module_url, session, token)))
         registrar = AdminFiles(config.admin_module_url, session, token)
     chain = ChainRegistry(links)
-    reloader = ConfigReloader(chain, elements, metrics, config.reload_interval)
     if config.reload_enabled:
-        tasks.append(reloader.run_forever)
-    return Storage(chain, elements, registrar, metrics, reloader, tasks)
+        tasks.append(ConfigReloader(chain, elements, metrics, config.reload_interval).run_forever)
+    return Storage(chain, elements, registrar, metrics, tasks)
 
 
 async def _token_source(settings: Settings, session: aiohttp.ClientSession) -> TokenSource | None:

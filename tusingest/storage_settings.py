@@ -2,27 +2,31 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tusingest.domain import DEFAULT_THRESHOLDS, ElementMode
+from tusingest.env_values import flag, number
 from tusingest.errors import ConfigError
 
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
 Thresholds = tuple[float, float, float]  # percent used for (warning, critical, full)
 _UPLOAD_MODES = (ElementMode.EDIT, ElementMode.RW)
 
 
 @dataclass(frozen=True)
-class BreakerConfig:
-    """CIRCUIT_BREAKER_*: failures that open it, seconds open, successes that close it."""
+class BreakerSettings:
+    """`CIRCUIT_BREAKER_FAILURE_THRESHOLD` / `_TIMEOUT_SECONDS` / `_SUCCESS_THRESHOLD`."""
 
     failure_threshold: int = 5
     timeout_seconds: float = 60.0
     success_threshold: int = 2
+
+    def __post_init__(self) -> None:
+        if self.failure_threshold < 1 or self.success_threshold < 1:
+            raise ValueError("breaker thresholds must be at least 1")
+        if self.timeout_seconds < 0:
+            raise ValueError("breaker timeout must not be negative")
 
 
 @dataclass(frozen=True)
@@ -39,7 +43,7 @@ class StorageSettings:
     se_timeout: float = 60.0  # STORAGE_ELEMENT_TIMEOUT (seconds of silence)
     se_pool_size: int = 20  # STORAGE_ELEMENT_CONNECTION_POOL_SIZE (per SE host)
     se_max_retries: int = 3  # STORAGE_ELEMENT_MAX_RETRIES (idempotent calls)
-    breaker: BreakerConfig = field(default_factory=BreakerConfig)
+    breaker: BreakerSettings = field(default_factory=BreakerSettings)
     cache_seconds: float = 5.0  # REGISTRY_CACHE_SECONDS
     reload_enabled: bool = True  # CAPACITY_MONITOR_CONFIG_RELOAD_ENABLED
     reload_interval: float = 60.0  # CAPACITY_MONITOR_CONFIG_RELOAD_INTERVAL (10–600)
@@ -89,16 +93,16 @@ class StorageSettings:
             )
         }
 
-        def number(name: str, default: str, *, integer: bool = False, low: float = 0) -> float:
+        def num(name: str, default: str, *, integer: bool = False, low: float = 0) -> float:
             return _num(name, get(name, default), integer=integer, low=low)
 
         def positive(name: str, default: str, *, integer: bool = False) -> float:
             return _positive(name, get(name, default), integer=integer)
 
-        def flag(name: str, default: str) -> bool:
-            return _bool(name, get(name, default))
+        def on_off(name: str, default: str) -> bool:
+            return flag(name, get(name, default))
 
-        reload_interval = number("CAPACITY_MONITOR_CONFIG_RELOAD_INTERVAL", "60")
+        reload_interval = num("CAPACITY_MONITOR_CONFIG_RELOAD_INTERVAL", "60")
         if not 10 <= reload_interval <= 600:
             raise ConfigError("CAPACITY_MONITOR_CONFIG_RELOAD_INTERVAL", "must be 10–600 seconds")
         settings = cls(
@@ -111,24 +115,24 @@ class StorageSettings:
             sa_name=get("SERVICE_ACCOUNT_NAME", "tusingest"),
             se_timeout=positive("STORAGE_ELEMENT_TIMEOUT", "60"),
             se_pool_size=int(positive("STORAGE_ELEMENT_CONNECTION_POOL_SIZE", "20", integer=True)),
-            se_max_retries=int(number("STORAGE_ELEMENT_MAX_RETRIES", "3", integer=True)),
-            breaker=BreakerConfig(
+            se_max_retries=int(num("STORAGE_ELEMENT_MAX_RETRIES", "3", integer=True)),
+            breaker=BreakerSettings(
                 failure_threshold=int(
                     positive("CIRCUIT_BREAKER_FAILURE_THRESHOLD", "5", integer=True)
                 ),
-                timeout_seconds=number("CIRCUIT_BREAKER_TIMEOUT_SECONDS", "60"),
+                timeout_seconds=num("CIRCUIT_BREAKER_TIMEOUT_SECONDS", "60"),
                 success_threshold=int(
                     positive("CIRCUIT_BREAKER_SUCCESS_THRESHOLD", "2", integer=True)
                 ),
             ),
-            cache_seconds=number("REGISTRY_CACHE_SECONDS", "5"),
-            reload_enabled=flag("CAPACITY_MONITOR_CONFIG_RELOAD_ENABLED", "on"),
+            cache_seconds=num("REGISTRY_CACHE_SECONDS", "5"),
+            reload_enabled=on_off("CAPACITY_MONITOR_CONFIG_RELOAD_ENABLED", "on"),
             reload_interval=reload_interval,
-            monitor_enabled=flag("CAPACITY_MONITOR_ENABLED", "on"),
+            monitor_enabled=on_off("CAPACITY_MONITOR_ENABLED", "on"),
             monitor_interval=positive("CAPACITY_MONITOR_INTERVAL", "30"),
             thresholds=thresholds,
             no_storage_retry_seconds=positive("NO_STORAGE_RETRY_SECONDS", "10"),
-            temporary_ttl_days=int(number("TEMPORARY_FILE_TTL_DAYS", "30", integer=True, low=1)),
+            temporary_ttl_days=int(num("TEMPORARY_FILE_TTL_DAYS", "30", integer=True, low=1)),
         )
         if settings.temporary_ttl_days > 365:
             raise ConfigError("TEMPORARY_FILE_TTL_DAYS", "must be 1–365 (Admin Module rule)")
@@ -136,12 +140,7 @@ class StorageSettings:
 
 
 def _num(name: str, raw: str, *, integer: bool = False, low: float | None = 0) -> float:
-    try:
-        value = float(int(raw)) if integer else float(raw)
-    except ValueError:
-        raise ConfigError(name, f"{raw!r} is not a valid number") from None
-    if not math.isfinite(value):
-        raise ConfigError(name, f"{raw!r} is not a finite number")
+    value = float(number(name, raw, int if integer else float))
     if low is not None and value < low:
         raise ConfigError(name, f"must be >= {low:g}")
     return value
@@ -152,14 +151,6 @@ def _positive(name: str, raw: str, *, integer: bool = False) -> float:
     if value <= 0:
         raise ConfigError(name, "must be > 0")
     return value
-
-
-def _bool(name: str, raw: str) -> bool:
-    if raw.lower() in _TRUE:
-        return True
-    if raw.lower() in _FALSE:
-        return False
-    raise ConfigError(name, f"{raw!r} is not on/off")
 
 
 def _thresholds(name: str, raw: tuple[str, ...]) -> Thresholds:

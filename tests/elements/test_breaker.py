@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tusingest.elements.breaker import Breakers, BreakerSettings, BreakerState, CircuitBreaker
+from tusingest.elements.breaker import Breakers, BreakerState, CircuitBreaker
+from tusingest.storage_settings import BreakerSettings
 
 
 class FakeClock:

@@ -27,7 +27,6 @@ from tusingest.domain import (
     Upload,
     UploadStatus,
 )
-from tusingest.elements.breaker import BreakerSettings
 from tusingest.elements.directory import ElementDirectory
 from tusingest.elements.local import LocalElement
 from tusingest.observability import PrometheusMetrics
@@ -39,6 +38,7 @@ from tusingest.pipeline.scan import ClamdScanner
 from tusingest.pipeline.validate import ValidationSettings
 from tusingest.registry.chain import ChainRegistry
 from tusingest.registry.memory import MemoryRegistry
+from tusingest.storage_settings import BreakerSettings
 from tusingest.store import schema
 from tusingest.store.catalog import SqlCatalog
 from tusingest.store.locks import MemoryLocker

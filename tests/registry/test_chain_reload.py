@@ -8,28 +8,15 @@ import dataclasses
 
 import pytest
 
-from tusingest.domain import CapacityStatus, ElementInfo, ElementMode
-from tusingest.elements.breaker import BreakerSettings
+from tests.samples import element
+from tusingest.domain import ElementInfo, ElementMode
 from tusingest.elements.directory import ElementDirectory
 from tusingest.errors import TransientError
 from tusingest.observability import PrometheusMetrics
 from tusingest.registry.chain import ChainRegistry
 from tusingest.registry.memory import MemoryRegistry
 from tusingest.registry.reload import ConfigReloader
-
-
-def info(element_id: str, mode: ElementMode = ElementMode.EDIT, priority: int = 1) -> ElementInfo:
-    return ElementInfo(
-        element_id=element_id,
-        mode=mode,
-        priority=priority,
-        endpoint=f"http://127.0.0.1:1/{element_id}",
-        capacity_total=100,
-        capacity_used=0,
-        capacity_free=100,
-        status=CapacityStatus.OK,
-        healthy=True,
-    )
+from tusingest.storage_settings import BreakerSettings
 
 
 class DownRegistry:
@@ -62,7 +49,7 @@ def sample(metrics: PrometheusMetrics, name: str, **labels: str) -> float:
 
 def test_the_chain_falls_through_failing_and_empty_sources() -> None:
     async def scenario() -> None:
-        fallback = MemoryRegistry([info("se-admin")])
+        fallback = MemoryRegistry([element("se-admin", mode=ElementMode.EDIT)])
         chain = ChainRegistry([("redis", DownRegistry()), ("admin", fallback)])
         assert [e.element_id for e in await chain.elements(ElementMode.EDIT)] == ["se-admin"]
         assert chain.last_source == "admin"
@@ -84,7 +71,7 @@ def test_the_chain_falls_through_failing_and_empty_sources() -> None:
 
 def test_reload_reports_added_removed_and_updated_elements() -> None:
     async def scenario() -> None:
-        source = MemoryRegistry([info("se-1"), info("se-2", ElementMode.RW)])
+        source = MemoryRegistry([element("se-1", mode=ElementMode.EDIT), element("se-2")])
         metrics = PrometheusMetrics()
         directory = ElementDirectory(None, None, BreakerSettings(failure_threshold=1))
         reloader = ConfigReloader(ChainRegistry([("memory", source)]), directory, metrics, 60)
@@ -97,8 +84,8 @@ def test_reload_reports_added_removed_and_updated_elements() -> None:
         assert directory.open_ids() == {"se-1"}
         assert sample(metrics, "ingester_se_circuit_breaker_state", element_id="se-1") == 2
         source.remove("se-1")
-        source.put(info("se-3"))
-        source.put(dataclasses.replace(info("se-2", ElementMode.RW), priority=9))
+        source.put(element("se-3", mode=ElementMode.EDIT))
+        source.put(dataclasses.replace(element("se-2"), priority=9))
         assert await reloader.reload()
         for change in ("added", "removed", "updated"):
             assert sample(metrics, "ingester_se_config_changes_total", change_type=change) == 1
@@ -117,7 +104,7 @@ def test_reload_reports_added_removed_and_updated_elements() -> None:
 
 def test_reload_keeps_the_last_list_when_every_source_fails() -> None:
     async def scenario() -> None:
-        source = Switchable(MemoryRegistry([info("se-1")]))
+        source = Switchable(MemoryRegistry([element("se-1", mode=ElementMode.EDIT)]))
         metrics = PrometheusMetrics()
         directory = ElementDirectory(None, None, BreakerSettings())
         reloader = ConfigReloader(ChainRegistry([("redis", source)]), directory, metrics, 60)
@@ -135,4 +122,6 @@ def test_reload_keeps_the_last_list_when_every_source_fails() -> None:
 def test_the_directory_refuses_unknown_endpoints(scheme: str) -> None:
     directory = ElementDirectory(None, None, BreakerSettings())
     with pytest.raises(ValueError, match="unsupported endpoint"):
-        directory.element(dataclasses.replace(info("se-x"), endpoint=scheme))
+        directory.element(
+            dataclasses.replace(element("se-x", mode=ElementMode.EDIT), endpoint=scheme)
+        )

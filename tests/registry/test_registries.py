@@ -18,6 +18,7 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
+from tests.samples import element
 from tusingest.domain import CapacityStatus, ElementInfo, ElementMode
 from tusingest.ports import Registry
 from tusingest.registry.memory import MemoryRegistry
@@ -44,26 +45,6 @@ FIELDS = {
     "health_status",
     "capacity_status",
 }
-
-
-def element(
-    element_id: str,
-    priority: int = 10,
-    mode: ElementMode = ElementMode.RW,
-    status: CapacityStatus = CapacityStatus.OK,
-    healthy: bool = True,
-) -> ElementInfo:
-    return ElementInfo(
-        element_id=element_id,
-        mode=mode,
-        priority=priority,
-        endpoint=f"http://{element_id}.example:8010",
-        capacity_total=1000,
-        capacity_used=250,
-        capacity_free=750,
-        status=status,
-        healthy=healthy,
-    )
 
 
 async def scored(raw: Any, key: str) -> list[tuple[str, float]]:

@@ -5,28 +5,14 @@ from __future__ import annotations
 import enum
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+
+from tusingest.storage_settings import BreakerSettings
 
 
 class BreakerState(enum.StrEnum):
     CLOSED = "closed"
     OPEN = "open"
     HALF_OPEN = "half_open"
-
-
-@dataclass(frozen=True)
-class BreakerSettings:
-    """`CIRCUIT_BREAKER_FAILURE_THRESHOLD` / `_TIMEOUT_SECONDS` / `_SUCCESS_THRESHOLD`."""
-
-    failure_threshold: int = 5
-    timeout_seconds: float = 60.0
-    success_threshold: int = 2
-
-    def __post_init__(self) -> None:
-        if self.failure_threshold < 1 or self.success_threshold < 1:
-            raise ValueError("breaker thresholds must be at least 1")
-        if self.timeout_seconds < 0:
-            raise ValueError("breaker timeout must not be negative")
 
 
 class CircuitBreaker:

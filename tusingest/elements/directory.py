@@ -11,10 +11,11 @@ from urllib.parse import unquote, urlsplit
 import aiohttp
 
 from tusingest.domain import ElementInfo, ElementMode
-from tusingest.elements.breaker import Breakers, BreakerSettings, CircuitBreaker
+from tusingest.elements.breaker import Breakers, CircuitBreaker
 from tusingest.elements.http import HttpElement
 from tusingest.elements.local import LocalElement
 from tusingest.ports import StorageElement, TokenSource
+from tusingest.storage_settings import BreakerSettings
 
 
 class ElementDirectory:

@@ -188,7 +188,7 @@ class Ingest:
         self, op: Operation, upload: Upload, prepared: Prepared, source: Path, progress: Progress
     ) -> StoredFile:
         try:
-            _placement, stored = await self._saga.place(
+            stored = await self._saga.place(
                 op.result,
                 progress,
                 lambda file_id: prepared.item(file_id, upload, source),

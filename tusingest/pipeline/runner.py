@@ -133,20 +133,16 @@ class Runner:
                     outcome = await handler.run(op, progress)
             except asyncio.CancelledError:
                 raise
-            except TransientError as exc:
-                if exc.retry_after is None:
-                    attempted = dataclasses.replace(op, result=result)
-                    await self._after_failure(attempted, handler, f"{type(exc).__name__}: {exc}")
-                    return
-                # Waiting for a dependency to come back (storage): not a failed attempt.
-                log.warning(
-                    "operation %s (%s %s) waits %.0fs: %s",
-                    op.id, op.kind, op.subject, exc.retry_after, exc,
-                )  # fmt: skip
-                await self._store.defer(op, self.node, f"{exc.code}: {exc}", exc.retry_after)
-                self.wake_later(exc.retry_after)
-                return
             except Exception as exc:
+                if isinstance(exc, TransientError) and exc.retry_after is not None:
+                    # Waiting for a dependency to come back (storage): not a failed attempt.
+                    log.warning(
+                        "operation %s (%s %s) waits %.0fs: %s",
+                        op.id, op.kind, op.subject, exc.retry_after, exc,
+                    )  # fmt: skip
+                    await self._store.defer(op, self.node, f"{exc.code}: {exc}", exc.retry_after)
+                    self.wake_later(exc.retry_after)
+                    return
                 # give_up sees what this attempt persisted (e.g. placements to compensate).
                 attempted = dataclasses.replace(op, result=result)
                 await self._after_failure(attempted, handler, f"{type(exc).__name__}: {exc}")

@@ -114,7 +114,7 @@ class StoreSaga:
         *,
         retention: str,
         size: int,
-    ) -> tuple[Placement, StoredFile]:
+    ) -> StoredFile:
         placements = [Placement.from_dict(p) for p in state.get("placements", [])]
         abandoned = [Placement.from_dict(p) for p in state.get("abandoned", [])]
         for placement in abandoned:  # a crash may have come between persisting and queuing
@@ -173,7 +173,7 @@ class StoreSaga:
                 continue
             breaker.record_success()
             self._metrics.breaker(info.element_id, breaker.state)
-            return placement, stored
+            return stored
 
     async def compensate(self, state: Mapping[str, Any]) -> None:
         """Queue discards for every placement of `state` (the saga is being undone)."""
@@ -228,8 +228,6 @@ def _reason(exc: Exception) -> str:
     if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
         return "insufficient_storage"  # what an SE would call 507
     if isinstance(exc, TusingestError):
-        if exc.status == 404:
-            return "not_found"
         if exc.code in ("element_rejected", "element_unauthorized"):
             return "rejected"
         return "unavailable"

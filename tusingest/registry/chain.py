@@ -31,10 +31,6 @@ class ChainRegistry:
     def last_source(self) -> str:
         return self._last_source
 
-    @property
-    def sources(self) -> list[str]:
-        return [name for name, _ in self._links]
-
     async def elements(self, mode: ElementMode) -> list[ElementInfo]:
         errors: list[str] = []
         failures: list[str] = []

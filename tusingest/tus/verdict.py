@@ -40,14 +40,14 @@ def waits_for_storage(upload: Upload) -> bool:
 
 
 def respond(
-    upload: Upload, status: int, headers: dict[str, str], retry_after: float = 10
+    upload: Upload, status: int, headers: dict[str, str], retry_after: float
 ) -> web.StreamResponse:
     """`status` with `headers` unless the pipeline refused the file (422), gave up (503) or
     waits for storage (503 with Retry-After; the bytes stay staged)."""
     # A refused creation still names its upload, so the client can ask about it later.
     keep = {k: v for k, v in headers.items() if k == "Location"}
     if waits_for_storage(upload):
-        return _refusal(upload, 503, {**keep, "Retry-After": str(max(1, round(retry_after)))})
+        return _refusal(upload, 503, {**keep, **_retry_after(retry_after)})
     if upload.status is UploadStatus.REJECTED:
         return _refusal(upload, 422, keep)
     if upload.status is UploadStatus.FAILED:
@@ -64,11 +64,11 @@ def verdict_headers(upload: Upload) -> dict[str, str]:
     return {}
 
 
-def head_refusal(upload: Upload, retry_after: float = 10) -> web.StreamResponse | None:
+def head_refusal(upload: Upload, retry_after: float) -> web.StreamResponse | None:
     """HEAD while the pipeline runs → 423 (clients retry); while it waits for storage → 503
     with Retry-After; after a refusal → its 4xx/5xx."""
     if waits_for_storage(upload):
-        return _refusal(upload, 503, {"Retry-After": str(max(1, round(retry_after)))})
+        return _refusal(upload, 503, _retry_after(retry_after))
     if awaits_verdict(upload):
         return web.Response(status=423, headers={STATUS_HEADER: "processing", "Retry-After": "1"})
     if upload.status in (UploadStatus.REJECTED, UploadStatus.FAILED):
@@ -85,3 +85,7 @@ def _refusal(
         status=status,
         headers={STATUS_HEADER: upload.status.value, ERROR_HEADER: code, **(extra or {})},
     )
+
+
+def _retry_after(seconds: float) -> dict[str, str]:
+    return {"Retry-After": str(max(1, round(seconds)))}
