@@ -10,7 +10,7 @@ from sqlalchemy import pool
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from tusingest.config import Settings
+from tusingest.settings.app import Settings
 from tusingest.store.tables import metadata
 
 config = context.config
@@ -18,7 +18,7 @@ config = context.config
 
 def _url() -> str:
     url = config.get_main_option("sqlalchemy.url")
-    return url or Settings.from_env(os.environ).database_url
+    return url or Settings.from_env(os.environ).database.url
 
 
 def _run(connection: Connection) -> None:

@@ -1,4 +1,5 @@
-"""A contract-faithful Admin Module stand-in for tests (contract §1.1, §1.2, §3.1, §3.2).
+"""An Admin Module stand-in for tests that answers as the real one does: service-account
+tokens, the available storage elements, and file registration.
 
     with running_admin_module(keys.private) as admin:  # its own thread and loop; or, in async
         admin.add_element("se-01", api_url=se.url)      # tests, `async with serve_admin_module`
@@ -83,8 +84,9 @@ class AdminModule:
     # Conveniences for tests.
 
     def add_element(self, element_id: str | None, **fields: Any) -> dict[str, Any]:
-        """Append a §3.1 entry to `elements` and return it (mutable in place); `fields`
-        override the defaults (mode edit, priority 100, 1 TiB free, healthy, ok)."""
+        """Append an entry, shaped as the available-elements endpoint lists it, to `elements`
+        and return it (mutable in place); `fields` override the defaults (mode edit, priority
+        100, 1 TiB free, healthy, ok)."""
         entry = {"id": len(self.elements) + 1, "element_id": element_id, "name": element_id or "?"}
         entry |= _ELEMENT_DEFAULTS | fields
         self.elements.append(entry)
@@ -95,7 +97,7 @@ class AdminModule:
         return self.requests.count((method, path))
 
     def mint(self, client_id: str = "sa_ingest", *, ttl: int | None = None, **claims: Any) -> str:
-        """A token as this Admin Module issues it to `client_id` (§1.2); `claims` override."""
+        """A token as this Admin Module issues it to `client_id`; `claims` override."""
         now = int(_now().timestamp())
         name = client_id.removeprefix("sa_") or client_id
         body = {
@@ -277,7 +279,8 @@ class AdminModule:
         return web.json_response(deleted | {"message": "File marked as deleted successfully"})
 
 
-# §3.2 request fields: (kind, min, max, required); lengths for strings, values for integers.
+# File registration request fields: (kind, min, max, required); lengths for strings, values
+# for integers.
 _FIELDS: dict[str, tuple[str, int, int | None, bool]] = {
     "file_id": ("uuid", 0, None, True),
     "original_filename": ("str", 1, 500, True),
@@ -322,7 +325,7 @@ def _field(kind: str, low: int, high: int | None, value: Any) -> Any:
 
 
 def validate_registration(body: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The §3.2 request model: the normalised record, or the 422 errors."""
+    """The file registration request model: the normalised record, or the 422 errors."""
     if not isinstance(body, dict):
         return {}, [_error("", "Input should be a valid dictionary", body, "dict_type")]
     errors: list[dict[str, Any]] = []

@@ -20,9 +20,9 @@ from aiohttp import web
 
 from tests.rediskeys import drop_keys, new_prefix, require_redis
 from tusingest.app import create_app
-from tusingest.config import Settings
 from tusingest.domain import Role
 from tusingest.keys import ensure_dev_keys, mint_token
+from tusingest.settings.app import Settings
 from tusingest.store import schema
 
 TUS = {"Tus-Resumable": "1.0.0"}
@@ -77,7 +77,7 @@ def new_pg_database() -> Iterator[Callable[[], str]]:
 def pg_url(new_pg_database: Callable[[], str]) -> str:
     """One migrated PostgreSQL database shared by the session's servers."""
     url = new_pg_database()
-    asyncio.run(schema.upgrade(Settings.from_env({"DATABASE_URL": url}).database_url))
+    asyncio.run(schema.upgrade(Settings.from_env({"DATABASE_URL": url}).database.url))
     return url
 
 
@@ -201,7 +201,7 @@ class Server:
         return self.request("PATCH", url, sub=sub, headers=h, data=data)
 
     def staged(self, url: str) -> Path:
-        return self.settings.staging_dir / url.rstrip("/").rsplit("/", 1)[-1]
+        return self.settings.uploads.staging_dir / url.rstrip("/").rsplit("/", 1)[-1]
 
     def status(self, url: str, sub: str = "alice") -> dict[str, Any]:
         """The upload's JSON status (`GET /api/files/upload/session/{id}`)."""
@@ -223,7 +223,7 @@ class Server:
         info = self.status(url)
         assert info["status"] == "stored", info
         file = info["file"]
-        storage: Path = self.settings.pipeline.local_storage_dir
+        storage: Path = self.settings.storage.local_storage_dir
         return storage / str(file["storage_path"]) / str(file["storage_filename"])
 
     def content(self, url: str) -> bytes:

@@ -22,7 +22,7 @@ PDF = (
     b"trailer\n<< /Size 3 /Root 1 0 R >>\nstartxref\n110\n%%EOF\n"
 )
 
-# attr.json keys in the order of artstore-contract.md §2.8.
+# attr.json keys in the order the storage element writes them.
 ATTR_KEYS = [
     "file_id",
     "original_filename",

@@ -1,4 +1,5 @@
-"""HTTP assembly: routes, middlewares, the service graph's lifetime, probes and metrics."""
+"""HTTP assembly: the root application with CORS and JSON errors, the tus and API
+sub-applications, the service graph's lifetime, probes and metrics."""
 
 from __future__ import annotations
 
@@ -8,32 +9,33 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from tusingest.api import sessions
-from tusingest.config import Settings
+from tusingest.api.app import PREFIX as API_PREFIX
+from tusingest.api.app import create_api_app
+from tusingest.auth import AUTHENTICATOR
 from tusingest.cors import cors_middleware
 from tusingest.errors import TusingestError
 from tusingest.services import SERVICES, open_services
-from tusingest.tus import handlers as tus
-from tusingest.tus.middleware import tus_middleware
+from tusingest.settings.app import Settings
+from tusingest.tus.app import PREFIX as TUS_PREFIX
+from tusingest.tus.app import create_tus_app
 
 log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
-        middlewares=[cors_middleware(settings.cors_allowed_origins), json_errors, tus_middleware]
+        middlewares=[cors_middleware(settings.server.cors_allowed_origins), json_errors]
     )
 
     async def services_ctx(app: web.Application) -> AsyncIterator[None]:
         async with open_services(settings) as services:
             app[SERVICES] = services
+            app[AUTHENTICATOR] = services.authenticator
             yield
 
     app.cleanup_ctx.append(services_ctx)
-    app.router.add_route("*", "/files", tus.collection)
-    app.router.add_route("*", "/files/", tus.collection)
-    app.router.add_route("*", "/files/{upload_id}", tus.resource)
-    app.router.add_get("/api/files/upload/session/{upload_id}", sessions.session)
+    app.add_subapp(TUS_PREFIX, create_tus_app())
+    app.add_subapp(API_PREFIX, create_api_app())
     app.router.add_get("/health/live", live)
     app.router.add_get("/health/ready", ready)
     app.router.add_get("/metrics", metrics)

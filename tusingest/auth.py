@@ -1,20 +1,24 @@
-"""JWT bearer authentication (RS256 family): verification into a Principal."""
+"""JWT bearer authentication (RS256 family): verification into a Principal, once per request at
+the edge of each protected sub-application."""
 
 from __future__ import annotations
 
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import jwt
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
-from tusingest.config import AuthSettings
 from tusingest.domain import Principal, Role
 from tusingest.errors import ConfigError, Unauthorized
+from tusingest.settings.auth import AuthSettings
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +103,24 @@ class Authenticator:
         self._verified.move_to_end(token)
         while len(self._verified) > _VERIFIED_TOKENS:
             self._verified.popitem(last=False)
+
+
+AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
+PRINCIPAL = web.RequestKey("principal", Principal)
+
+
+def auth_middleware(exempt: Callable[[web.Request], bool] | None = None) -> Middleware:
+    """Authenticate every request of the (sub-)application it guards, unless `exempt`; the
+    handler finds the caller in `request[PRINCIPAL]`."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if exempt is None or not exempt(request):
+            authenticator = request.config_dict[AUTHENTICATOR]
+            request[PRINCIPAL] = authenticator.authenticate(request.headers.get("Authorization"))
+        return await handler(request)
+
+    return middleware
 
 
 def _load_rsa_key(pem: bytes) -> RSAPublicKey:

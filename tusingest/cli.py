@@ -14,22 +14,23 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import redis.asyncio as aioredis
 from aiohttp import web
 from redis.exceptions import RedisError
 
 from tusingest.app import create_app
-from tusingest.config import Settings
 from tusingest.domain import ElementMode, Role
-from tusingest.elements.server import ElementServerSettings, run_element_server
 from tusingest.errors import ConfigError
 from tusingest.keys import ensure_dev_keys, mint_token
 from tusingest.observability import configure_logging
+from tusingest.refelement.app import run_element_server
+from tusingest.refelement.state import ElementServerSettings
 from tusingest.registry.configs import ElementConfig, InvalidElementConfig, RedisElementConfigs
 from tusingest.registry.monitor import CapacityMonitor, Published, published
 from tusingest.registry.redis import announce, publish, withdraw
-from tusingest.services import migrate
+from tusingest.services import open_element_admin
+from tusingest.settings.app import Settings
+from tusingest.store.database import migrate
 
 log = logging.getLogger("tusingest")
 
@@ -91,13 +92,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "DATA_DIR": getattr(args, "data_dir", None),
             },
         )
-        configure_logging(settings.log_level, settings.log_format)
+        configure_logging(settings.server.log_level, settings.server.log_format)
         if args.command == "serve":
             return asyncio.run(_serve(settings))
         if args.command == "elements":
             return asyncio.run(_elements(settings, args))
         if args.command == "migrate":
-            revision = asyncio.run(migrate(settings))
+            revision = asyncio.run(migrate(settings.database.url))
             print(f"database migrated to revision {revision}")
             return 0
         return _token(settings, args)
@@ -139,14 +140,14 @@ async def _elements(settings: Settings, args: argparse.Namespace) -> int:
             "not set: storage elements are configured in Redis; without REDIS_URL the registry "
             "is embedded in the server process and holds only its local element",
         )
-    client = aioredis.from_url(storage.redis_url, socket_connect_timeout=2, socket_timeout=5)
-    configs = RedisElementConfigs(client, storage.key_prefix)
     try:
-        if args.elements_command == "list":
-            return await _elements_list(client, configs, storage.key_prefix, args.json)
-        if args.elements_command == "add":
-            return await _elements_add(settings, client, configs, args)
-        return await _elements_rm(client, configs, storage.key_prefix, args.element_id)
+        async with open_element_admin(settings) as (client, monitor):
+            configs = RedisElementConfigs(client, storage.key_prefix)
+            if args.elements_command == "list":
+                return await _elements_list(client, configs, storage.key_prefix, args.json)
+            if args.elements_command == "add":
+                return await _elements_add(client, configs, monitor, storage.key_prefix, args)
+            return await _elements_rm(client, configs, storage.key_prefix, args.element_id)
     except InvalidElementConfig as exc:
         print(f"tusingest elements: {exc.message}", file=sys.stderr)
         return 2
@@ -154,35 +155,23 @@ async def _elements(settings: Settings, args: argparse.Namespace) -> int:
         where = storage.redis_url.rpartition("@")[2]  # never print a password
         print(f"tusingest elements: Redis at {where}: {exc}", file=sys.stderr)
         return 1
-    finally:
-        await client.aclose()
 
 
 async def _elements_add(
-    settings: Settings,
     client: aioredis.Redis,
     configs: RedisElementConfigs,
+    monitor: CapacityMonitor,
+    prefix: str,
     args: argparse.Namespace,
 ) -> int:
-    storage = settings.storage
     config = ElementConfig(
         args.element_id, ElementMode(args.mode), args.endpoint.rstrip("/"), args.priority
     )
     existed = args.element_id in {c.element_id for c in await configs.all()}
     await configs.put(config)
-    async with aiohttp.ClientSession() as session:
-        monitor = CapacityMonitor(
-            client,
-            session,
-            configs,
-            prefix=storage.key_prefix,
-            interval=storage.monitor_interval,
-            thresholds=storage.thresholds,
-            node=f"cli:{socket.gethostname()}:{os.getpid()}",
-        )
-        info = await monitor.probe(config)
-    await publish(client, info, prefix=storage.key_prefix, ttl_seconds=monitor.ttl_seconds)
-    await announce(client, "updated" if existed else "created", prefix=storage.key_prefix)
+    info = await monitor.probe(config)
+    await publish(client, info, prefix=prefix, ttl_seconds=monitor.ttl_seconds)
+    await announce(client, "updated" if existed else "created", prefix=prefix)
     print(
         f"{'updated' if existed else 'added'} {config.element_id} ({config.mode.value}, "
         f"priority {config.priority}, {config.endpoint})"
@@ -332,8 +321,9 @@ async def _serve(settings: Settings) -> int:
 
 def _listen(settings: Settings) -> socket.socket:
     try:
+        server = settings.server
         infos = socket.getaddrinfo(
-            settings.host, settings.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+            server.host, server.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         )
         family, kind, proto, _, address = infos[0]
         sock = socket.socket(family, kind, proto)
@@ -345,9 +335,8 @@ def _listen(settings: Settings) -> socket.socket:
             sock.close()
             raise
     except OSError as exc:
-        raise ConfigError(
-            "APP_PORT", f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}"
-        ) from None
+        where = f"{settings.server.host}:{settings.server.port}"
+        raise ConfigError("APP_PORT", f"cannot listen on {where}: {exc.strerror or exc}") from None
     sock.setblocking(False)
     return sock
 
@@ -355,9 +344,7 @@ def _listen(settings: Settings) -> socket.socket:
 def _storage_line(settings: Settings) -> str:
     storage = settings.storage
     if not storage.redis_url:
-        return f"embedded element {settings.pipeline.local_element_id} in " + str(
-            settings.pipeline.local_storage_dir
-        )
+        return f"embedded element {storage.local_element_id} in {storage.local_storage_dir}"
     redis = storage.redis_url.rsplit("@", 1)[-1]  # never print a password
     admin = f", Admin Module {storage.admin_module_url}" if storage.admin_module_url else ""
     return f"elements from Redis {redis}{admin}"
@@ -370,12 +357,12 @@ def _banner(settings: Settings, runner: web.AppRunner) -> None:
     lines = [
         f"tusingest listening on {url}",
         f"  tus endpoint: {url}/files/",
-        f"  database:     {settings.database_url.split('@')[-1]}",
-        f"  staging:      {settings.staging_dir}",
+        f"  database:     {settings.database.url.split('@')[-1]}",
+        f"  staging:      {settings.uploads.staging_dir}",
         f"  storage:      {_storage_line(settings)}",
     ]
     if settings.auth.enabled:
-        data_dir = settings.data_dir
+        data_dir = settings.server.data_dir
         lines.append(f"  token:        tusingest token --sub alice --data-dir {data_dir}")
     else:
         lines.append("  auth:         OFF (AUTH_ENABLED=off): anyone can upload")

@@ -1,4 +1,5 @@
-"""Domain values: uploads, their status, and the authenticated principal."""
+"""Domain values: uploads and their status, the caller, stored files, operations, storage
+elements and their capacity."""
 
 from __future__ import annotations
 
@@ -87,14 +88,6 @@ class Upload:
     def is_final(self) -> bool:
         return self.concat is not None and self.concat.startswith(FINAL_PREFIX)
 
-    @property
-    def is_complete(self) -> bool:
-        return self.length is not None and self.offset == self.length
-
-    @property
-    def remaining(self) -> int | None:
-        return None if self.length is None else self.length - self.offset
-
 
 @dataclass(frozen=True)
 class ScanResult:
@@ -139,17 +132,25 @@ class OperationStatus(enum.StrEnum):
     FAILED = "failed"
 
 
+class OperationKind(enum.StrEnum):
+    """The durable jobs, each run by its own handler."""
+
+    INGEST = "ingest"  # complete an upload: check, compress, store (subject: the upload id)
+    DISCARD = "discard"  # remove a copy an abandoned store left on an element (the file id)
+
+
 @dataclass(frozen=True)
 class Operation:
-    """A durable job (e.g. `ingest` of an upload); `result` keeps what retries must reuse."""
+    """A durable job. `state` is its persisted progress as a JSON object, which its kind's
+    handler reads into a typed, versioned state (what retries must reuse)."""
 
     id: str
-    kind: str
+    kind: OperationKind
     subject: str
     status: OperationStatus
     step: str | None
     attempts: int
-    result: dict[str, Any]
+    state: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -176,12 +177,37 @@ class CatalogEntry:
 
 
 class ElementMode(enum.StrEnum):
-    """A storage element's mode (contract §2.7): edit and rw accept uploads."""
+    """A storage element's mode: edit (temporary files, deletable), rw (permanent files),
+    ro (read only), ar (archived, read only)."""
 
     EDIT = "edit"
     RW = "rw"
     RO = "ro"
     AR = "ar"
+
+
+# The modes that take uploads (and the only ones a registry lists for placement).
+WRITABLE_MODES: tuple[ElementMode, ...] = (ElementMode.EDIT, ElementMode.RW)
+
+
+class Retention(enum.StrEnum):
+    """How long ArtStore keeps a file: temporary files go to edit elements, permanent ones to
+    rw elements."""
+
+    TEMPORARY = "temporary"
+    PERMANENT = "permanent"
+
+    @property
+    def mode(self) -> ElementMode:
+        return ElementMode.EDIT if self is Retention.TEMPORARY else ElementMode.RW
+
+    @classmethod
+    def of(cls, value: str | None) -> Retention:
+        """The policy a client asked for; anything unknown (or nothing) is temporary."""
+        try:
+            return cls((value or "").lower())
+        except ValueError:
+            return cls.TEMPORARY
 
 
 class CapacityStatus(enum.StrEnum):
@@ -206,16 +232,15 @@ class ElementInfo:
     healthy: bool
 
 
-DEFAULT_THRESHOLDS: tuple[float, float, float] = (85.0, 92.0, 98.0)
+Thresholds = tuple[float, float, float]  # percent used for (warning, critical, full)
+DEFAULT_THRESHOLDS: Thresholds = (85.0, 92.0, 98.0)
 
 
 def capacity_status(
-    total: int,
-    used: int,
-    thresholds: tuple[float, float, float] = DEFAULT_THRESHOLDS,
+    total: int, used: int, thresholds: Thresholds = DEFAULT_THRESHOLDS
 ) -> CapacityStatus:
-    """Contract §5 fixed rule on percent used: ≥ full FULL, ≥ critical CRITICAL, ≥ warning
-    WARNING, else OK; `thresholds` is (warning, critical, full). No capacity → FULL."""
+    """The capacity status by percent used: ≥ full FULL, ≥ critical CRITICAL, ≥ warning
+    WARNING, else OK. No capacity at all is FULL."""
     if total <= 0:
         return CapacityStatus.FULL
     warning, critical, full = thresholds

@@ -88,11 +88,6 @@ class Locked(TusingestError):
     code = "upload_locked"
 
 
-class ServiceUnavailable(TusingestError):
-    status = 503
-    code = "service_unavailable"
-
-
 class BodyInterrupted(TusingestError):
     """The client's request body ended early (connection lost or reset)."""
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from pathlib import Path
@@ -14,6 +14,7 @@ from tusingest.domain import (
     ElementMode,
     FileToStore,
     Operation,
+    OperationKind,
     ScanResult,
     StoredFile,
     Upload,
@@ -171,19 +172,23 @@ class StorageElement(Protocol):
 
 
 class OperationStore(Protocol):
-    """Durable operations, each claimed by one node at a time with a lease."""
+    """Durable operations, each claimed by one node at a time with a lease; `state` is the
+    operation's progress as a JSON object (written whole)."""
 
-    async def claim(self, node: str, lease_seconds: float, limit: int) -> list[Operation]:
-        """Due operations (queued, or running under a lapsed lease) now leased to `node`."""
+    async def claim(
+        self, node: str, lease_seconds: float, limit: int, kinds: Collection[OperationKind]
+    ) -> list[Operation]:
+        """Due operations of `kinds` (queued, or running under a lapsed lease) now leased to
+        `node`; other kinds are left to the nodes that know them."""
         ...
 
     async def progress(
-        self, op: Operation, node: str, step: str, result: dict[str, Any], lease_seconds: float
+        self, op: Operation, node: str, step: str, state: dict[str, Any], lease_seconds: float
     ) -> None:
-        """Persist the step reached and what retries must reuse; extends the lease."""
+        """Persist the step reached and the state retries must reuse; extends the lease."""
         ...
 
-    async def finish(self, op: Operation, node: str, result: dict[str, Any]) -> None: ...
+    async def finish(self, op: Operation, node: str, state: dict[str, Any]) -> None: ...
 
     async def retry(self, op: Operation, node: str, error: str, delay_seconds: float) -> None: ...
 
@@ -193,7 +198,9 @@ class OperationStore(Protocol):
         """Like `retry`, but the attempt does not count (waiting for storage is no failure)."""
         ...
 
-    async def enqueue(self, op_id: str, kind: str, subject: str, result: dict[str, Any]) -> bool:
+    async def enqueue(
+        self, op_id: str, kind: OperationKind, subject: str, state: dict[str, Any]
+    ) -> bool:
         """Queue a new operation now; an existing `op_id` is left alone (False)."""
         ...
 
@@ -229,7 +236,7 @@ class Registry(Protocol):
 
 
 class TokenSource(Protocol):
-    """A service-account bearer token for the SEs and the Admin Module (contract §1)."""
+    """A service-account bearer token for the SEs and the Admin Module."""
 
     async def token(self, *, fresh: bool = False) -> str:
         """The cached token, renewed ahead of its expiry; `fresh` forces a new one (after
@@ -238,7 +245,7 @@ class TokenSource(Protocol):
 
 
 class FileRegistrar(Protocol):
-    """The Admin Module's file registry (contract §3.2)."""
+    """The Admin Module's file registry."""
 
     async def register(self, entry: CatalogEntry, *, ttl_days: int | None) -> None:
         """Register a stored file; an existing registration of the same `file_id` counts as

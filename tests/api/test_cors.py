@@ -1,4 +1,4 @@
-"""CORS for browser clients (tus-protocol.md §6): preflights, headers on every response, origins."""
+"""CORS for browser clients: preflights, headers on every response, origins."""
 
 from __future__ import annotations
 

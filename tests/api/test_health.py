@@ -9,7 +9,7 @@ import asyncpg
 import requests
 
 from tests.conftest import Server, pg_admin_dsn
-from tusingest.config import Settings
+from tusingest.settings.app import Settings
 from tusingest.store import schema
 
 
@@ -38,7 +38,7 @@ def test_ready_is_503_when_the_database_is_gone(
     make_server: Callable[..., Server], new_pg_database: Callable[[], str]
 ) -> None:
     url = new_pg_database()
-    asyncio.run(schema.upgrade(Settings.from_env({"DATABASE_URL": url}).database_url))
+    asyncio.run(schema.upgrade(Settings.from_env({"DATABASE_URL": url}).database.url))
     server = make_server("postgres", DATABASE_URL=url)
     assert requests.get(f"{server.url}/health/ready", timeout=30).status_code == 200
 

@@ -19,7 +19,7 @@ import requests
 
 from tests.conftest import BACKENDS, Server
 from tests.samples import ATTR_KEYS, EICAR, PDF, clamd_url
-from tusingest.config import Settings
+from tusingest.settings.app import Settings
 from tusingest.store import schema
 
 ORIGIN = "http://app.example"
@@ -31,7 +31,7 @@ def isolated_env(backend: str, root: Path, new_pg_database: Callable[[], str]) -
     if backend != "postgres":
         return {}
     url = new_pg_database()
-    asyncio.run(schema.upgrade(Settings.from_env({"DATABASE_URL": url}).database_url))
+    asyncio.run(schema.upgrade(Settings.from_env({"DATABASE_URL": url}).database.url))
     return {
         "DATABASE_URL": url,
         "STAGING_DIR": str(root / "staging"),
@@ -44,7 +44,7 @@ def metadata(**values: str) -> str:
 
 
 def storage_files(server: Server) -> list[Path]:
-    root = server.settings.pipeline.local_storage_dir
+    root = server.settings.storage.local_storage_dir
     return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
 
 

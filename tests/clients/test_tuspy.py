@@ -198,4 +198,4 @@ def test_tuspy_sees_the_rejection_code(strict_server: Server, tmp_path: Path) ->
     assert b"mime_type_not_allowed" in caught.value.response_content
     upload_id = uploader.url.rsplit("/", 1)[-1]
     assert strict_server.status(uploader.url)["verdict"]["error"] == "mime_type_not_allowed"
-    assert not (strict_server.settings.staging_dir / upload_id).exists()
+    assert not (strict_server.settings.uploads.staging_dir / upload_id).exists()

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from tusingest.elements.breaker import Breakers, BreakerState, CircuitBreaker
-from tusingest.storage_settings import BreakerSettings
+from tusingest.errors import ConfigError
+from tusingest.settings.app import Settings
+from tusingest.settings.storage import BreakerSettings
 
 
 class FakeClock:
@@ -55,12 +57,17 @@ def test_defaults() -> None:
 
 
 @pytest.mark.parametrize(
-    "kw",
-    [{"failure_threshold": 0}, {"success_threshold": 0}, {"timeout_seconds": -1.0}],
+    ("variable", "value"),
+    [
+        ("CIRCUIT_BREAKER_FAILURE_THRESHOLD", "0"),
+        ("CIRCUIT_BREAKER_SUCCESS_THRESHOLD", "0"),
+        ("CIRCUIT_BREAKER_TIMEOUT_SECONDS", "-1"),
+    ],
 )
-def test_invalid_settings(kw: dict[str, float]) -> None:
-    with pytest.raises(ValueError, match="breaker"):
-        BreakerSettings(**kw)  # type: ignore[arg-type]
+def test_invalid_settings_name_their_variable(variable: str, value: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({variable: value})
+    assert caught.value.variable == variable
 
 
 def test_starts_closed_and_allows(clock: FakeClock) -> None:

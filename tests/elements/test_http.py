@@ -1,4 +1,5 @@
-"""HttpElement against the reference SE server over real HTTP (contract §2.1–2.5, §6)."""
+"""HttpElement against the reference SE server over real HTTP: the file endpoints (upload,
+metadata, download, delete) and the SE quirks the ingester works around."""
 
 from __future__ import annotations
 
@@ -21,20 +22,22 @@ import pytest
 from aiohttp import web
 
 from tests.conftest import Keys
+from tests.tokens import StaticToken
 from tusingest.domain import ElementMode, FileToStore
 from tusingest.elements.http import ElementMismatch, ElementRejected, HttpElement
 from tusingest.elements.local import LocalElement
-from tusingest.elements.server import ElementServerSettings, create_element_app
-from tusingest.elements.token import MintedToken, StaticToken
+from tusingest.elements.token import MintedToken
 from tusingest.errors import TransientError
 from tusingest.ports import TokenSource
+from tusingest.refelement.app import create_element_app
+from tusingest.refelement.state import ElementServerSettings
 
 NAME = "отчёт 2025.pdf"
 METADATA = {"retention_policy": "temporary", "md5": "ab" * 16, "upload_id": "u-1"}
 
 
 def sa_token(keys: Keys, ttl: int = 600, **claims: Any) -> str:
-    """A service-account token as the Admin Module issues it (contract §1.2)."""
+    """A service-account token as the Admin Module issues it: RS256, the claims the SE checks."""
     now = int(time.time())
     body: dict[str, Any] = {
         "sub": "sa-ingest",
@@ -147,7 +150,8 @@ def test_store_utf8_name_verified_and_metadata_patched(tmp_path: Path, keys: Key
 def test_a_long_name_is_shortened_for_the_se_and_kept_in_metadata(
     tmp_path: Path, keys: Keys
 ) -> None:
-    """Contract §7.2: stem + token name + extension must stay within 191 UTF-8 bytes."""
+    """A real storage element fails on names whose stem + its token's name + extension pass
+    191 UTF-8 bytes: the name sent is cut to fit, the full one kept in attr metadata."""
     source, sha = make_file(tmp_path)
     long_name = "ж" * 150 + ' "quoted".pdf'  # 300 bytes of stem
     item = item_for(source, sha, name=long_name)
@@ -370,8 +374,8 @@ def test_64_mib_is_streamed(tmp_path: Path, keys: Keys) -> None:
 
 
 def test_only_idempotent_calls_are_retried(tmp_path: Path, keys: Keys) -> None:
-    """GET is retried on 5xx (max_retries + 1 tries); the upload POST is sent once, then
-    a GET checks whether the SE stored it anyway (contract §6.2)."""
+    """GET is retried on 5xx (max_retries + 1 tries); the upload POST is sent once (the SE
+    answers a repeated file_id with 500), then a GET checks whether the SE stored it anyway."""
     source, sha = make_file(tmp_path)
     hits: dict[str, int] = {"GET": 0, "POST": 0}
     answers = {"GET": 404}

@@ -20,9 +20,9 @@ import psutil
 import pytest
 
 from tests.samples import ATTR_KEYS
+from tusingest.artstore import hour_path, storage_filename
 from tusingest.domain import FileToStore, StoredFile
 from tusingest.elements.local import LocalElement
-from tusingest.elements.naming import hour_path, storage_filename
 from tusingest.errors import TusingestError
 from tusingest.ports import StorageElement
 
@@ -77,7 +77,7 @@ def source(tmp_path: Path) -> Path:
     return write_source(tmp_path / "staged", b"%PDF-1.7 hello\n" * 1000)
 
 
-# storage_filename (contract §2.8)
+# storage_filename: {stem}_{username}_{YYYYMMDDTHHMMSS}_{file_id}{ext}, as the SE names files
 
 
 def test_contract_example() -> None:

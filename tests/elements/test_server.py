@@ -1,4 +1,4 @@
-"""The reference SE server over real HTTP: contract §2 fields, status codes, modes, auth."""
+"""The reference SE server over real HTTP: its API's fields, status codes, modes, auth."""
 
 from __future__ import annotations
 
@@ -19,9 +19,10 @@ import requests
 from aiohttp import web
 
 from tests.conftest import Keys
+from tusingest.artstore import hour_path
 from tusingest.domain import ElementMode, Role
-from tusingest.elements.naming import hour_path
-from tusingest.elements.server import ElementServerSettings, create_element_app
+from tusingest.refelement.app import create_element_app
+from tusingest.refelement.state import ElementServerSettings
 
 CAPACITY = 1_000_000
 FID = "a1b2c3d4-e5f6-7890-abcd-ef1234567890"
@@ -120,7 +121,7 @@ def se(make_se: Callable[..., SE]) -> SE:
 
 
 def test_upload_answers_the_contract_body_and_writes_the_layout(se: SE) -> None:
-    name = "отчёт 2024 «итог».pdf"  # raw UTF-8 in the multipart header (contract §6.5)
+    name = "отчёт 2024 «итог».pdf"  # raw UTF-8 in the multipart header, not percent-encoded
     response = se.upload(b"x" * 1000, name, file_id=FID, description="quarterly", version="v1")
     assert response.status_code == 201, response.text
     assert response.json() == {

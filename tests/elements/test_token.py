@@ -1,4 +1,4 @@
-"""Token sources (contract §1): minted service-account tokens, and the Admin Module's
+"""Token sources: minted service-account tokens, and the Admin Module's
 client-credentials endpoint on the stand-in over real HTTP."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 
 from tests.adminmodule import serve_admin_module
 from tests.conftest import Keys
-from tusingest.elements.token import AdminToken, MintedToken, ServiceAccountRejected, StaticToken
+from tusingest.elements.token import AdminToken, MintedToken, ServiceAccountRejected
 from tusingest.errors import TransientError
 
 TOKEN_PATH = "/api/v1/auth/token"
@@ -121,15 +121,6 @@ def test_concurrent_first_callers_share_one_token(keys: Keys) -> None:
     async def scenario() -> None:
         tokens = await asyncio.gather(*(source.token() for _ in range(8)))
         assert len(set(tokens)) == 1
-
-    asyncio.run(scenario())
-
-
-def test_static_token_never_changes() -> None:
-    async def scenario() -> None:
-        source = StaticToken("t-1")
-        assert await source.token() == "t-1"
-        assert await source.token(fresh=True) == "t-1"
 
     asyncio.run(scenario())
 

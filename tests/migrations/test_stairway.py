@@ -14,8 +14,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from tests.conftest import BACKENDS
-from tusingest.config import Settings
-from tusingest.store import revision, schema
+from tusingest.settings.app import Settings
+from tusingest.store import database, schema
 from tusingest.store.tables import metadata
 
 
@@ -26,7 +26,7 @@ def database_url(
     raw = (
         f"sqlite:///{tmp_path / 'stairway.db'}" if request.param == "sqlite" else new_pg_database()
     )
-    return Settings.from_env({"DATABASE_URL": raw}).database_url
+    return Settings.from_env({"DATABASE_URL": raw}).database.url
 
 
 def _revisions() -> list[tuple[str, str]]:
@@ -40,7 +40,7 @@ def _revisions() -> list[tuple[str, str]]:
 async def _current(url: str) -> str | None:
     engine = create_async_engine(url)
     try:
-        return await schema.current_revision(engine)
+        return await database.current_revision(engine)
     finally:
         await engine.dispose()
 
@@ -74,14 +74,14 @@ def test_head_matches_tables(database_url: str) -> None:
 
 
 def test_code_knows_the_head_revision(database_url: str) -> None:
-    assert schema.head_revision() == revision.HEAD
+    assert schema.head_revision() == database.HEAD
     asyncio.run(schema.upgrade(database_url))
 
     async def current() -> str | None:
         engine = create_async_engine(database_url)
         try:
-            return await revision.current_revision(engine)
+            return await database.current_revision(engine)
         finally:
             await engine.dispose()
 
-    assert asyncio.run(current()) == revision.HEAD
+    assert asyncio.run(current()) == database.HEAD

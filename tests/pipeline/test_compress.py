@@ -25,15 +25,21 @@ import pytest
 from tusingest.errors import ConfigError
 from tusingest.pipeline.compress import (
     Compressed,
-    CompressionSettings,
     decompress_to,
     is_compressible,
     maybe_compress,
 )
+from tusingest.settings.env import Env
+from tusingest.settings.pipeline import CompressionSettings, parse_compression
+
+
+def _compression(env: dict[str, str]) -> CompressionSettings:
+    return parse_compression(Env(env))
+
 
 MiB = 1 << 20
-BROTLI = CompressionSettings.parse({})
-GZIP = CompressionSettings.parse({"COMPRESSION_ALGORITHM": "gzip"})
+BROTLI = _compression({})
+GZIP = _compression({"COMPRESSION_ALGORITHM": "gzip"})
 WORDS = [
     "".join(random.Random(i).choices("abcdefghijklmnopqrstuvwxyz", k=2 + i % 9))
     for i in range(4000)
@@ -276,7 +282,9 @@ _MEMORY_PROBE = textwrap.dedent(
     """
     import asyncio, sys
     from pathlib import Path
-    from tusingest.pipeline.compress import CompressionSettings, decompress_to, maybe_compress
+    from tusingest.pipeline.compress import decompress_to, maybe_compress
+    from tusingest.settings.env import Env
+    from tusingest.settings.pipeline import parse_compression
 
     def status(key):
         for line in open("/proc/self/status"):
@@ -285,7 +293,7 @@ _MEMORY_PROBE = textwrap.dedent(
         raise KeyError(key)
 
     source, workdir, algorithm = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
-    settings = CompressionSettings.parse({"COMPRESSION_ALGORITHM": algorithm})
+    settings = parse_compression(Env({"COMPRESSION_ALGORITHM": algorithm}))
     before = status("VmRSS")
     size = source.stat().st_size
     result = asyncio.run(maybe_compress(source, "text/plain", size, settings, workdir))
@@ -335,7 +343,7 @@ def test_memory_stays_flat_on_a_64_mib_file(big_text: Path, algorithm: str, tmp_
 def test_settings_defaults() -> None:
     assert CompressionSettings(True, "brotli", 5, 10 * MiB, 1.2) == BROTLI
     assert GZIP.level == 6
-    parsed = CompressionSettings.parse(
+    parsed = _compression(
         {
             "COMPRESSION_ENABLED": "off",
             "COMPRESSION_ALGORITHM": "GZIP",
@@ -344,8 +352,8 @@ def test_settings_defaults() -> None:
         }
     )
     assert parsed == CompressionSettings(False, "gzip", 9, MiB)
-    assert CompressionSettings.parse({"COMPRESSION_LEVEL": "0"}).level == 0
-    assert CompressionSettings.parse({"COMPRESSION_LEVEL": "11"}).level == 11
+    assert _compression({"COMPRESSION_LEVEL": "0"}).level == 0
+    assert _compression({"COMPRESSION_LEVEL": "11"}).level == 11
 
 
 @pytest.mark.parametrize(
@@ -364,7 +372,7 @@ def test_settings_defaults() -> None:
 )
 def test_bad_settings_name_the_variable(env: dict[str, str], variable: str) -> None:
     with pytest.raises(ConfigError) as caught:
-        CompressionSettings.parse(env)
+        _compression(env)
     assert caught.value.variable == variable
     assert variable in str(caught.value)
 

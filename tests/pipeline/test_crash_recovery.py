@@ -19,9 +19,20 @@ import requests
 from tests.conftest import Keys
 from tests.nodes import Node
 from tests.samples import EICAR, clamd_url
-from tusingest.pipeline.ingest import STEPS
 
 SIZE = 300 * 1024
+# The ingest operation's fault-injection points (TUSINGEST_CRASH_AT_STEP), in order.
+STEPS = (
+    "validate",
+    "scan",
+    "compress",
+    "store",
+    "verify",
+    "catalog",
+    "register",
+    "stored",
+    "cleanup",
+)
 
 
 @pytest.fixture

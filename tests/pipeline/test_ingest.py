@@ -17,11 +17,11 @@ import sqlalchemy as sa
 
 from tests.conftest import BACKENDS
 from tests.samples import EICAR, PDF, clamd_url
-from tusingest.config import Settings
 from tusingest.domain import (
     CapacityStatus,
     ElementInfo,
     ElementMode,
+    OperationKind,
     Principal,
     Role,
     Upload,
@@ -30,20 +30,22 @@ from tusingest.domain import (
 from tusingest.elements.directory import ElementDirectory
 from tusingest.elements.local import LocalElement
 from tusingest.observability import PrometheusMetrics
-from tusingest.pipeline.compress import CompressionSettings
 from tusingest.pipeline.ingest import Ingest, IngestPolicy
 from tusingest.pipeline.runner import Runner, RunnerPolicy
 from tusingest.pipeline.saga import SagaPolicy, StoreSaga
 from tusingest.pipeline.scan import ClamdScanner
-from tusingest.pipeline.validate import ValidationSettings
 from tusingest.registry.chain import ChainRegistry
 from tusingest.registry.memory import MemoryRegistry
-from tusingest.storage_settings import BreakerSettings
+from tusingest.settings.app import Settings
+from tusingest.settings.env import Env
+from tusingest.settings.pipeline import parse_compression, parse_validation
+from tusingest.settings.storage import BreakerSettings
 from tusingest.store import schema
 from tusingest.store.catalog import SqlCatalog
+from tusingest.store.database import create_engine
 from tusingest.store.locks import MemoryLocker
 from tusingest.store.operations import SqlOperationStore
-from tusingest.store.sql import SqlSessionStore, create_engine
+from tusingest.store.sql import SqlSessionStore
 from tusingest.store.staging import FileStaging
 from tusingest.store.tables import audit_events, operations
 from tusingest.store.uploads import UploadPolicy, UploadStore
@@ -135,14 +137,14 @@ async def rig(
         None,
         ClamdScanner(scanner_url, timeout=5) if scanner_url else None,
         IngestPolicy(
-            validation=ValidationSettings.parse({"ALLOWED_MIME_TYPES": "*"}, 1 << 30),
-            compression=CompressionSettings.parse({}),
+            validation=parse_validation(Env({"ALLOWED_MIME_TYPES": "*"}), 1 << 30),
+            compression=parse_compression(Env({})),
             workdir=staging,
         ),
     )
     runner = Runner(
         operations,
-        {"ingest": ingest},
+        {OperationKind.INGEST: ingest},
         RunnerPolicy(max_attempts=max_attempts, attempt_timeout=30, lease_seconds=30,
                      poll_seconds=0.1, base_delay=0.05, max_delay=0.1),
     )  # fmt: skip
@@ -160,7 +162,7 @@ def database(
     request: pytest.FixtureRequest, tmp_path: Path, new_pg_database: Callable[[], str]
 ) -> str:
     raw = f"sqlite:///{tmp_path / 'db.sqlite'}" if request.param == "sqlite" else new_pg_database()
-    return Settings.from_env({"DATABASE_URL": raw}).database_url
+    return Settings.from_env({"DATABASE_URL": raw}).database.url
 
 
 def _stored_files(root: Path) -> list[Path]:

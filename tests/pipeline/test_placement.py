@@ -6,11 +6,10 @@ from collections.abc import Collection
 
 import pytest
 
-from tusingest.domain import CapacityStatus, ElementInfo, ElementMode, capacity_status
+from tusingest.domain import CapacityStatus, ElementInfo, ElementMode, Retention, capacity_status
 from tusingest.pipeline.placement import (
     CRITICAL_MAX_SIZE,
     choose,
-    mode_for,
 )
 
 MiB = 1 << 20
@@ -65,11 +64,12 @@ def pick(
         ("permanent", ElementMode.RW),
         ("", ElementMode.EDIT),
         ("forever", ElementMode.EDIT),
-        ("PERMANENT", ElementMode.EDIT),
+        ("PERMANENT", ElementMode.RW),
+        (None, ElementMode.EDIT),
     ],
 )
-def test_mode_for(policy: str, mode: ElementMode) -> None:
-    assert mode_for(policy) is mode
+def test_retention_picks_the_mode(policy: str | None, mode: ElementMode) -> None:
+    assert Retention.of(policy).mode is mode
 
 
 def test_empty_gives_nothing() -> None:

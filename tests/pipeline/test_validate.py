@@ -20,18 +20,27 @@ import pytest
 
 from tusingest.errors import ConfigError, TusingestError
 from tusingest.pipeline.validate import (
-    DEFAULT_ALLOWED_MIME_TYPES,
     SNIFF_BYTES,
     Rejection,
     RejectionCode,
     Validated,
-    ValidationSettings,
     detect_mime,
     file_digests,
     mime_allowed,
     parse_declared_checksum,
     validate,
 )
+from tusingest.settings.env import Env
+from tusingest.settings.pipeline import (
+    DEFAULT_ALLOWED_MIME_TYPES,
+    ValidationSettings,
+    parse_validation,
+)
+
+
+def _validation(env: dict[str, str], max_size: int) -> ValidationSettings:
+    return parse_validation(Env(env), max_size)
+
 
 DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
@@ -181,7 +190,7 @@ def write(tmp_path: Path, name: str, data: bytes) -> Path:
 
 
 def settings(**overrides: object) -> ValidationSettings:
-    base = ValidationSettings.parse({}, max_size=100 * MiB)
+    base = _validation({}, max_size=100 * MiB)
     values = {
         "max_size": base.max_size,
         "mime_validation": base.mime_validation,
@@ -480,9 +489,9 @@ def test_validate_64_mib_keeps_memory_flat(tmp_path: Path) -> None:
 
 
 def test_settings_defaults() -> None:
-    parsed = ValidationSettings.parse({}, max_size=5 * MiB)
+    parsed = _validation({}, max_size=5 * MiB)
     assert parsed == ValidationSettings(5 * MiB, True, DEFAULT_ALLOWED_MIME_TYPES)
-    assert ValidationSettings.parse(
+    assert _validation(
         {"MIME_TYPE_VALIDATION": " ", "ALLOWED_MIME_TYPES": ""}, 1
     ) == ValidationSettings(1, True, DEFAULT_ALLOWED_MIME_TYPES)
     assert not mime_allowed("application/octet-stream", DEFAULT_ALLOWED_MIME_TYPES)
@@ -494,15 +503,15 @@ def test_settings_defaults() -> None:
     ("raw", "enabled"), [("on", True), ("OFF", False), ("true", True), ("0", False)]
 )
 def test_settings_mime_validation_flag(raw: str, enabled: bool) -> None:
-    assert ValidationSettings.parse({"MIME_TYPE_VALIDATION": raw}, 1).mime_validation is enabled
+    assert _validation({"MIME_TYPE_VALIDATION": raw}, 1).mime_validation is enabled
 
 
 def test_settings_allowed_types() -> None:
     env = {"ALLOWED_MIME_TYPES": " Application/PDF , image/* ,,application/vnd.oasis.* "}
-    parsed = ValidationSettings.parse(env, 1)
+    parsed = _validation(env, 1)
     assert parsed.allowed_mime_types == ("application/pdf", "image/*", "application/vnd.oasis.*")
-    assert ValidationSettings.parse({"ALLOWED_MIME_TYPES": "*"}, 1).allowed_mime_types == ("*",)
-    assert ValidationSettings.parse({"ALLOWED_MIME_TYPES": "*/*"}, 1).allowed_mime_types == ("*/*",)
+    assert _validation({"ALLOWED_MIME_TYPES": "*"}, 1).allowed_mime_types == ("*",)
+    assert _validation({"ALLOWED_MIME_TYPES": "*/*"}, 1).allowed_mime_types == ("*/*",)
 
 
 @pytest.mark.parametrize(
@@ -519,7 +528,7 @@ def test_settings_allowed_types() -> None:
 )
 def test_settings_bad_values_name_the_variable(env: dict[str, str], variable: str) -> None:
     with pytest.raises(ConfigError) as caught:
-        ValidationSettings.parse(env, 1)
+        _validation(env, 1)
     assert caught.value.variable == variable
     assert variable in str(caught.value)
 

@@ -21,7 +21,7 @@ import asyncpg
 import brotli
 
 from tests.conftest import Server
-from tusingest.config import Settings
+from tusingest.settings.app import Settings
 from tusingest.store import schema
 
 OCTET = "application/offset+octet-stream"
@@ -103,7 +103,7 @@ def send_and_drop(
 
 def upload_status(server: Server, upload_id: str) -> str | None:
     """The `status` column of an upload row, read straight from the database."""
-    url = server.settings.database_url
+    url = server.settings.database.url
     if server.backend == "sqlite":
         path = url.split(":///", 1)[1]
         with sqlite3.connect(path) as conn:
@@ -130,7 +130,7 @@ def own_cluster(new_pg_database: Callable[[], str], tmp_path: Path) -> dict[str,
     (it would delete every other server's staged bytes after a second).
     """
     url = new_pg_database()
-    asyncio.run(schema.upgrade(Settings.from_env({"DATABASE_URL": url}).database_url))
+    asyncio.run(schema.upgrade(Settings.from_env({"DATABASE_URL": url}).database.url))
     return {
         "DATABASE_URL": url,
         "STAGING_DIR": str(tmp_path / "staging"),
@@ -146,7 +146,7 @@ def staged_names(server: Server) -> set[str]:
     of earlier tests and other nodes may leave the directory at any time. Nothing adds files
     there unasked, so tests compare the names against a snapshot (`staged_since`).
     """
-    return {p.name for p in server.settings.staging_dir.iterdir() if p.is_file()}
+    return {p.name for p in server.settings.uploads.staging_dir.iterdir() if p.is_file()}
 
 
 def staged_since(server: Server, before: set[str]) -> set[str]:
@@ -165,7 +165,7 @@ def content_as(server: Server, url: str, sub: str) -> bytes:
     if info["status"] != "stored":
         return server.staged(url).read_bytes()
     file = info["file"]
-    path = server.settings.pipeline.local_storage_dir / file["storage_path"]
+    path = server.settings.storage.local_storage_dir / file["storage_path"]
     data = (path / file["storage_filename"]).read_bytes()
     if file["codec"] == "gzip":
         return gzip.decompress(data)
@@ -180,7 +180,7 @@ def upload_ids(server: Server, owner: str = "alice") -> set[str]:
     A creation the pipeline refuses at once (422) carries no Location: a snapshot taken before
     it finds the new upload's id.
     """
-    url = server.settings.database_url
+    url = server.settings.database.url
     if server.backend == "sqlite":
         path = url.split(":///", 1)[1]
         with sqlite3.connect(path) as conn:
@@ -200,7 +200,7 @@ def upload_ids(server: Server, owner: str = "alice") -> set[str]:
 
 def upload_row(server: Server, upload_id: str) -> dict[str, Any] | None:
     """The whole `uploads` row of an upload (column → value), read straight from the database."""
-    url = server.settings.database_url
+    url = server.settings.database.url
     if server.backend == "sqlite":
         path = url.split(":///", 1)[1]
         with sqlite3.connect(path) as conn:

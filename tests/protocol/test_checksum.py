@@ -1,4 +1,4 @@
-"""tus checksum extension (tus-protocol.md §3.5) against SQLite and PostgreSQL."""
+"""tus checksum extension against SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -281,8 +281,9 @@ def test_small_interrupted_checksummed_patch_keeps_nothing(server: Server) -> No
     }
     sock = _open_request(server, "PATCH", f"/files/{upload_id(url)}", headers, b"c" * 40, 98)
     sock.close()
-    # Without the checksum these 40 bytes would be kept (tus-protocol.md §2.4); a HEAD waits for
-    # a request still streaming into the upload, so this sees the outcome.
+    # Without the checksum these 40 bytes would be kept: an interrupted PATCH keeps what it
+    # received. A HEAD waits for a request still streaming into the upload, so this sees the
+    # outcome.
     wait_until(lambda: server.request("HEAD", url).status_code == 200)
     assert offset_of(server, url) == 2
     assert server.patch(url, b"cd", 2).status_code == 204

@@ -1,5 +1,4 @@
-"""tus concatenation extension (tus-protocol.md §3.8) and the inline upload digests, against
-SQLite and PostgreSQL."""
+"""tus concatenation extension and the inline upload digests, against SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -429,7 +428,7 @@ def small(request: pytest.FixtureRequest, make_server: Callable[..., Server]) ->
 
 
 def test_final_above_the_size_limit_is_413(small: Server) -> None:
-    assert small.settings.max_file_size == 1 << 20
+    assert small.settings.uploads.max_file_size == 1 << 20
     data_a, data_b = os.urandom(600 << 10), os.urandom(600 << 10)
     a, b = _partial(small, data_a), _partial(small, data_b)
     before = staged_names(small)

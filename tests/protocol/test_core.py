@@ -1,4 +1,4 @@
-"""tus 1.0 core protocol (tus-protocol.md §2) against SQLite and PostgreSQL."""
+"""tus 1.0 core protocol against SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -130,7 +130,7 @@ def test_options_advertises_version_extensions_and_max_size(server: Server) -> N
     assert response.status_code == 204
     assert response.headers["Tus-Version"] == "1.0.0"
     assert response.headers["Tus-Extension"] == EXTENSIONS
-    assert response.headers["Tus-Max-Size"] == str(server.settings.max_file_size)
+    assert response.headers["Tus-Max-Size"] == str(server.settings.uploads.max_file_size)
     assert response.headers["Tus-Checksum-Algorithm"] == "sha1,md5,sha256"
     assert response.content == b""
 

@@ -1,4 +1,4 @@
-"""tus creation extension (tus-protocol.md §3.1) against SQLite and PostgreSQL."""
+"""tus creation extension against SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -59,14 +59,14 @@ def test_length_headers_must_be_exactly_one_valid_value(
 
 def test_length_above_max_size_is_413(server: Server) -> None:
     before = staged_names(server)
-    response = _post(server, **{"Upload-Length": str(server.settings.max_file_size + 1)})
+    response = _post(server, **{"Upload-Length": str(server.settings.uploads.max_file_size + 1)})
     assert response.status_code == 413
     assert "Location" not in response.headers
     assert not staged_since(server, before)
 
 
 def test_length_equal_to_max_size_is_accepted(server: Server) -> None:
-    response = _post(server, **{"Upload-Length": str(server.settings.max_file_size)})
+    response = _post(server, **{"Upload-Length": str(server.settings.uploads.max_file_size)})
     assert response.status_code == 201
 
 
@@ -78,7 +78,7 @@ def test_created_with_location_and_expiry(server: Server) -> None:
     url = urljoin(server.endpoint, response.headers["Location"])
     assert url.startswith(f"{server.url}/files/")
     expires = http_date(response.headers["Upload-Expires"])
-    window = timedelta(seconds=server.settings.session_ttl_seconds)
+    window = timedelta(seconds=server.settings.uploads.session_ttl_seconds)
     assert window == timedelta(hours=2)
     assert before + window - timedelta(seconds=2) <= expires <= datetime.now(UTC) + window
     head = server.request("HEAD", url)

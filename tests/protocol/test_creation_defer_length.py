@@ -1,4 +1,4 @@
-"""tus creation-defer-length extension (tus-protocol.md §3.2) against SQLite and PostgreSQL."""
+"""tus creation-defer-length extension against SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -94,7 +94,7 @@ def test_malformed_length_on_patch_is_400(server: Server, value: str) -> None:
 
 def test_length_above_max_size_is_413(server: Server) -> None:
     url = server.create(None)
-    response = _declare(server, url, server.settings.max_file_size + 1, 0, b"ab")
+    response = _declare(server, url, server.settings.uploads.max_file_size + 1, 0, b"ab")
     assert response.status_code == 413
     assert offset_of(server, url) == 0
     assert server.request("HEAD", url).headers["Upload-Defer-Length"] == "1"
@@ -139,7 +139,7 @@ def test_declaring_length_equal_to_offset_completes_the_upload(server: Server) -
 
 
 def test_deferred_body_past_max_size_is_413(small: Server) -> None:
-    limit = small.settings.max_file_size
+    limit = small.settings.uploads.max_file_size
     assert limit == 1024 * 1024
     assert small.request("OPTIONS", small.endpoint).headers["Tus-Max-Size"] == str(limit)
     url = small.create(None)

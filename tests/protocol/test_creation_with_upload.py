@@ -1,4 +1,4 @@
-"""tus creation-with-upload extension (tus-protocol.md §3.3) against SQLite and PostgreSQL."""
+"""tus creation-with-upload extension against SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -146,7 +146,7 @@ def test_body_on_zero_length_upload_is_413(server: Server) -> None:
 def test_body_with_length_above_max_size_is_413(server: Server) -> None:
     before = staged_names(server)
     response = _create_with(
-        server, b"abc", **{"Upload-Length": str(server.settings.max_file_size + 1)}
+        server, b"abc", **{"Upload-Length": str(server.settings.uploads.max_file_size + 1)}
     )
     assert response.status_code == 413
     assert not staged_since(server, before)

@@ -1,4 +1,4 @@
-"""tus expiration extension (tus-protocol.md §3.4) against SQLite and PostgreSQL."""
+"""tus expiration extension against SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -79,7 +79,7 @@ def reaped(request: pytest.FixtureRequest, short_lived: Callable[[str, float], S
 
 def _near_window(value: str, server: Server) -> datetime:
     expires = http_date(value)
-    window = timedelta(seconds=server.settings.session_ttl_seconds)
+    window = timedelta(seconds=server.settings.uploads.session_ttl_seconds)
     now = datetime.now(UTC)
     assert now + window - timedelta(seconds=5) <= expires <= now + window + timedelta(seconds=1)
     return expires

@@ -1,4 +1,4 @@
-"""tus termination extension (tus-protocol.md §3.7) against SQLite and PostgreSQL."""
+"""tus termination extension against SQLite and PostgreSQL."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The Admin Module registry against the Admin Module stand-in over real HTTP (§3.1)."""
+"""The Admin Module registry of available storage elements against the stand-in over real HTTP."""
 
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ from aiohttp import web
 
 from tests.adminmodule import AdminModule, running_admin_module, serve_admin_module
 from tests.conftest import Keys
+from tests.tokens import StaticToken
 from tusingest.domain import CapacityStatus, ElementMode
-from tusingest.elements.token import AdminToken, StaticToken
+from tusingest.elements.token import AdminToken
 from tusingest.errors import TransientError
 from tusingest.registry.admin import AdminRegistry, AdminRejected
 
@@ -143,7 +144,8 @@ def test_an_unreachable_admin_module_is_transient() -> None:
 
 
 def test_the_stand_in_serves_the_contract_from_its_own_thread(keys: Keys) -> None:
-    """The stand-in other tests rely on (§1.1, §3.1, §3.2), driven synchronously."""
+    """The stand-in other tests rely on (tokens, available elements, file registration),
+    driven synchronously."""
     with running_admin_module(keys.private) as stand_in:
         stand_in.add_element("se-e", mode="edit", priority=20, capacity_bytes=1000, used_bytes=900)
         stand_in.add_element("se-r", mode="rw", priority=10, capacity_bytes=None)

@@ -1,4 +1,4 @@
-"""File registration with the Admin Module (contract §3.2) on the stand-in over real HTTP."""
+"""File registration with the Admin Module on the stand-in over real HTTP."""
 
 from __future__ import annotations
 

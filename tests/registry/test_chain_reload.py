@@ -16,7 +16,7 @@ from tusingest.observability import PrometheusMetrics
 from tusingest.registry.chain import ChainRegistry
 from tusingest.registry.memory import MemoryRegistry
 from tusingest.registry.reload import ConfigReloader
-from tusingest.storage_settings import BreakerSettings
+from tusingest.settings.storage import BreakerSettings
 
 
 class DownRegistry:

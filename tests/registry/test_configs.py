@@ -99,7 +99,7 @@ def test_stored_as_one_durable_hash_of_json(prefix: str) -> None:
             "endpoint": "http://se-1.example:8010",
             "priority": 7,
         }
-        # Nothing under the contract's names (§4.1, §4.3).
+        # Nothing under the legacy `storage:` keys or ArtStore's `capacity:`/`health:` keys.
         assert sorted(await client.keys(f"{prefix}*")) == [key]
 
     run(prefix, body)

@@ -17,7 +17,8 @@ from aiohttp import web
 
 from tests.rediskeys import drop_keys, new_prefix, redis_url, require_redis
 from tusingest.domain import DEFAULT_THRESHOLDS, CapacityStatus, ElementInfo, ElementMode
-from tusingest.elements.server import ElementServerSettings, create_element_app
+from tusingest.refelement.app import create_element_app
+from tusingest.refelement.state import ElementServerSettings
 from tusingest.registry.configs import ElementConfig, RedisElementConfigs
 from tusingest.registry.monitor import CapacityMonitor, lock_key
 from tusingest.registry.redis import RedisRegistry, channel, element_key, priority_key, publish
@@ -309,7 +310,8 @@ def fake_element(capacity: Any, ready: int = 200, delay: float = 0.0) -> web.App
     return app
 
 
-GOOD = {"mode": "rw", "capacity": {"total": 1000, "used": 100, "available": 800}}  # §7.1: reserved
+# 100 bytes are reserved by the filesystem: what fits is `available`, not total − used.
+GOOD = {"mode": "rw", "capacity": {"total": 1000, "used": 100, "available": 800}}
 
 
 @pytest.mark.parametrize(

@@ -33,7 +33,7 @@ def test_redis_down_then_admin_down(cluster: Cluster) -> None:
         assert response.headers["X-Upload-Status"] == "stored"
         assert node.metric("storage_selection_total", retention_policy="temporary",
                            status="success", source="admin") >= 1  # fmt: skip
-        # Both files are registered with the Admin Module (contract §3.2), temporary with a TTL.
+        # Both files are registered with the Admin Module, temporary with a TTL.
         ids = {node.session(u)["file_id"] for u in (first, second)}
         assert set(admin.files) == ids
         assert all(admin.files[i]["ttl_days"] == 30 for i in ids)

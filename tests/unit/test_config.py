@@ -7,31 +7,30 @@ from pathlib import Path
 
 import pytest
 
-from tusingest.config import Settings
 from tusingest.errors import ConfigError
+from tusingest.settings.app import Settings
 
 
 def test_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     settings = Settings.from_env({})
     data_dir = tmp_path / "tusingest-data"
-    assert settings.host == "127.0.0.1"
-    assert settings.port == 8020
-    assert settings.data_dir == data_dir
-    assert settings.database_url == f"sqlite+aiosqlite:///{data_dir / 'tusingest.db'}"
-    assert settings.is_sqlite
-    assert settings.staging_dir == data_dir / "staging"
-    assert settings.session_ttl_seconds == 2 * 3600
-    assert settings.max_file_size == 1024 * 1024 * 1024
+    assert settings.server.host == "127.0.0.1"
+    assert settings.server.port == 8020
+    assert settings.server.data_dir == data_dir
+    assert settings.database.url == f"sqlite+aiosqlite:///{data_dir / 'tusingest.db'}"
+    assert settings.database.is_sqlite
+    assert settings.uploads.staging_dir == data_dir / "staging"
+    assert settings.uploads.session_ttl_seconds == 2 * 3600
+    assert settings.uploads.max_file_size == 1024 * 1024 * 1024
     assert settings.auth.enabled is True
     assert settings.auth.algorithm == "RS256"
     assert settings.auth.public_key_path == data_dir / "keys" / "jwt_public.pem"
     assert settings.auth.dev_private_key_path == data_dir / "keys" / "jwt_private.pem"
     assert settings.auth.uses_dev_keys
-    assert settings.cors_allowed_origins == ("*",)
-    assert settings.log_level == "INFO"
-    assert settings.log_format == "text"
-    assert settings.public_url() == "http://127.0.0.1:8020"
+    assert settings.server.cors_allowed_origins == ("*",)
+    assert settings.server.log_level == "INFO"
+    assert settings.server.log_format == "text"
 
 
 def test_empty_values_mean_default(tmp_path: Path) -> None:
@@ -49,10 +48,10 @@ def test_empty_values_mean_default(tmp_path: Path) -> None:
         "LOG_FORMAT",
     ]
     settings = Settings.from_env({"DATA_DIR": str(tmp_path), **{n: "  " for n in names}})
-    assert settings.port == 8020
+    assert settings.server.port == 8020
     assert settings.auth.enabled is True  # off only when set explicitly
-    assert settings.cors_allowed_origins == ("*",)
-    assert settings.staging_dir == tmp_path / "staging"
+    assert settings.server.cors_allowed_origins == ("*",)
+    assert settings.uploads.staging_dir == tmp_path / "staging"
 
 
 def test_every_variable_is_parsed(tmp_path: Path) -> None:
@@ -74,22 +73,21 @@ def test_every_variable_is_parsed(tmp_path: Path) -> None:
             "LOG_FORMAT": "JSON",
         }
     )
-    assert settings.host == "0.0.0.0"
-    assert settings.port == 9123
-    assert settings.public_url() == "http://127.0.0.1:9123"
-    assert settings.data_dir == tmp_path / "data"
-    assert settings.database_url == "postgresql+asyncpg://u:p@db.example:5433/artstore"
-    assert not settings.is_sqlite
-    assert settings.staging_dir == tmp_path / "stage"
-    assert settings.session_ttl_seconds == 1800
-    assert settings.max_file_size == 3 * 1024 * 1024
+    assert settings.server.host == "0.0.0.0"
+    assert settings.server.port == 9123
+    assert settings.server.data_dir == tmp_path / "data"
+    assert settings.database.url == "postgresql+asyncpg://u:p@db.example:5433/artstore"
+    assert not settings.database.is_sqlite
+    assert settings.uploads.staging_dir == tmp_path / "stage"
+    assert settings.uploads.session_ttl_seconds == 1800
+    assert settings.uploads.max_file_size == 3 * 1024 * 1024
     assert settings.auth.enabled is False
     assert settings.auth.public_key_path == key
     assert not settings.auth.uses_dev_keys
     assert settings.auth.algorithm == "RS512"
-    assert settings.cors_allowed_origins == ("http://a.example", "https://b.example:8443")
-    assert settings.log_level == "DEBUG"
-    assert settings.log_format == "json"
+    assert settings.server.cors_allowed_origins == ("http://a.example", "https://b.example:8443")
+    assert settings.server.log_level == "DEBUG"
+    assert settings.server.log_format == "json"
 
 
 @pytest.mark.parametrize(
@@ -103,7 +101,7 @@ def test_every_variable_is_parsed(tmp_path: Path) -> None:
     ],
 )
 def test_database_url_schemes(raw: str, expected: str) -> None:
-    assert Settings.from_env({"DATABASE_URL": raw}).database_url == expected
+    assert Settings.from_env({"DATABASE_URL": raw}).database.url == expected
 
 
 @pytest.mark.parametrize(
@@ -123,28 +121,24 @@ def test_auth_enabled_values(raw: str, expected: bool) -> None:
     assert Settings.from_env({"AUTH_ENABLED": raw}).auth.enabled is expected
 
 
-def test_ipv6_host_in_public_url() -> None:
-    assert Settings.from_env({"APP_HOST": "::1", "APP_PORT": "1"}).public_url() == "http://[::1]:1"
-
-
 def test_cli_overrides_win(tmp_path: Path) -> None:
     env = {"APP_HOST": "10.0.0.1", "APP_PORT": "1111", "DATA_DIR": str(tmp_path / "env")}
     settings = Settings.from_env(
         env, {"APP_HOST": "127.0.0.2", "APP_PORT": "2222", "DATA_DIR": str(tmp_path / "cli")}
     )
-    assert settings.host == "127.0.0.2"
-    assert settings.port == 2222
-    assert settings.data_dir == tmp_path / "cli"
+    assert settings.server.host == "127.0.0.2"
+    assert settings.server.port == 2222
+    assert settings.server.data_dir == tmp_path / "cli"
     # Derived defaults follow the overridden data dir.
-    assert settings.staging_dir == tmp_path / "cli" / "staging"
+    assert settings.uploads.staging_dir == tmp_path / "cli" / "staging"
     assert settings.auth.public_key_path == tmp_path / "cli" / "keys" / "jwt_public.pem"
 
 
 def test_unset_cli_flags_leave_env_alone(tmp_path: Path) -> None:
     env = {"APP_PORT": "1111", "DATA_DIR": str(tmp_path)}
     settings = Settings.from_env(env, {"APP_PORT": None, "APP_HOST": None, "DATA_DIR": None})
-    assert settings.port == 1111
-    assert settings.data_dir == tmp_path
+    assert settings.server.port == 1111
+    assert settings.server.data_dir == tmp_path
     assert env == {"APP_PORT": "1111", "DATA_DIR": str(tmp_path)}  # not mutated
 
 
@@ -198,7 +192,7 @@ def test_bad_value_names_the_variable(name: str, value: str) -> None:
 
 
 def test_session_ttl_is_finite_seconds() -> None:
-    ttl = Settings.from_env({"UPLOAD_SESSION_TTL_HOURS": "1e-3"}).session_ttl_seconds
+    ttl = Settings.from_env({"UPLOAD_SESSION_TTL_HOURS": "1e-3"}).uploads.session_ttl_seconds
     assert math.isfinite(ttl)
     assert ttl == pytest.approx(3.6)
 
@@ -206,7 +200,7 @@ def test_session_ttl_is_finite_seconds() -> None:
 def test_origins_compare_in_lower_case() -> None:
     """Browsers send `Origin` in lower case; a capitalised configuration must still match."""
     settings = Settings.from_env({"CORS_ALLOWED_ORIGINS": "HTTPS://App.Example:8443/"})
-    assert settings.cors_allowed_origins == ("https://app.example:8443",)
+    assert settings.server.cors_allowed_origins == ("https://app.example:8443",)
 
 
 def test_relative_public_key_path_is_resolved(
@@ -222,11 +216,12 @@ def test_relative_public_key_path_is_resolved(
 
 
 def test_pipeline_defaults() -> None:
-    pipeline = Settings.from_env({"DATA_DIR": "/srv/t"}).pipeline
-    assert pipeline.completion_wait_seconds == 30
+    settings = Settings.from_env({"DATA_DIR": "/srv/t"})
+    assert settings.uploads.completion_wait_seconds == 30
+    assert settings.storage.local_storage_dir == Path("/srv/t/storage")
+    pipeline = settings.pipeline
     assert pipeline.max_attempts == 5
     assert pipeline.virus_scan_enabled is False
-    assert pipeline.local_storage_dir == Path("/srv/t/storage")
     assert pipeline.compression.algorithm == "brotli"
     assert pipeline.compression.min_size == 10 * 1024 * 1024
     assert pipeline.validation.mime_validation is True

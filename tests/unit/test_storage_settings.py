@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from tusingest.config import Settings
 from tusingest.domain import ElementMode
 from tusingest.errors import ConfigError
+from tusingest.settings.app import Settings
 
 
 def storage(**env: str):  # type: ignore[no-untyped-def]

@@ -6,15 +6,15 @@ from typing import Any
 
 from aiohttp import web
 
+from tusingest.auth import PRINCIPAL
 from tusingest.domain import CatalogEntry, Upload
 from tusingest.metadata import metadata_text
 from tusingest.services import SERVICES
 
 
 async def session(request: web.Request) -> web.StreamResponse:
-    services = request.app[SERVICES]
-    principal = services.authenticator.authenticate(request.headers.get("Authorization"))
-    upload = await services.uploads.find(principal, request.match_info["upload_id"])
+    services = request.config_dict[SERVICES]
+    upload = await services.uploads.find(request[PRINCIPAL], request.match_info["upload_id"])
     entry = await services.catalog.by_upload(upload.id) if upload.file_id else None
     return web.json_response(describe(upload, entry))
 

@@ -6,7 +6,7 @@ import enum
 import time
 from collections.abc import Callable
 
-from tusingest.storage_settings import BreakerSettings
+from tusingest.settings.storage import BreakerSettings
 
 
 class BreakerState(enum.StrEnum):

@@ -15,7 +15,7 @@ from tusingest.elements.breaker import Breakers, CircuitBreaker
 from tusingest.elements.http import HttpElement
 from tusingest.elements.local import LocalElement
 from tusingest.ports import StorageElement, TokenSource
-from tusingest.storage_settings import BreakerSettings
+from tusingest.settings.storage import BreakerSettings
 
 
 class ElementDirectory:

@@ -1,4 +1,4 @@
-"""An ArtStore storage element over HTTP (contract §2.1–2.5, quirks §6).
+"""An ArtStore storage element over HTTP, and the quirks of the real one a client must survive.
 
 Store sequence: GET metadata of the pre-assigned `file_id` (an earlier attempt may have
 stored it) → streamed multipart upload → verify the returned size and SHA-256 → GET metadata
@@ -16,8 +16,8 @@ from typing import IO, Any
 
 import aiohttp
 
+from tusingest.artstore import canonical_file_id, sendable_filename
 from tusingest.domain import ElementMode, FileToStore, StoredFile
-from tusingest.elements.naming import canonical_file_id, sendable_filename
 from tusingest.errors import TransientError, TusingestError
 from tusingest.ports import TokenSource
 from tusingest.replies import Reply, detail, read_reply
@@ -82,7 +82,7 @@ class HttpElement:
         file_id = canonical_file_id(item.file_id)
         if file_id is None:
             raise ValueError(f"file_id must be a 36-char UUID, got {item.file_id!r}")
-        if item.size <= 0:  # the SE answers 500 to empty files (contract §6.3)
+        if item.size <= 0:  # the SE answers 500 to empty files
             raise ElementRejected(f"{self._element_id} cannot store an empty file", status=500)
         found = await self.metadata(file_id)
         if found is not None and not _matches(found, item):
@@ -96,7 +96,7 @@ class HttpElement:
                 raise TransientError(f"{file_id} vanished from {self._element_id} after upload")
         metadata = item.metadata
         if sendable_filename(item.original_filename) != item.original_filename:
-            # The SE got a shortened name (contract §7.2): keep the real one with the file.
+            # The SE got a shortened name (it fails on long ones): keep the real one with the file.
             metadata = {**metadata, "original_filename": item.original_filename}
         await self._patch_metadata(file_id, metadata)
         return StoredFile(
@@ -125,7 +125,7 @@ class HttpElement:
             raise self._rejected("DELETE /gc", status, body)
 
     async def metadata(self, file_id: str) -> dict[str, Any] | None:
-        """The SE's §2.2 object of `file_id`, or None if it does not hold it."""
+        """The SE's metadata object of `file_id`, or None if it does not hold it."""
         status, body = await self._request("GET", f"/files/{file_id}")
         if status == 404:
             return None
@@ -151,7 +151,7 @@ class HttpElement:
                 f"{body.get('checksum')}; expected {item.size} bytes, sha256 {item.sha256}"
             )
         if status == 0 or status >= 500:
-            # §6.2: a 500 or a timeout may still have stored the file; accept a verified copy.
+            # A 500 or a timeout may still have stored the file: accept a verified copy.
             found = await self.metadata(file_id)
             if found is not None and _matches(found, item):
                 return
@@ -162,7 +162,7 @@ class HttpElement:
     async def _post(self, file_id: str, item: FileToStore, token: str) -> Reply:
         source: IO[bytes] = await asyncio.to_thread(open, item.source, "rb")
         try:
-            # Raw UTF-8 filename (§6.5): aiohttp would percent-encode it otherwise.
+            # The SE reads the filename as raw UTF-8: aiohttp would percent-encode it otherwise.
             form = aiohttp.FormData(quote_fields=False)
             form.add_field("file_id", file_id)
             form.add_field(
@@ -210,13 +210,13 @@ class HttpElement:
             attempt += 1
 
     async def _authed(self, send: Callable[[str], Awaitable[Reply]]) -> Reply:
-        """`send` with a token; after a 401, once more with a fresh one (§1.1)."""
+        """`send` with a token; after a 401, once more with a fresh one (it may have expired)."""
         status, body = await send(await self._token.token())
         if status != 401:
             return status, body
         status, body = await send(await self._token.token(fresh=True))
         if status == 401:
-            # A fresh token refused: the SE knows another public key (§1.2). Do not loop.
+            # A fresh token refused: the SE knows another public key. Do not loop.
             raise ElementRejected(
                 f"{self._element_id} refuses a fresh token ({detail(body)}): key mismatch?",
                 code="element_unauthorized",

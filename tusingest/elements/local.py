@@ -10,9 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from tusingest.domain import FileToStore, StoredFile
-from tusingest.durable import fsync_dir
-from tusingest.elements.naming import (
+from tusingest.artstore import (
     ATTR_SUFFIX,
     MAX_ATTR_BYTES,
     build_attr,
@@ -21,12 +19,12 @@ from tusingest.elements.naming import (
     hour_path,
     storage_filename,
 )
+from tusingest.diskio import copy_range, fsync_dir
+from tusingest.domain import FileToStore, StoredFile
 from tusingest.errors import TusingestError
 
-DATA_MODE = 0o644  # the modes an ArtStore SE gives its files (contract §7.6)
+DATA_MODE = 0o644  # the modes an ArtStore SE gives its files
 ATTR_MODE = 0o600
-_COPY_CHUNK = 64 << 20
-_NO_COPY_FILE_RANGE = {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EPERM}
 
 
 class LocalElement:
@@ -234,7 +232,7 @@ def _copy(source: Path, target: Path, size: int) -> str:
     try:
         os.fchmod(dst, DATA_MODE)
         with open(source, "rb") as src:
-            copied = _copy_all(src.fileno(), dst)
+            copied = copy_range(src.fileno(), dst)
         os.fsync(dst)
         if copied != size:
             raise OSError(errno.EIO, f"copied {copied} bytes of {size} from {source}")
@@ -248,28 +246,6 @@ def _copy(source: Path, target: Path, size: int) -> str:
         raise
     os.close(dst)
     return checksum
-
-
-def _copy_all(src: int, dst: int) -> int:
-    """copy_file_range until EOF (reflinks or in-kernel copies); sendfile where the
-    filesystem or kernel lacks it: never a Python buffer."""
-    copied = 0
-    use_sendfile = False
-    while True:
-        n = -1
-        if not use_sendfile:
-            try:
-                n = os.copy_file_range(src, dst, _COPY_CHUNK, copied, copied)
-            except OSError as exc:
-                if exc.errno not in _NO_COPY_FILE_RANGE:
-                    raise
-                use_sendfile = True
-        if use_sendfile:
-            os.lseek(dst, copied, os.SEEK_SET)
-            n = os.sendfile(dst, src, copied, _COPY_CHUNK)
-        if n == 0:
-            return copied
-        copied += n
 
 
 def _write_attr(directory: Path, file_id: str, name: str, body: bytes) -> None:

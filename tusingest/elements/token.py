@@ -1,4 +1,5 @@
-"""Service-account bearer tokens (contract §1): minted, fetched from the Admin Module, or fixed."""
+"""Service-account bearer tokens for the storage elements and the Admin Module: minted with our
+key, or fetched from the Admin Module with client credentials; renewed ahead of expiry."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
 from tusingest.errors import TransientError, TusingestError
+from tusingest.replies import detail, read_reply
 
 log = logging.getLogger(__name__)
 
@@ -30,16 +32,6 @@ class ServiceAccountRejected(TusingestError):
 
     status = 502
     code = "service_account_rejected"
-
-
-class StaticToken:
-    """Implements `TokenSource` with one fixed token (it cannot be renewed)."""
-
-    def __init__(self, token: str) -> None:
-        self._token = token
-
-    async def token(self, *, fresh: bool = False) -> str:
-        return self._token
 
 
 class _Cached:
@@ -100,7 +92,7 @@ class _Cached:
 
 class MintedToken(_Cached):
     """Implements `TokenSource` by signing tokens as the Admin Module issues them for a service
-    account (§1.2), with the private key whose public half the SEs hold."""
+    account, with the private key whose public half the SEs hold."""
 
     def __init__(
         self,
@@ -128,7 +120,7 @@ class MintedToken(_Cached):
             "sub": self._name,
             "name": self._name,
             "type": "service_account",
-            "role": "admin",  # admin: DELETE on edit SEs (§2.5) and file registration (§3.2)
+            "role": "admin",  # admin: DELETE on edit SEs and file registration
             "client_id": f"sa_{self._name}",
             "jti": uuid.uuid4().hex,
             "iat": now - _CLOCK_SKEW,
@@ -156,7 +148,7 @@ def _load_key(path: Path) -> _SigningKey:
 
 
 class AdminToken(_Cached):
-    """Implements `TokenSource` with the Admin Module's client-credentials endpoint (§1.1)."""
+    """Implements `TokenSource` with the Admin Module's client-credentials endpoint."""
 
     def __init__(
         self,
@@ -183,12 +175,7 @@ class AdminToken(_Cached):
         }
         try:
             async with self._session.post(self._url, json=body, timeout=self._timeout) as response:
-                status = response.status
-                raw = await response.read()
-                try:
-                    answer = await response.json(content_type=None) if raw.strip() else None
-                except ValueError:
-                    answer = None
+                status, answer = await read_reply(response)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise TransientError(f"Admin Module token endpoint unreachable: {exc!r}") from None
         if status == 200 and isinstance(answer, dict):
@@ -196,17 +183,11 @@ class AdminToken(_Cached):
             if isinstance(value, str) and value and isinstance(lifetime, int | float):
                 return value, float(lifetime), min(300.0, lifetime / 2)
             raise TransientError("the Admin Module's token answer lacks access_token/expires_in")
-        detail = _detail(answer)
+        why = detail(answer)
         if status >= 500 or status in (200, 408, 429):
-            raise TransientError(f"Admin Module token endpoint answered {status}: {detail}")
+            raise TransientError(f"Admin Module token endpoint answered {status}: {why}")
         # 401 unknown client or wrong secret, 403 inactive or expired account, 422 a body the
         # Admin Module does not understand: all need an operator, not a retry.
         raise ServiceAccountRejected(
-            f"the Admin Module rejects service account {self._client_id!r} ({status}): {detail}"
+            f"the Admin Module rejects service account {self._client_id!r} ({status}): {why}"
         )
-
-
-def _detail(body: Any) -> str:
-    if isinstance(body, dict) and "detail" in body:
-        return str(body["detail"])
-    return "" if body is None else str(body)[:200]

@@ -9,22 +9,15 @@ import os
 import threading
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import BinaryIO, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 import brotli
 
-from tusingest.durable import fsync_dir
-from tusingest.pipeline_settings import CompressionSettings
-
-__all__ = [
-    "Compressed",
-    "CompressionSettings",
-    "decompress_to",
-    "is_compressible",
-    "maybe_compress",
-]
+from tusingest.diskio import fsync_dir
+from tusingest.pipeline.jobstate import from_json
+from tusingest.settings.pipeline import CompressionSettings
 
 T = TypeVar("T")
 
@@ -58,6 +51,20 @@ class Compressed:
     size: int
     sha256: str
     md5: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "path": str(self.path)}
+
+    @classmethod
+    def from_json(cls, raw: Any) -> Compressed | None:
+        return from_json(cls, raw, {"path": Path})
+
+    def still_there(self) -> bool:
+        """Whether the copy is on disk whole (a persisted result is reused only then)."""
+        try:
+            return self.path.stat().st_size == self.size
+        except FileNotFoundError:
+            return False
 
 
 def is_compressible(content_type: str) -> bool:

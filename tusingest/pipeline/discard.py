@@ -4,12 +4,12 @@ element (compensation), retried until the element answers."""
 from __future__ import annotations
 
 import logging
-from typing import Any
+from dataclasses import replace
 
 from tusingest.domain import Operation
 from tusingest.errors import TransientError
 from tusingest.pipeline.runner import Progress
-from tusingest.pipeline.saga import Placement
+from tusingest.pipeline.saga import DiscardState
 from tusingest.ports import Catalog, Elements, Metrics
 
 log = logging.getLogger(__name__)
@@ -26,8 +26,9 @@ class Discard:
         self._metrics = metrics
         self._retry_after = retry_after
 
-    async def run(self, op: Operation, progress: Progress) -> dict[str, Any]:
-        placement = Placement.from_dict(op.result)
+    async def run(self, op: Operation, progress: Progress) -> DiscardState:
+        state = DiscardState.from_json(op.state)
+        placement = state.placement
         breaker = self._elements.breaker(placement.element_id)
         if not breaker.allows():
             # The element is known to be down: wait for it without hammering it, and
@@ -44,15 +45,15 @@ class Discard:
         breaker.record_success()
         self._metrics.breaker(placement.element_id, breaker.state)
         log.info("discarded %s from %s", placement.file_id, placement.element_id)
-        return {"discarded": True}
+        return replace(state, discarded=True)
 
     async def give_up(self, op: Operation, error: str) -> None:
-        placement = Placement.from_dict(op.result)
+        placement = DiscardState.from_json(op.state).placement
         log.error("could not discard %s from %s: %s; remove it by hand",
                   placement.file_id, placement.element_id, error)  # fmt: skip
         await self._catalog.audit(
             "tusingest", "discard_failed", placement.file_id,
-            {**placement.as_dict(), "error": error},
+            {**placement.to_json(), "error": error},
         )  # fmt: skip
 
 

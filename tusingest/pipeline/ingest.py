@@ -7,53 +7,22 @@ import asyncio
 import logging
 import os
 import signal
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
-from tusingest.domain import (
-    Operation,
-    StoredFile,
-    Upload,
-    UploadStatus,
-)
+from tusingest.domain import Operation, Retention, StoredFile, Upload, UploadStatus
 from tusingest.errors import NoStorageAvailable, TusingestError
 from tusingest.metadata import metadata_text
-from tusingest.pipeline.compress import CompressionSettings, maybe_compress
-from tusingest.pipeline.prepared import (
-    Prepared,
-    compressed_from,
-    compressed_state,
-    preflight,
-    still_there,
-    validated_from,
-)
+from tusingest.pipeline.compress import maybe_compress
+from tusingest.pipeline.ingest_state import IngestState, Prepared
 from tusingest.pipeline.runner import Progress
-from tusingest.pipeline.saga import StoreSaga
-from tusingest.pipeline.validate import (
-    Rejection,
-    RejectionCode,
-    Validated,
-    ValidationSettings,
-    validate,
-)
+from tusingest.pipeline.saga import PlacementLog, StoreSaga
+from tusingest.pipeline.validate import Rejection, Validated, check_name, validate
 from tusingest.ports import Catalog, FileRegistrar, Scanner, SessionStore, Staging
+from tusingest.settings.pipeline import CompressionSettings, ValidationSettings
 
 log = logging.getLogger(__name__)
-
-STEPS = (
-    "validate",
-    "scan",
-    "compress",
-    "store",
-    "verify",
-    "catalog",
-    "register",
-    "stored",
-    "cleanup",
-)
-RETENTION_POLICIES = ("temporary", "permanent")
 
 
 @dataclass(frozen=True)
@@ -91,35 +60,37 @@ class Ingest:
             log.warning("fault injection: killing this process at step %s", name)
             os.kill(os.getpid(), signal.SIGKILL)
 
-    async def run(self, op: Operation, progress: Progress) -> dict[str, Any]:
+    async def run(self, op: Operation, progress: Progress) -> IngestState:
+        state = IngestState.from_json(op.state)
         upload = await self._sessions.get(op.subject)
         if upload is None:
-            return {"verdict": "gone"}
+            return replace(state, verdict="gone")
         if upload.status in (UploadStatus.STORED, UploadStatus.REJECTED):
             await self._cleanup(upload)  # a crash may have come between verdict and cleanup
-            return {"verdict": upload.status.value}
+            return replace(state, verdict=upload.status.value)
         if upload.status in (UploadStatus.TERMINATED, UploadStatus.EXPIRED):
-            return {"verdict": upload.status.value}
+            return replace(state, verdict=upload.status.value)
         await self._sessions.settle(
             upload.id, status=UploadStatus.PROCESSING, now=datetime.now(UTC)
         )
         meta = metadata_text(upload.metadata_raw)
         source = self._staging.path(upload.id)
         try:
-            prepared = await self._prepare(op, upload, meta, source, progress)
+            state, prepared = await self._prepare(state, upload, meta, source, progress)
         except Rejection as rejection:
-            return await self._reject(upload, rejection)
+            return await self._reject(state, upload, rejection)
         # The catalog entry records where the file went: a retry past it does not store again.
         entry = await self._catalog.by_upload(upload.id)
         if entry is None:
             self._step("store")
-            stored = await self._store(op, upload, prepared, source, progress)
+            stored = await self._store(state, upload, prepared, source, progress)
             self._step("catalog")
             entry = prepared.entry(upload, stored)
             await self._catalog.record(entry)
         self._step("register")
         if self._registrar is not None:
-            ttl = self._policy.temporary_ttl_days if prepared.retention == "temporary" else None
+            temporary = prepared.retention is Retention.TEMPORARY
+            ttl = self._policy.temporary_ttl_days if temporary else None
             await self._registrar.register(entry, ttl_days=ttl)
         self._step("stored")
         await self._sessions.settle(
@@ -131,39 +102,28 @@ class Ingest:
         )
         self._step("cleanup")
         await self._cleanup(upload)
-        return {"verdict": "stored", "file_id": entry.file_id}
+        return replace(state, verdict="stored", file_id=entry.file_id)
 
     async def _prepare(
         self,
-        op: Operation,
+        state: IngestState,
         upload: Upload,
         meta: dict[str, str],
         source: Path,
         progress: Progress,
-    ) -> Prepared:
+    ) -> tuple[IngestState, Prepared]:
         """Validate, scan and compress, or reuse what an earlier attempt persisted (a retry
         after waiting for storage reads nothing again); raises `Rejection`."""
-        state = op.result
-        validated = validated_from(state.get("validated"))
-        if validated is None:
-            validated = await self._check(upload, meta, source)
+        validated = state.validated or await self._check(upload, meta, source)
         self._step("compress")
         name = meta.get("filename") or meta.get("name") or "file"
-        stored_at = datetime.fromisoformat(
-            str(state.get("stored_at") or datetime.now(UTC).isoformat())
-        )
-        try:
-            preflight(name, upload.owner, stored_at)
-        except TusingestError as refused:
-            code: RejectionCode = (
-                "filename_too_long" if refused.code == "filename_too_long" else "attr_too_large"
-            )
-            raise Rejection(code, refused.message) from None
-        reusable = "compressed" in state and await asyncio.to_thread(
-            still_there, state["compressed"]
+        stored_at = state.stored_at or datetime.now(UTC)
+        check_name(name, upload.owner, stored_at)
+        reusable = state.validated is not None and (
+            state.compressed is None or await asyncio.to_thread(state.compressed.still_there)
         )
         if reusable:
-            compressed = compressed_from(state["compressed"])
+            compressed = state.compressed
         else:
             compressed = await maybe_compress(
                 source,
@@ -172,25 +132,31 @@ class Ingest:
                 self._policy.compression,
                 self._policy.workdir,
             )
-        prepared = Prepared(validated, compressed, stored_at, name, _retention(meta))
-        if not reusable or "validated" not in state:
-            await progress(
-                "store",
-                {
-                    "validated": asdict(validated),
-                    "compressed": compressed_state(compressed),
-                    "stored_at": stored_at.isoformat(),
-                },
-            )
-        return prepared
+        prepared = Prepared(
+            validated, compressed, stored_at, name, Retention.of(meta.get("retention_policy"))
+        )
+        if not reusable:
+            state = replace(state, validated=validated, compressed=compressed, stored_at=stored_at)
+            await progress("prepared", state)
+        return state, prepared
 
     async def _store(
-        self, op: Operation, upload: Upload, prepared: Prepared, source: Path, progress: Progress
+        self,
+        state: IngestState,
+        upload: Upload,
+        prepared: Prepared,
+        source: Path,
+        progress: Progress,
     ) -> StoredFile:
+        async def persist(log: PlacementLog) -> None:
+            nonlocal state
+            state = replace(state, log=log)
+            await progress("placing", state)
+
         try:
             stored = await self._saga.place(
-                op.result,
-                progress,
+                state.log,
+                persist,
                 lambda file_id: prepared.item(file_id, upload, source),
                 retention=prepared.retention,
                 size=prepared.size,
@@ -229,7 +195,9 @@ class Ingest:
                 raise Rejection("virus_detected", f"the file contains {scan.signature}")
         return validated
 
-    async def _reject(self, upload: Upload, rejection: Rejection) -> dict[str, Any]:
+    async def _reject(
+        self, state: IngestState, upload: Upload, rejection: Rejection
+    ) -> IngestState:
         await self._sessions.settle(
             upload.id,
             status=UploadStatus.REJECTED,
@@ -242,7 +210,7 @@ class Ingest:
                                                         "message": rejection.message}
         )  # fmt: skip
         await self._cleanup(upload)
-        return {"verdict": "rejected", "code": rejection.code}
+        return replace(state, verdict="rejected", code=rejection.code)
 
     async def _cleanup(self, upload: Upload) -> None:
         await self._staging.delete(upload.id)
@@ -259,7 +227,7 @@ class Ingest:
             except TusingestError as exc:
                 log.error("could not unregister %s: %s", entry.file_id, exc)
         await self._catalog.remove(op.subject)
-        await self._saga.compensate(op.result)
+        await self._saga.compensate(IngestState.from_json(op.state).log)
         await self._sessions.settle(
             op.subject,
             status=UploadStatus.FAILED,
@@ -267,8 +235,3 @@ class Ingest:
             error="processing_failed",
             detail=error,
         )
-
-
-def _retention(meta: dict[str, str]) -> str:
-    value = meta.get("retention_policy", "temporary").lower()
-    return value if value in RETENTION_POLICIES else "temporary"

@@ -4,16 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 
-from tusingest.domain import CapacityStatus, ElementInfo, ElementMode, capacity_status
+from tusingest.domain import CapacityStatus, ElementInfo, ElementMode, Thresholds, capacity_status
 
-CRITICAL_MAX_SIZE = 100 * 1024 * 1024  # contract §5: in CRITICAL accept only files ≤ 100 MB
-
-_MODES = {"temporary": ElementMode.EDIT, "permanent": ElementMode.RW}
-
-
-def mode_for(retention_policy: str) -> ElementMode:
-    """temporary → edit, permanent → rw; anything else is treated as temporary."""
-    return _MODES.get(retention_policy, ElementMode.EDIT)
+# An element in CRITICAL state takes only files up to this size (the rest go elsewhere).
+CRITICAL_MAX_SIZE = 100 * 1024 * 1024
 
 
 def acceptable(
@@ -22,7 +16,7 @@ def acceptable(
     mode: ElementMode,
     size: int,
     open_circuits: Collection[str],
-    thresholds: tuple[float, float, float] | None = None,
+    thresholds: Thresholds | None = None,
 ) -> bool:
     """Whether `element` may take a file of `size` bytes now (see `choose`)."""
     if element.mode is not mode or not element.healthy:
@@ -46,7 +40,7 @@ def choose(
     mode: ElementMode,
     size: int,
     open_circuits: Collection[str],
-    thresholds: tuple[float, float, float] | None = None,
+    thresholds: Thresholds | None = None,
 ) -> list[ElementInfo]:
     """Candidates in fill order (ascending priority, ties by element id): the first is the
     choice, the rest are fall-backs for retries. Skips other modes, unhealthy, FULL and

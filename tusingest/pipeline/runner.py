@@ -11,10 +11,11 @@ import random
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
-from tusingest.domain import Operation
+from tusingest.domain import Operation, OperationKind
 from tusingest.errors import TransientError
+from tusingest.pipeline.jobstate import JobState
 from tusingest.ports import OperationStore
 
 log = logging.getLogger(__name__)
@@ -31,17 +32,22 @@ class RunnerPolicy:
     max_delay: float = 60.0
 
 
-# What a handler uses to persist how far it got (and what retries must reuse).
-Progress = Callable[[str, dict[str, Any]], Awaitable[None]]
+# What a handler uses to persist the step it reached and its whole state (what retries must
+# reuse); the state replaces the one persisted before.
+Progress = Callable[[str, JobState], Awaitable[None]]
 
 
 class Handler(Protocol):
-    async def run(self, op: Operation, progress: Progress) -> dict[str, Any]:
-        """Do (or finish) the work; raise to retry. Must be idempotent."""
+    """Runs the operations of one kind; reads `op.state` into its own typed state."""
+
+    async def run(self, op: Operation, progress: Progress) -> JobState:
+        """Do (or finish) the work and return the final state; raise to retry. Must be
+        idempotent."""
         ...
 
     async def give_up(self, op: Operation, error: str) -> None:
-        """The last attempt failed: record the failure where users see it."""
+        """The last attempt failed (`op.state` is the latest persisted): record the failure
+        where users see it, undo what must not stay."""
         ...
 
 
@@ -49,7 +55,10 @@ class Runner:
     """Runs operations on this node; `wake()` after enqueuing runs them at once."""
 
     def __init__(
-        self, store: OperationStore, handlers: Mapping[str, Handler], policy: RunnerPolicy
+        self,
+        store: OperationStore,
+        handlers: Mapping[OperationKind, Handler],
+        policy: RunnerPolicy,
     ) -> None:
         self._store = store
         self._handlers = handlers
@@ -109,7 +118,9 @@ class Runner:
         if free <= 0:
             await asyncio.wait(self._running, return_when=asyncio.FIRST_COMPLETED)
             return 1
-        ops = await self._store.claim(self.node, self._policy.lease_seconds, free)
+        ops = await self._store.claim(
+            self.node, self._policy.lease_seconds, free, kinds=self._handlers.keys()
+        )
         for op in ops:
             task = asyncio.create_task(self._execute(op))
             self._running.add(task)
@@ -117,16 +128,14 @@ class Runner:
         return len(ops)
 
     async def _execute(self, op: Operation) -> None:
-        handler = self._handlers.get(op.kind)
+        handler = self._handlers[op.kind]  # only kinds with a handler are claimed
         try:
-            if handler is None:
-                await self._store.fail(op, self.node, f"no handler for {op.kind!r}")
-                return
-            result = dict(op.result)
+            latest = op.state
 
-            async def progress(step: str, update: dict[str, Any]) -> None:
-                result.update(update)
-                await self._store.progress(op, self.node, step, result, self._policy.lease_seconds)
+            async def progress(step: str, state: JobState) -> None:
+                nonlocal latest
+                latest = state.to_json()
+                await self._store.progress(op, self.node, step, latest, self._policy.lease_seconds)
 
             try:
                 async with asyncio.timeout(self._policy.attempt_timeout):
@@ -144,10 +153,10 @@ class Runner:
                     self.wake_later(exc.retry_after)
                     return
                 # give_up sees what this attempt persisted (e.g. placements to compensate).
-                attempted = dataclasses.replace(op, result=result)
+                attempted = dataclasses.replace(op, state=latest)
                 await self._after_failure(attempted, handler, f"{type(exc).__name__}: {exc}")
                 return
-            await self._store.finish(op, self.node, {**result, **outcome})
+            await self._store.finish(op, self.node, outcome.to_json())
         except asyncio.CancelledError:
             raise
         except Exception:

@@ -14,20 +14,26 @@ import errno
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from tusingest.domain import CapacityStatus, ElementInfo, ElementMode, FileToStore, StoredFile
+from tusingest.domain import (
+    CapacityStatus,
+    ElementInfo,
+    ElementMode,
+    FileToStore,
+    OperationKind,
+    Retention,
+    StoredFile,
+    Thresholds,
+)
 from tusingest.errors import NoStorageAvailable, TusingestError
-from tusingest.pipeline.placement import choose, mode_for
-from tusingest.pipeline.runner import Progress
+from tusingest.pipeline.jobstate import VERSION, VERSION_KEY
+from tusingest.pipeline.placement import choose
 from tusingest.ports import Elements, Metrics, OperationStore, RegistryChain
 
 log = logging.getLogger(__name__)
-
-DISCARD = "discard"
-Thresholds = tuple[float, float, float]
 
 
 @dataclass(frozen=True)
@@ -39,7 +45,7 @@ class Placement:
     mode: ElementMode
     file_id: str
 
-    def as_dict(self) -> dict[str, str]:
+    def to_json(self) -> dict[str, str]:
         return {
             "element_id": self.element_id,
             "endpoint": self.endpoint,
@@ -48,7 +54,8 @@ class Placement:
         }
 
     @classmethod
-    def from_dict(cls, raw: Mapping[str, Any]) -> Placement:
+    def from_json(cls, raw: Any) -> Placement:
+        """KeyError/ValueError when `raw` is not a placement."""
         return cls(
             element_id=str(raw["element_id"]),
             endpoint=str(raw["endpoint"]),
@@ -78,9 +85,53 @@ class Placement:
         )
 
 
+@dataclass(frozen=True)
+class PlacementLog:
+    """The saga's state: every placement tried, in order, and those abandoned since."""
+
+    placements: tuple[Placement, ...] = ()
+    abandoned: tuple[Placement, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "placements": [p.to_json() for p in self.placements],
+            "abandoned": [p.to_json() for p in self.abandoned],
+        }
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> PlacementLog:
+        return cls(
+            placements=tuple(Placement.from_json(p) for p in raw.get("placements", ())),
+            abandoned=tuple(Placement.from_json(p) for p in raw.get("abandoned", ())),
+        )
+
+    @property
+    def all(self) -> tuple[Placement, ...]:
+        return (*self.placements, *self.abandoned)
+
+
 def discard_id(placement: Placement) -> str:
     """The discard operation's id: one per (element, file id), so queuing it twice is safe."""
     return uuid.uuid5(uuid.NAMESPACE_URL, f"{placement.element_id}/{placement.file_id}").hex
+
+
+@dataclass(frozen=True)
+class DiscardState:
+    """The `discard` operation's state: the placement to remove, and whether it is gone."""
+
+    placement: Placement
+    discarded: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            VERSION_KEY: VERSION,
+            **self.placement.to_json(),
+            "discarded": self.discarded,
+        }
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> DiscardState:
+        return cls(Placement.from_json(raw), bool(raw.get("discarded", False)))
 
 
 @dataclass(frozen=True)
@@ -108,34 +159,30 @@ class StoreSaga:
 
     async def place(
         self,
-        state: Mapping[str, Any],
-        progress: Progress,
+        earlier: PlacementLog,
+        persist: Callable[[PlacementLog], Awaitable[None]],
         build: Callable[[str], FileToStore],
         *,
-        retention: str,
+        retention: Retention,
         size: int,
     ) -> StoredFile:
-        placements = [Placement.from_dict(p) for p in state.get("placements", [])]
-        abandoned = [Placement.from_dict(p) for p in state.get("abandoned", [])]
+        """Store the file on the first element that takes it; `earlier` is what earlier
+        attempts recorded, `persist` records every change to it before it matters."""
+        placements = list(earlier.placements)
+        abandoned = list(earlier.abandoned)
         for placement in abandoned:  # a crash may have come between persisting and queuing
             await self._discard(placement)
         resumable = placements[-1] if placements and placements[-1] not in abandoned else None
 
-        async def persist() -> None:
-            await progress(
-                "store",
-                {
-                    "placements": [p.as_dict() for p in placements],
-                    "abandoned": [p.as_dict() for p in abandoned],
-                },
-            )
+        async def record() -> None:
+            await persist(PlacementLog(tuple(placements), tuple(abandoned)))
 
         async def abandon(placement: Placement) -> None:
             abandoned.append(placement)
-            await persist()
+            await record()
             await self._discard(placement)
 
-        mode = mode_for(retention)
+        mode = retention.mode
         tried: set[str] = set()
         while True:
             candidates = [
@@ -156,7 +203,7 @@ class StoreSaga:
             else:
                 placement = Placement(info.element_id, info.endpoint, info.mode, str(uuid.uuid4()))
                 placements.append(placement)
-                await persist()
+                await record()
             resumable = None
             breaker = self._elements.breaker(info.element_id)
             try:
@@ -175,17 +222,19 @@ class StoreSaga:
             self._metrics.breaker(info.element_id, breaker.state)
             return stored
 
-    async def compensate(self, state: Mapping[str, Any]) -> None:
-        """Queue discards for every placement of `state` (the saga is being undone)."""
-        for raw in [*state.get("placements", []), *state.get("abandoned", [])]:
-            await self._discard(Placement.from_dict(raw))
+    async def compensate(self, placed: PlacementLog) -> None:
+        """Queue discards for every placement of `placed` (the saga is being undone)."""
+        for placement in placed.all:
+            await self._discard(placement)
 
-    async def _choose(self, mode: ElementMode, size: int, retention: str) -> list[ElementInfo]:
+    async def _choose(
+        self, mode: ElementMode, size: int, retention: Retention
+    ) -> list[ElementInfo]:
         started = time.monotonic()
         try:
             known = await self._registry.elements(mode)
         except Exception:
-            self._metrics.selection(retention, "error", "none", time.monotonic() - started)
+            self._metrics.selection(retention.value, "error", "none", time.monotonic() - started)
             raise
         found = choose(
             known,
@@ -196,7 +245,7 @@ class StoreSaga:
         )
         status = "success" if found else "no_storage"
         source = self._registry.last_source
-        self._metrics.selection(retention, status, source, time.monotonic() - started)
+        self._metrics.selection(retention.value, status, source, time.monotonic() - started)
         return found
 
     async def _lazy_reload(self, reason: str) -> None:
@@ -210,7 +259,10 @@ class StoreSaga:
 
     async def _discard(self, placement: Placement) -> None:
         await self._operations.enqueue(
-            discard_id(placement), DISCARD, placement.file_id, placement.as_dict()
+            discard_id(placement),
+            OperationKind.DISCARD,
+            placement.file_id,
+            DiscardState(placement).to_json(),
         )
 
     def _none_left(self, mode: ElementMode, size: int, tried: set[str]) -> Exception:

@@ -8,26 +8,18 @@ import re
 import threading
 import zipfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from datetime import datetime
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import magic
 
+from tusingest.artstore import build_attr, hour_path, storage_filename
+from tusingest.domain import FileToStore
 from tusingest.errors import TusingestError
-from tusingest.pipeline_settings import DEFAULT_ALLOWED_MIME_TYPES, ValidationSettings
-
-__all__ = [
-    "DEFAULT_ALLOWED_MIME_TYPES",
-    "Rejection",
-    "Validated",
-    "ValidationSettings",
-    "detect_mime",
-    "file_digests",
-    "mime_allowed",
-    "parse_declared_checksum",
-    "validate",
-]
+from tusingest.pipeline.jobstate import from_json
+from tusingest.settings.pipeline import ValidationSettings
 
 RejectionCode = Literal[
     "file_too_large",
@@ -36,8 +28,8 @@ RejectionCode = Literal[
     "checksum_mismatch",
     "empty_file",
     "invalid_checksum_metadata",
-    "filename_too_long",  # no storage filename fits (contract §7.2)
-    "attr_too_large",  # attr.json would pass 4 KiB (contract §6.4)
+    "filename_too_long",  # no storage filename fits the name limits
+    "attr_too_large",  # attr.json would pass its 4 KiB limit
 ]
 
 # libmagic needs 8 KiB or more to see OOXML entries; 16 KiB is the safe margin.
@@ -161,11 +153,39 @@ async def file_digests(path: Path) -> tuple[str, str]:
 
 @dataclass(frozen=True)
 class Validated:
+    """What validation found out about an accepted file (persisted: a retry does not redo it)."""
+
     size: int
     detected_type: str
     declared_type: str | None
     md5: str
     sha256: str
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, raw: Any) -> Validated | None:
+        return from_json(cls, raw)
+
+
+def check_name(name: str, owner: str, when: datetime) -> None:
+    """Refuse, before anything is sent, a file no element could name: no storage filename
+    fits the name limits, or its attr.json would pass 4 KiB even without metadata."""
+    probe_id = "00000000-0000-4000-8000-000000000000"
+    try:
+        filename = storage_filename(name, owner, when, probe_id)
+        build_attr(
+            FileToStore(probe_id, Path(), name, "", 1, "0" * 64, owner, owner, when, {}),
+            probe_id,
+            filename,
+            hour_path(when),
+        )
+    except TusingestError as refused:
+        code: RejectionCode = (
+            "filename_too_long" if refused.code == "filename_too_long" else "attr_too_large"
+        )
+        raise Rejection(code, refused.message) from None
 
 
 async def validate(

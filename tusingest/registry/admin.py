@@ -1,4 +1,4 @@
-"""The Admin Module: its storage-element list as a registry (§3.1) and its file registry (§3.2)."""
+"""The Admin Module: its storage-element list as a registry, and its file registry."""
 
 from __future__ import annotations
 
@@ -9,14 +9,12 @@ from typing import Any
 
 import aiohttp
 
-from tusingest.domain import CapacityStatus, CatalogEntry, ElementInfo, ElementMode
+from tusingest.domain import WRITABLE_MODES, CapacityStatus, CatalogEntry, ElementInfo, ElementMode
 from tusingest.errors import TransientError, TusingestError
 from tusingest.ports import TokenSource
 from tusingest.replies import Reply, detail, read_reply
 
 log = logging.getLogger(__name__)
-
-_UPLOAD_MODES = (ElementMode.EDIT, ElementMode.RW)
 
 
 class AdminRejected(TusingestError):
@@ -45,7 +43,7 @@ class _AdminClient:
         json: Any = None,
         params: dict[str, str] | None = None,
     ) -> Reply:
-        """One request; after a 401, once more with a fresh token (§1.1). Connection errors and
+        """One request; after a 401, once more with a fresh token. Connection errors and
         timeouts are transient; a fresh token refused too is not (the Admin Module signs its
         own tokens, so this is a broken service account, not a race)."""
         try:
@@ -91,7 +89,7 @@ class AdminRegistry:
         self._client = _AdminClient(base_url, session, token, timeout)
 
     async def elements(self, mode: ElementMode) -> list[ElementInfo]:
-        if mode not in _UPLOAD_MODES:
+        if mode not in WRITABLE_MODES:
             return []
         status, body = await self._client.call(
             "GET", "/internal/storage-elements/available", params={"mode": mode.value}
@@ -139,7 +137,7 @@ def parse(raw: dict[str, Any], mode: ElementMode) -> ElementInfo | None:
 
 
 class AdminFiles:
-    """Implements `FileRegistrar` with the Admin Module's file registry (§3.2). Registering
+    """Implements `FileRegistrar` with the Admin Module's file registry. Registering
     is idempotent by `file_id`: an existing registration of the same stored bytes on the same
     element counts as done, any other is a conflict."""
 
@@ -200,7 +198,7 @@ class AdminFiles:
 
 
 def payload(entry: CatalogEntry, ttl_days: int | None) -> dict[str, Any]:
-    """The §3.2 registration body of a stored file."""
+    """The Admin Module's registration body of a stored file."""
     temporary = entry.retention_policy == "temporary"
     if temporary and ttl_days is None:
         raise ValueError(f"{entry.file_id}: temporary files are registered with ttl_days")
@@ -214,7 +212,7 @@ def payload(entry: CatalogEntry, ttl_days: int | None) -> dict[str, Any]:
         "storage_filename": entry.storage_filename,
         "file_size": entry.stored_size,
         # The digest of the stored (possibly compressed) bytes: the one anybody can verify
-        # against the SE's `checksum` (§2.1). The original's is kept in user_metadata.
+        # against the SE's `checksum`. The original's is kept in user_metadata.
         "checksum_sha256": entry.stored_sha256.lower(),
         "content_type": entry.content_type[:255] or None,
         "description": None,

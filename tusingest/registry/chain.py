@@ -6,12 +6,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from tusingest.domain import ElementInfo, ElementMode
+from tusingest.domain import WRITABLE_MODES, ElementInfo, ElementMode
 from tusingest.ports import Registry
 
 log = logging.getLogger(__name__)
-
-UPLOAD_MODES = (ElementMode.EDIT, ElementMode.RW)
 
 
 class ChainRegistry:
@@ -61,7 +59,7 @@ class ChainRegistry:
     async def snapshot(self) -> dict[str, ElementInfo]:
         """Every element of the upload modes, by id (for the periodic reload)."""
         found: dict[str, ElementInfo] = {}
-        for mode in UPLOAD_MODES:
+        for mode in WRITABLE_MODES:
             for info in await self.elements(mode):
                 found[info.element_id] = info
         return found

@@ -5,7 +5,7 @@ and a FULL element leaves `storage:{mode}:by_priority`, so an element that is fu
 monitor stopped for a while, would be forgotten exactly when it matters that it is polled
 again. This hash is durable (no TTL) and written only by operators (`tusingest elements`).
 Its key `{prefix}tusingest:storage_elements` is ours: no ArtStore component uses that name
-(contract §4.3 lists the keys to avoid).
+(they avoid the keys the Admin Module and the storage elements write).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import redis.asyncio as aioredis
 
 from tusingest.domain import ElementMode
 from tusingest.errors import TusingestError
+from tusingest.registry.redis import text
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +120,7 @@ class RedisElementConfigs:
             try:
                 found.append(_parse(field, value))
             except InvalidElementConfig as exc:
-                log.warning("storage element %r: %s; skipped", _text(field), exc.message)
+                log.warning("storage element %r: %s; skipped", text(field), exc.message)
         found.sort(key=lambda c: (_MODE_ORDER[c.mode], c.priority, c.element_id))
         return found
 
@@ -139,10 +140,6 @@ class RedisElementConfigs:
 
 def _parse(field: object, value: str | bytes) -> ElementConfig:
     config = ElementConfig.from_json(value)
-    if config.element_id != _text(field):
+    if config.element_id != text(field):
         raise InvalidElementConfig(f"holds id {config.element_id!r}")
     return config
-
-
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

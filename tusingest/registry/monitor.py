@@ -1,9 +1,9 @@
 """The capacity monitor: one leader per cluster polls every configured SE and publishes it.
 
 Each round the leader reads `/api/v1/capacity` and `/health/ready` of every configured element
-(contract §2.6; `/capacity` always says healthy, so liveness comes from `/health/ready`, §6.8),
-derives the capacity status from the thresholds (§5), and writes the legacy registry keys
-(§4.1). When a status, health or listing changed it announces it on the discovery channel, so
+(`/capacity` always says healthy, so liveness comes from `/health/ready`), derives the capacity
+status from the thresholds, and writes the legacy registry keys. When a status, health or
+listing changed it announces it on the discovery channel, so
 every node drops its registry cache at once instead of after its TTL.
 """
 
@@ -23,30 +23,31 @@ from redis.exceptions import RedisError
 
 from tusingest.domain import (
     DEFAULT_THRESHOLDS,
+    WRITABLE_MODES,
     CapacityStatus,
     ElementInfo,
     ElementMode,
+    Thresholds,
     capacity_status,
 )
 from tusingest.errors import TransientError
 from tusingest.registry.configs import ElementConfig, RedisElementConfigs
 from tusingest.registry.redis import (
-    LISTED_MODES,
     announce,
     element_key,
     is_listed,
     parse_element,
     priority_key,
     publish,
+    text,
     withdraw,
 )
-from tusingest.storage_settings import Thresholds
+from tusingest.replies import Reply, read_reply
 
 log = logging.getLogger(__name__)
 
 API_PREFIX = "/api/v1"
-LOCK_KEY = "capacity_monitor:leader_lock"  # contract §4.3: the former ingester's poller lock
-_Reply = tuple[int, Any]  # HTTP status, JSON body (None unless a 200 with JSON)
+LOCK_KEY = "capacity_monitor:leader_lock"  # the key the former ingester's poller locked
 Classify = Callable[[int, int, Thresholds], CapacityStatus]  # (total, used, thresholds)
 
 # Compare-and-act on the lock: only the node that holds it may extend or release it.
@@ -104,15 +105,17 @@ async def published(
     async with client.pipeline(transaction=False) as pipe:
         for element_id in ids:
             pipe.hgetall(element_key(element_id, prefix))
-            for mode in LISTED_MODES:
+            for mode in WRITABLE_MODES:
                 pipe.zscore(priority_key(mode, prefix), element_id)
         replies = await pipe.execute()
-    step = 1 + len(LISTED_MODES)
+    step = 1 + len(WRITABLE_MODES)
     found: dict[str, Published] = {}
     for index, element_id in enumerate(ids):
         raw, *scores = replies[index * step : (index + 1) * step]
-        fields = {_text(k): _text(v) for k, v in (raw or {}).items()}
-        listing = {m: float(s) for m, s in zip(LISTED_MODES, scores, strict=True) if s is not None}
+        fields = {text(k): text(v) for k, v in (raw or {}).items()}
+        listing = {
+            m: float(s) for m, s in zip(WRITABLE_MODES, scores, strict=True) if s is not None
+        }
         found[element_id] = Published(fields, listing)
     return found
 
@@ -233,9 +236,9 @@ class CapacityMonitor:
         configs = await self._configs.all()
         configured = {c.element_id for c in configs}
         listed: set[str] = set()
-        for mode in LISTED_MODES:
+        for mode in WRITABLE_MODES:
             members = await self._client.zrange(priority_key(mode, self._prefix), 0, -1)
-            listed.update(_text(m) for m in members)
+            listed.update(text(m) for m in members)
         # With nothing configured the keys may be kept by another writer: leave them alone.
         stale = sorted(listed - configured) if configs else []
         before = await published(self._client, [*configured, *stale], prefix=self._prefix)
@@ -263,7 +266,7 @@ class CapacityMonitor:
         self, config: ElementConfig, last: ElementInfo | None, *, quiet: bool = False
     ) -> ElementInfo:
         base = api_base(config.endpoint)
-        answers: tuple[_Reply | BaseException, _Reply | BaseException] = await asyncio.gather(
+        answers: tuple[Reply | BaseException, Reply | BaseException] = await asyncio.gather(
             self._get(f"{base}{API_PREFIX}/capacity"),
             self._get(f"{base}/health/ready"),
             return_exceptions=True,
@@ -302,7 +305,7 @@ class CapacityMonitor:
             raise ProbeFailed(f"{API_PREFIX}/capacity: malformed answer ({exc!r})") from None
         if min(total, used, available) < 0:
             raise ProbeFailed(f"{API_PREFIX}/capacity: negative numbers {numbers!r}")
-        # What fits is what the SE says is available, not total − used (§7.1).
+        # What fits is what the SE says is available, not total − used (it reserves some).
         return self._info(config, total, used, available, healthy=True)
 
     def _fallback(self, config: ElementConfig, last: ElementInfo | None) -> ElementInfo:
@@ -336,14 +339,9 @@ class CapacityMonitor:
         if previous is not None and previous.status is not info.status:
             log.info("storage element %s: %s → %s", element_id, previous.status, info.status)
 
-    async def _get(self, url: str) -> _Reply:
+    async def _get(self, url: str) -> Reply:
         async with self._session.get(url, timeout=self._timeout) as response:
-            if response.status != 200:
-                return response.status, None
-            try:
-                return response.status, await response.json(content_type=None)
-            except ValueError:
-                return response.status, None
+            return await read_reply(response)
 
 
 def _changed(before: Published, after: ElementInfo) -> bool:
@@ -361,7 +359,7 @@ def _changed(before: Published, after: ElementInfo) -> bool:
     )
 
 
-def _answer(path: str, result: _Reply | BaseException) -> Any:
+def _answer(path: str, result: Reply | BaseException) -> Any:
     """The JSON body of a 200 answer; ProbeFailed for anything else."""
     if isinstance(result, TimeoutError):
         raise ProbeFailed(f"{path}: no answer in time")
@@ -375,7 +373,3 @@ def _answer(path: str, result: _Reply | BaseException) -> Any:
     if not isinstance(body, dict):
         raise ProbeFailed(f"{path}: the answer is not a JSON object")
     return body
-
-
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

@@ -1,9 +1,9 @@
-"""Registry in Redis, in the legacy per-element format (contract §4.1), plus its writers.
+"""Registry in Redis, in the legacy per-element format, plus its writers.
 
-Readers list `storage:{mode}:by_priority` (ZSET, score = priority) and read
+Readers list `storage:{mode}:by_priority` (ZSET, score = priority; one per writable mode) and read
 `storage:elements:{id}` (HASH of strings, TTL 90 s) per member; a missing hash means the
 element is gone. Results are cached per mode for a few seconds; any message on
-`artstore:service_discovery` (contract §4.2) drops the cache.
+`artstore:service_discovery` drops the cache.
 """
 
 from __future__ import annotations
@@ -19,14 +19,13 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from tusingest.domain import CapacityStatus, ElementInfo, ElementMode
+from tusingest.domain import WRITABLE_MODES, CapacityStatus, ElementInfo, ElementMode
 
 log = logging.getLogger(__name__)
 
 CHANNEL = "artstore:service_discovery"
 EVENT = "storage_element_config_updated"
 ACTIONS = frozenset({"created", "updated", "deleted", "synced", "scheduled", "startup", "manual"})
-LISTED_MODES = (ElementMode.EDIT, ElementMode.RW)  # the modes that have a by_priority ZSET
 HEALTHY = "healthy"
 _REQUIRED = (
     "id",
@@ -105,16 +104,16 @@ class RedisRegistry:
                 log.warning("registry listener on %s: %s; reconnecting", name, exc)
             finally:
                 try:
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()
                 except Exception as exc:
                     log.debug("registry listener: closing pubsub: %s", exc)
             await asyncio.sleep(retry_seconds)
 
     async def _read(self, mode: ElementMode) -> list[ElementInfo]:
-        if mode not in LISTED_MODES:
+        if mode not in WRITABLE_MODES:
             return []  # writers never list ro/ar elements
         members = [
-            _text(m) for m in await self._client.zrange(priority_key(mode, self._prefix), 0, -1)
+            text(m) for m in await self._client.zrange(priority_key(mode, self._prefix), 0, -1)
         ]
         if not members:
             return []
@@ -126,7 +125,7 @@ class RedisRegistry:
         for member, raw in zip(members, hashes, strict=True):
             if not raw:
                 continue  # hash expired or deleted: the element is gone
-            fields = {_text(k): _text(v) for k, v in raw.items()}
+            fields = {text(k): text(v) for k, v in raw.items()}
             try:
                 info = parse_element(fields)
                 if info.element_id != member:
@@ -170,7 +169,7 @@ def parse_element(fields: Mapping[str, str]) -> ElementInfo:
 
 
 def element_fields(info: ElementInfo, now: datetime | None = None) -> dict[str, str]:
-    """The hash's fields for `info` (contract §4.1), all strings."""
+    """The hash's fields for `info`, all strings."""
     percent = info.capacity_used / info.capacity_total * 100 if info.capacity_total > 0 else 0.0
     when = (now or datetime.now(UTC)).astimezone(UTC)
     return {
@@ -190,7 +189,7 @@ def element_fields(info: ElementInfo, now: datetime | None = None) -> dict[str, 
 
 def is_listed(info: ElementInfo) -> bool:
     """Writer rule: an element is in its mode's ZSET unless FULL or in ro/ar."""
-    return info.mode in LISTED_MODES and info.status is not CapacityStatus.FULL
+    return info.mode in WRITABLE_MODES and info.status is not CapacityStatus.FULL
 
 
 async def publish(
@@ -202,7 +201,7 @@ async def publish(
         pipe.delete(key)  # drop fields of an earlier writer that this one does not set
         pipe.hset(key, mapping=element_fields(info))  # type: ignore[arg-type]
         pipe.expire(key, ttl_seconds)
-        for mode in LISTED_MODES:
+        for mode in WRITABLE_MODES:
             if mode is info.mode and is_listed(info):
                 pipe.zadd(priority_key(mode, prefix), {info.element_id: info.priority})
             else:
@@ -213,7 +212,7 @@ async def publish(
 async def withdraw(client: aioredis.Redis, element_id: str, *, prefix: str = "") -> None:
     """Remove the element from both ZSETs and delete its hash (e.g. on shutdown)."""
     async with client.pipeline(transaction=True) as pipe:
-        for mode in LISTED_MODES:
+        for mode in WRITABLE_MODES:
             pipe.zrem(priority_key(mode, prefix), element_id)
         pipe.delete(element_key(element_id, prefix))
         await pipe.execute()
@@ -232,7 +231,8 @@ async def announce(client: aioredis.Redis, action: str, *, prefix: str = "") -> 
     return int(receivers)
 
 
-def _text(value: object) -> str:
+def text(value: object) -> str:
+    """A Redis reply value (bytes or str) as text."""
     return value.decode() if isinstance(value, bytes) else str(value)
 
 

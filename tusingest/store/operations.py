@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -10,8 +11,8 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tusingest.domain import Operation, OperationStatus
-from tusingest.store.sql import transactional
+from tusingest.domain import Operation, OperationKind, OperationStatus
+from tusingest.store.database import transactional
 from tusingest.store.tables import operations
 
 
@@ -22,12 +23,12 @@ def _now() -> datetime:
 def _operation(row: sa.Row[Any]) -> Operation:
     return Operation(
         id=row.id,
-        kind=row.kind,
+        kind=OperationKind(row.kind),
         subject=row.subject,
         status=OperationStatus(row.status),
         step=row.step,
         attempts=row.attempts,
-        result=json.loads(row.result or "{}"),
+        state=json.loads(row.result or "{}"),
     )
 
 
@@ -39,16 +40,21 @@ class SqlOperationStore:
         self._engine = engine
         self._tx = transactional(engine)
 
-    async def claim(self, node: str, lease_seconds: float, limit: int) -> list[Operation]:
+    async def claim(
+        self, node: str, lease_seconds: float, limit: int, kinds: Collection[OperationKind]
+    ) -> list[Operation]:
         now = _now()
-        due = sa.or_(
-            sa.and_(
-                operations.c.status == OperationStatus.QUEUED.value,
-                operations.c.next_attempt_at <= now,
-            ),
-            sa.and_(
-                operations.c.status == OperationStatus.RUNNING.value,
-                operations.c.claimed_until < now,
+        due = sa.and_(
+            operations.c.kind.in_([kind.value for kind in kinds]),
+            sa.or_(
+                sa.and_(
+                    operations.c.status == OperationStatus.QUEUED.value,
+                    operations.c.next_attempt_at <= now,
+                ),
+                sa.and_(
+                    operations.c.status == OperationStatus.RUNNING.value,
+                    operations.c.claimed_until < now,
+                ),
             ),
         )
         pick = (
@@ -86,23 +92,23 @@ class SqlOperationStore:
             )
 
     async def progress(
-        self, op: Operation, node: str, step: str, result: dict[str, Any], lease_seconds: float
+        self, op: Operation, node: str, step: str, state: dict[str, Any], lease_seconds: float
     ) -> None:
         await self._update(
             op,
             node,
             step=step,
-            result=json.dumps(result),
+            result=json.dumps(state),
             claimed_until=_now() + timedelta(seconds=lease_seconds),
         )
 
-    async def finish(self, op: Operation, node: str, result: dict[str, Any]) -> None:
+    async def finish(self, op: Operation, node: str, state: dict[str, Any]) -> None:
         await self._update(
             op,
             node,
             status=OperationStatus.DONE.value,
             step="done",
-            result=json.dumps(result),
+            result=json.dumps(state),
             claimed_until=None,
         )
 
@@ -129,19 +135,21 @@ class SqlOperationStore:
             claimed_until=None,
         )
 
-    async def enqueue(self, op_id: str, kind: str, subject: str, result: dict[str, Any]) -> bool:
+    async def enqueue(
+        self, op_id: str, kind: OperationKind, subject: str, state: dict[str, Any]
+    ) -> bool:
         now = _now()
         try:
             async with self._engine.begin() as conn:
                 await conn.execute(
                     operations.insert().values(
                         id=op_id,
-                        kind=kind,
+                        kind=kind.value,
                         subject=subject,
                         status=OperationStatus.QUEUED.value,
                         attempts=0,
                         next_attempt_at=now,
-                        result=json.dumps(result),
+                        result=json.dumps(state),
                         created_at=now,
                         updated_at=now,
                     )

@@ -3,6 +3,7 @@ session owns are removed."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from datetime import datetime
@@ -53,6 +54,17 @@ class Reaper:
             except Exception as exc:  # a busy or broken row must not stop the sweep
                 log.info("reaper skipped %s: %s", upload_id, exc)
         return reaped + await self._sweep_orphans()
+
+    async def run_forever(self, interval: float) -> None:
+        """Reap every `interval` seconds; a failed round is logged and retried next time."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                reaped = await self.reap()
+                if reaped:
+                    log.info("expired %d upload(s)", reaped)
+            except Exception:
+                log.exception("upload reaper failed; retrying next interval")
 
     async def _sweep_orphans(self) -> int:
         """Delete staged files that no session row owns (a crash between writing the bytes of

@@ -5,44 +5,14 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy import event
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tusingest.domain import PARTIAL, OperationStatus, Upload, UploadStatus
+from tusingest.domain import PARTIAL, OperationKind, OperationStatus, Upload, UploadStatus
+from tusingest.store.database import transactional
 from tusingest.store.tables import operations, uploads
-
-
-def create_engine(url: str) -> AsyncEngine:
-    """An engine for `url`; SQLite gets WAL, a busy timeout and its directory created.
-
-    Every statement here is a single atomic statement (compare-and-set updates, inserts,
-    reads), so connections run in autocommit: no BEGIN/COMMIT round trips around each one.
-    """
-    if url.startswith("sqlite"):
-        path = sa.make_url(url).database
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(
-            url, connect_args={"timeout": 30}, isolation_level="AUTOCOMMIT"
-        )
-
-        @event.listens_for(engine.sync_engine, "connect")
-        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
-            cursor = dbapi_conn.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=FULL")
-            cursor.execute("PRAGMA busy_timeout=30000")
-            cursor.close()
-
-        return engine
-    # A fixed pool: connections that overflow it would be opened and closed per request.
-    return create_async_engine(
-        url, pool_size=20, max_overflow=0, pool_recycle=3600, isolation_level="AUTOCOMMIT"
-    )
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -75,17 +45,11 @@ def _row_to_upload(row: sa.Row[Any]) -> Upload:
     )
 
 
-def transactional(engine: AsyncEngine) -> AsyncEngine:
-    """The same pool, but with real transactions (the default engine autocommits)."""
-    level = "SERIALIZABLE" if engine.dialect.name == "sqlite" else "READ COMMITTED"
-    return engine.execution_options(isolation_level=level)
-
-
 def ingest_operation(upload_id: str, now: datetime) -> dict[str, Any]:
     """The `operations` row that completes an upload (inserted with the status change)."""
     return {
         "id": uuid.uuid4().hex,
-        "kind": "ingest",
+        "kind": OperationKind.INGEST.value,
         "subject": upload_id,
         "status": OperationStatus.QUEUED.value,
         "attempts": 0,

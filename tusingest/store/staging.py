@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import ctypes.util
-import functools
 import os
 import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from tusingest import diskio
 from tusingest.errors import NotFound
 
 _ID = re.compile(r"[0-9a-f]{32}")
-_IOV_MAX = 512  # well below the kernel's IOV_MAX (1024) for one pwritev
-_COPY_CHUNK = 64 << 20
 
 
 class FileStaging:
@@ -53,7 +49,7 @@ class FileStaging:
                 if os.fstat(fd).st_size > offset:
                     os.ftruncate(fd, offset)
                 if reserve is not None and reserve > offset:
-                    _reserve(fd, offset, reserve - offset)
+                    diskio.reserve(fd, offset, reserve - offset)
             except BaseException:
                 os.close(fd)
                 raise
@@ -111,7 +107,7 @@ class FileStagingWriter:
 
     async def write(self, buffers: Sequence[bytes | memoryview]) -> None:
         position = self._start + self._written
-        await asyncio.to_thread(_pwrite_all, self._fd, buffers, position)
+        await asyncio.to_thread(diskio.pwrite_all, self._fd, buffers, position)
         self._written += sum(len(b) for b in buffers)
 
     async def sync(self) -> None:
@@ -136,41 +132,6 @@ def _sync_and_drop(fd: int, start: int, length: int) -> None:
         os.posix_fadvise(fd, start, length, os.POSIX_FADV_DONTNEED)
 
 
-def _reserve(fd: int, offset: int, length: int) -> None:
-    """Allocate the blocks the upload will fill, keeping the file's size (fallocate with
-    FALLOC_FL_KEEP_SIZE): writes then land in allocated extents, which makes each PATCH's
-    fsync several times cheaper on ext4/xfs. Best effort: unsupported filesystems skip it."""
-    libc = _libc()
-    if libc is not None:
-        # Failures (EOPNOTSUPP, ENOSPC: the write itself will report that) are ignored.
-        libc.fallocate(fd, _FALLOC_FL_KEEP_SIZE, offset, length)
-
-
-@functools.cache
-def _libc() -> ctypes.CDLL | None:
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
-    except (OSError, AttributeError):
-        return None
-    return libc
-
-
-_FALLOC_FL_KEEP_SIZE = 1
-
-
-def _pwrite_all(fd: int, buffers: Sequence[bytes | memoryview], position: int) -> None:
-    views = [memoryview(b) for b in buffers]
-    while views:
-        n = os.pwritev(fd, views[:_IOV_MAX], position)
-        position += n
-        while views and n >= len(views[0]):
-            n -= len(views[0])
-            views.pop(0)
-        if views and n:
-            views[0] = views[0][n:]
-
-
 def _assemble(target: Path, sources: Sequence[tuple[Path, int]]) -> None:
     """Concatenate in the kernel (copy_file_range: reflinks or in-kernel copies), fsync."""
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
@@ -179,25 +140,10 @@ def _assemble(target: Path, sources: Sequence[tuple[Path, int]]) -> None:
         for source, length in sources:
             src = os.open(source, os.O_RDONLY)
             try:
-                _copy_range(src, fd, length, position)
+                diskio.copy_range(src, fd, dst_offset=position, length=length)
             finally:
                 os.close(src)
             position += length
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _copy_range(src: int, dst: int, length: int, position: int) -> None:
-    copied = 0
-    while copied < length:
-        want = min(_COPY_CHUNK, length - copied)
-        try:
-            n = os.copy_file_range(src, dst, want, copied, position + copied)
-        except OSError:
-            # Filesystems or kernels without copy_file_range: sendfile, still no Python buffer.
-            os.lseek(dst, position + copied, os.SEEK_SET)
-            n = os.sendfile(dst, src, copied, want)
-        if n == 0:
-            raise OSError(f"source ended after {copied} of {length} bytes")
-        copied += n

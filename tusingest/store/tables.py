@@ -36,8 +36,8 @@ upload_locks = sa.Table(
     sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
 )
 
-# Durable jobs (completion pipeline, later deletes and transfers): claimed by one node at a
-# time, retried with backoff; `result` carries what a retry must reuse (the assigned file id).
+# Durable jobs (`OperationKind`): claimed by one node at a time, retried with backoff; `result`
+# holds the operation's state as JSON (versioned; what a retry must reuse, the outcome).
 operations = sa.Table(
     "operations",
     metadata,

@@ -1,4 +1,4 @@
-"""tus 1.0 handlers: one per verb, dispatched on the effective (overridable) method."""
+"""tus 1.0 handlers, one per verb; the tus edge has resolved the method and authenticated."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import StreamReader, web
 
+from tusingest.auth import PRINCIPAL
 from tusingest.domain import Principal, Upload
 from tusingest.errors import (
     BadRequest,
     BodyInterrupted,
     Forbidden,
     PayloadTooLarge,
-    PreconditionFailed,
     TusingestError,
     UnsupportedMediaType,
     UploadInterrupted,
@@ -34,71 +34,25 @@ from tusingest.tus.protocol import (
 
 log = logging.getLogger(__name__)
 
-_COLLECTION_METHODS = ("OPTIONS", "POST")
-_RESOURCE_METHODS = ("OPTIONS", "HEAD", "PATCH", "DELETE")
 
-
-def effective_method(request: web.Request) -> str:
-    override = request.headers.get("X-HTTP-Method-Override", "").strip()
-    return override.upper() if override else request.method
-
-
-def _check_version(request: web.Request) -> None:
-    if request.headers.get("Tus-Resumable", "").strip() != TUS_VERSION:
-        raise PreconditionFailed(
-            f"Tus-Resumable must be {TUS_VERSION}", headers={"Tus-Version": TUS_VERSION}
-        )
-
-
-def _principal(request: web.Request, services: Services) -> Principal:
-    return services.authenticator.authenticate(request.headers.get("Authorization"))
-
-
-def _not_allowed(method: str, allowed: tuple[str, ...]) -> web.HTTPMethodNotAllowed:
-    return web.HTTPMethodNotAllowed(method, allowed)
-
-
-async def collection(request: web.Request) -> web.StreamResponse:
-    """`/files/`: OPTIONS and POST (creation)."""
-    method = effective_method(request)
-    services = request.app[SERVICES]
-    if method == "OPTIONS":
-        return _options(services)
-    if method != "POST":
-        raise _not_allowed(method, _COLLECTION_METHODS)
-    _check_version(request)
-    return await _create(request, services, _principal(request, services))
-
-
-async def resource(request: web.Request) -> web.StreamResponse:
-    """`/files/{id}`: OPTIONS, HEAD, PATCH, DELETE."""
-    method = effective_method(request)
-    services = request.app[SERVICES]
-    if method == "OPTIONS":
-        return _options(services)
-    if method not in _RESOURCE_METHODS:
-        raise _not_allowed(method, _RESOURCE_METHODS)
-    _check_version(request)
-    principal = _principal(request, services)
-    upload_id = request.match_info["upload_id"]
-    if method == "HEAD":
-        return await _head(services, principal, upload_id)
-    if method == "PATCH":
-        return await _patch(request, services, principal, upload_id)
-    await services.uploads.terminate(principal, upload_id)
-    return web.Response(status=204)
-
-
-def _options(services: Services) -> web.StreamResponse:
+async def options(request: web.Request) -> web.StreamResponse:
+    """Discovery: what this server speaks (no version check, no token)."""
+    services = request.config_dict[SERVICES]
     return web.Response(
         status=204,
         headers={
             "Tus-Version": TUS_VERSION,
             "Tus-Extension": ",".join(EXTENSIONS),
-            "Tus-Max-Size": str(services.settings.max_file_size),
+            "Tus-Max-Size": str(services.uploads.policy.max_size),
             "Tus-Checksum-Algorithm": ",".join(CHECKSUM_ALGORITHMS),
         },
     )
+
+
+async def terminate(request: web.Request) -> web.StreamResponse:
+    services = request.config_dict[SERVICES]
+    await services.uploads.terminate(request[PRINCIPAL], request.match_info["upload_id"])
+    return web.Response(status=204)
 
 
 def _state_headers(upload: Upload) -> dict[str, str]:
@@ -126,9 +80,10 @@ def _interrupter(request: web.Request) -> Callable[[], None]:
     return interrupt
 
 
-async def _create(
-    request: web.Request, services: Services, principal: Principal
-) -> web.StreamResponse:
+async def create(request: web.Request) -> web.StreamResponse:
+    """POST: creation, creation-with-upload, creation-defer-length, concatenation."""
+    services = request.config_dict[SERVICES]
+    principal = request[PRINCIPAL]
     concat_header = request.headers.get("Upload-Concat")
     concat = parse_concat(concat_header) if concat_header is not None else None
     raw_metadata = request.headers.get("Upload-Metadata")
@@ -167,10 +122,10 @@ async def _create(
             # Without a 201 the client never learns the Location: nobody could resume it.
             await _discard(services, principal, upload.id)
             raise
-    upload = await verdict.settle(services, upload)
+    upload = await services.verdicts.settle(upload)
     headers = _state_headers(upload)
     headers["Location"] = _location(request, upload)
-    return verdict.respond(upload, 201, headers, _retry_after(services))
+    return verdict.respond(upload, 201, headers, services.verdicts.retry_after)
 
 
 async def _has_offset_body(request: web.Request) -> bool:
@@ -202,7 +157,7 @@ async def _create_final(
         )
     if request.body_exists and await _has_data(request):
         raise Forbidden("a final upload cannot carry data", code="final_upload")
-    # HEAD echoes the header as received (tus-protocol.md §3.8): keep the URL list verbatim.
+    # HEAD echoes the header as received: keep the URL list verbatim.
     header = request.headers["Upload-Concat"].strip()
     upload = await services.uploads.create_final(
         principal,
@@ -210,10 +165,10 @@ async def _create_final(
         part_ids=parts,
         metadata_raw=metadata_raw,
     )
-    upload = await verdict.settle(services, upload)
+    upload = await services.verdicts.settle(upload)
     headers = _state_headers(upload)
     headers["Location"] = _location(request, upload)
-    return verdict.respond(upload, 201, headers, _retry_after(services))
+    return verdict.respond(upload, 201, headers, services.verdicts.retry_after)
 
 
 async def _has_data(request: web.Request) -> bool:
@@ -230,9 +185,10 @@ async def _discard(services: Services, principal: Principal, upload_id: str) -> 
         log.exception("could not discard the failed creation %s", upload_id)
 
 
-async def _head(services: Services, principal: Principal, upload_id: str) -> web.StreamResponse:
-    upload = await services.uploads.current(principal, upload_id)
-    refusal = verdict.head_refusal(upload, _retry_after(services))
+async def head(request: web.Request) -> web.StreamResponse:
+    services = request.config_dict[SERVICES]
+    upload = await services.uploads.current(request[PRINCIPAL], request.match_info["upload_id"])
+    refusal = verdict.head_refusal(upload, services.verdicts.retry_after)
     if refusal is not None:
         return refusal
     headers = _state_headers(upload)
@@ -249,9 +205,10 @@ async def _head(services: Services, principal: Principal, upload_id: str) -> web
     return web.Response(status=200, headers=headers)
 
 
-async def _patch(
-    request: web.Request, services: Services, principal: Principal, upload_id: str
-) -> web.StreamResponse:
+async def patch(request: web.Request) -> web.StreamResponse:
+    services = request.config_dict[SERVICES]
+    principal = request[PRINCIPAL]
+    upload_id = request.match_info["upload_id"]
     try:
         if request.content_type != OFFSET_CONTENT_TYPE:
             raise UnsupportedMediaType(f"PATCH bodies must be {OFFSET_CONTENT_TYPE}")
@@ -261,7 +218,7 @@ async def _patch(
         length = parse_non_negative("Upload-Length", request.headers.get("Upload-Length"))
         checksum = parse_checksum(request.headers.get("Upload-Checksum"))
     except TusingestError:
-        # An unknown, expired or final upload outranks a bad header (tus-protocol.md §4);
+        # An unknown, expired or final upload outranks a bad header (404/410/403 before 400);
         # looked up only on this error path, so a good PATCH costs no extra query.
         upload = await services.uploads.find(principal, upload_id)
         if upload.is_final:
@@ -277,8 +234,8 @@ async def _patch(
         checksum=checksum,
         on_release=_interrupter(request),
     )
-    upload = await verdict.settle(services, upload)
-    return verdict.respond(upload, 204, _state_headers(upload), _retry_after(services))
+    upload = await services.verdicts.settle(upload)
+    return verdict.respond(upload, 204, _state_headers(upload), services.verdicts.retry_after)
 
 
 async def _body(request: web.Request) -> AsyncIterator[bytes]:
@@ -303,15 +260,11 @@ def _buffered(content: StreamReader) -> bytes:
     """Bytes that arrived before the connection dropped but were not read yet.
 
     aiohttp's `read()` raises the connection error even while data is still buffered; an
-    interrupted PATCH should keep everything that arrived (tus-protocol.md §2.4), so drain the
-    buffer directly. `_read_nowait` is aiohttp-internal (checked with 3.14): on any surprise
-    keep only what was read before.
+    interrupted PATCH keeps everything that arrived, so drain the buffer directly.
+    `_read_nowait` is aiohttp-internal (checked with 3.14): on any surprise keep only what was
+    read before.
     """
     try:
         return content._read_nowait(-1)
     except Exception:
         return b""
-
-
-def _retry_after(services: Services) -> float:
-    return services.settings.storage.no_storage_retry_seconds

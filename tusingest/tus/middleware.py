@@ -1,18 +1,31 @@
-"""tus edge: `Tus-Resumable` on every response and errors rendered as plain text."""
+"""The tus edge: the effective method (X-HTTP-Method-Override), 405 and the Tus-Resumable gate
+before anything else, `Tus-Resumable` on every response, errors rendered as plain text."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
+from aiohttp.typedefs import Handler, Middleware
+from aiohttp.web_urldispatcher import AbstractResource
 
 from tusingest.errors import PreconditionFailed, TusingestError, UploadInterrupted
 from tusingest.tus.protocol import TUS_VERSION
 
 log = logging.getLogger(__name__)
 
-PREFIX = "/files"
+METHOD = web.RequestKey("tus_method", str)
+
+
+def effective_method(request: web.Request) -> str:
+    override = request.headers.get("X-HTTP-Method-Override", "").strip()
+    return override.upper() if override else request.method
+
+
+def is_options(request: web.Request) -> bool:
+    """OPTIONS (possibly by override) is discovery: no version check, no authentication."""
+    return request.get(METHOD) == "OPTIONS"
 
 
 def error_response(error: TusingestError) -> web.Response:
@@ -28,29 +41,45 @@ def error_response(error: TusingestError) -> web.Response:
     return response
 
 
-def _is_tus(request: web.Request) -> bool:
-    return request.path == PREFIX or request.path.startswith(PREFIX + "/")
+def tus_middleware(allowed: Mapping[AbstractResource, tuple[str, ...]]) -> Middleware:
+    """The outermost middleware of the tus sub-application; `allowed` lists the methods of
+    each of its resources (the others are 405 before the version is even looked at)."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            resource = request.match_info.route.resource
+            _admit(request, None if resource is None else allowed.get(resource))
+            response = await handler(request)
+        except UploadInterrupted as exc:
+            return await _answer_and_close(request, exc)
+        except TusingestError as exc:
+            response = error_response(exc)
+        except web.HTTPException as exc:
+            allow = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
+            code = exc.reason.lower().replace(" ", "_")
+            response = web.Response(
+                status=exc.status, text=f"{code}: {exc.reason}\n", headers=allow
+            )
+        except Exception:
+            log.exception("unhandled error in %s %s", request.method, request.path)
+            response = web.Response(status=500, text="internal_error: unexpected server error\n")
+        response.headers["Tus-Resumable"] = TUS_VERSION
+        return response
+
+    return middleware
 
 
-@web.middleware
-async def tus_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if not _is_tus(request):
-        return await handler(request)
-    try:
-        response = await handler(request)
-    except UploadInterrupted as exc:
-        return await _answer_and_close(request, exc)
-    except TusingestError as exc:
-        response = error_response(exc)
-    except web.HTTPException as exc:
-        allow = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
-        code = exc.reason.lower().replace(" ", "_")
-        response = web.Response(status=exc.status, text=f"{code}: {exc.reason}\n", headers=allow)
-    except Exception:
-        log.exception("unhandled error in %s %s", request.method, request.path)
-        response = web.Response(status=500, text="internal_error: unexpected server error\n")
-    response.headers["Tus-Resumable"] = TUS_VERSION
-    return response
+def _admit(request: web.Request, methods: tuple[str, ...] | None) -> None:
+    method = request[METHOD] = effective_method(request)
+    if methods is None:
+        return  # no such resource: the router's 404 follows
+    if method not in methods:
+        raise web.HTTPMethodNotAllowed(method, methods)
+    if method != "OPTIONS" and request.headers.get("Tus-Resumable", "").strip() != TUS_VERSION:
+        raise PreconditionFailed(
+            f"Tus-Resumable must be {TUS_VERSION}", headers={"Tus-Version": TUS_VERSION}
+        )
 
 
 async def _answer_and_close(request: web.Request, error: UploadInterrupted) -> web.StreamResponse:

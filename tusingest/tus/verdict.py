@@ -1,42 +1,16 @@
-"""The completion pipeline's verdict as tus responses: wait for it on the completing request,
-and repeat it on HEAD and retried PATCHes (tus-protocol.md §7)."""
+"""The completion pipeline's verdict as tus responses: on the completing request, and repeated
+on HEAD and retried PATCHes."""
 
 from __future__ import annotations
-
-import asyncio
 
 from aiohttp import web
 
 from tusingest.domain import Upload, UploadStatus
-from tusingest.services import Services
+from tusingest.pipeline.verdicts import awaits_verdict, waits_for_storage
 
 STATUS_HEADER = "X-Upload-Status"
 FILE_ID_HEADER = "X-File-Id"
 ERROR_HEADER = "X-Upload-Error"
-
-_PENDING = (UploadStatus.COMPLETE, UploadStatus.PROCESSING)
-NO_STORAGE = "no_storage_available"
-
-
-def awaits_verdict(upload: Upload) -> bool:
-    return upload.status in _PENDING and not upload.is_partial
-
-
-async def settle(services: Services, upload: Upload) -> Upload:
-    """Wait (up to COMPLETION_WAIT_SECONDS) for the pipeline to decide about `upload`."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + services.settings.pipeline.completion_wait_seconds
-    while awaits_verdict(upload) and not waits_for_storage(upload) and loop.time() < deadline:
-        # Usually this node runs the operation and wakes us; in a cluster another node may
-        # have claimed it, so look at the row every quarter second as well.
-        await services.runner.wait(upload.id, min(0.25, deadline - loop.time()))
-        upload = await services.sessions.get(upload.id) or upload
-    return upload
-
-
-def waits_for_storage(upload: Upload) -> bool:
-    """The file is fine but no storage element can take it now: the operation retries."""
-    return awaits_verdict(upload) and upload.error == NO_STORAGE
 
 
 def respond(

@@ -1,5 +1,5 @@
-"""The reference SE's file endpoints (contract §2.1–2.5): upload, metadata, list, PATCH,
-download, delete and gc delete."""
+"""The reference element's file endpoints: upload, metadata, list, PATCH, download, delete and
+gc delete."""
 
 from __future__ import annotations
 
@@ -14,18 +14,10 @@ from typing import IO, Any
 
 from aiohttp import BodyPartReader, hdrs, web
 
-from tusingest.domain import ElementMode, FileToStore
-from tusingest.elements.server import (
-    ELEMENT,
-    WRITABLE,
-    Caller,
-    ElementState,
-    SEError,
-    authenticate,
-    now,
-    parse_file_id,
-    validation_error,
-)
+from tusingest.domain import WRITABLE_MODES, ElementMode, FileToStore
+from tusingest.refelement.auth import Caller, authenticate
+from tusingest.refelement.replies import SEError, parse_file_id, validation_error
+from tusingest.refelement.state import ELEMENT, ElementState, now
 
 _CHUNK = 1 << 20
 _MAX_FIELD = 1 << 20  # bytes of one non-file form field
@@ -57,7 +49,7 @@ class _Spooled:
 
 
 def metadata_body(attr: dict[str, Any]) -> dict[str, Any]:
-    """The §2.2 object of a file, from its attr.json (our "cache" never expires)."""
+    """The metadata object of a file, from its attr.json (our "cache" never expires)."""
     body = {key: attr.get(key) for key in _METADATA_KEYS}
     body["cache_updated_at"] = now().isoformat()
     body["cache_ttl_hours"] = _CACHE_TTL_HOURS
@@ -71,7 +63,7 @@ def _not_found(file_id: str) -> SEError:
 
 def _refuse_mode(state: ElementState, action: str) -> None:
     mode = state.settings.mode
-    if mode not in WRITABLE:
+    if mode not in WRITABLE_MODES:
         raise SEError(400, f"File {action} not allowed in {mode.value} mode")
 
 
@@ -288,7 +280,7 @@ async def download(request: web.Request) -> web.StreamResponse:
         raise _not_found(file_id)
     disposition = f'attachment; filename="{attr["original_filename"]}"'
     try:
-        disposition.encode("latin-1")  # the SE's headers are Latin-1 (contract §6.6)
+        disposition.encode("latin-1")  # the SE's headers are Latin-1: others answer 500
     except UnicodeEncodeError:
         raise SEError(500, "Internal Server Error") from None
     response = web.StreamResponse(
@@ -314,7 +306,7 @@ async def delete(request: web.Request) -> web.StreamResponse:
     state = request.app[ELEMENT]
     caller = authenticate(request)
     file_id = parse_file_id(request)
-    if caller.role not in ("admin", "operator"):  # role before mode (contract §7.7)
+    if caller.role not in ("admin", "operator"):  # the SE checks the role before the mode
         raise SEError(403, "Operator or admin access required")
     mode = state.settings.mode
     if mode is not ElementMode.EDIT:

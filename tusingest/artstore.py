@@ -1,4 +1,5 @@
-"""ArtStore on-disk format (contract §2.8): storage_filename, hour directory, attr.json."""
+"""The ArtStore on-disk format, shared by every element: storage_filename, the hour directory,
+attr.json, and the names an element can take."""
 
 from __future__ import annotations
 
@@ -14,13 +15,13 @@ from tusingest.errors import TusingestError
 
 MAX_CHARS = 200  # the contract's limit on storage_filename
 ATTR_SUFFIX = ".attr.json"
-# NAME_MAX is 255 bytes; the attr.json's name adds its suffix (contract §7.2).
+# NAME_MAX is 255 bytes; the attr.json's name adds its suffix.
 MAX_NAME_BYTES = 255 - len(ATTR_SUFFIX)
 ELLIPSIS = "..."
 MAX_ATTR_BYTES = 4096
 TRUNCATED = "_truncated"
 
-# Contract §7.2: a real SE fails with 500 "File name too long" when the UTF-8 bytes of the sent
+# A real SE fails with 500 "File name too long" when the UTF-8 bytes of the sent
 # stem + its token's `name` + the extension pass 191; 64 bytes are kept for the name.
 SE_NAME_BYTES = 191
 SE_TOKEN_NAME_RESERVE = 64
@@ -75,8 +76,9 @@ def split_name(original: str) -> tuple[str, str]:
 
 
 def sendable_filename(original: str) -> str:
-    """The filename to send an SE (contract §6.5, §7.2): `"`, `\\`, CR and LF removed, the
-    stem cut on a character boundary so that stem + extension stay within the SE's budget."""
+    """The filename to send an SE: `"`, `\\`, CR and LF removed (they break its multipart
+    parsing), the stem cut on a character boundary so that stem + extension stay within the
+    SE's budget."""
     name = original.translate(_UNSAFE_TO_SEND) or "file"
     stem, ext = split_name(name)
     budget = SE_NAME_BYTES - SE_TOKEN_NAME_RESERVE - len(ext.encode("utf-8", "surrogateescape"))

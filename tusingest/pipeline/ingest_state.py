@@ -1,0 +1,141 @@
+"""The `ingest` operation's typed, versioned state: the checked file (validation, compressed copy,
+the choices a retry repeats), where the saga placed it, and the outcome."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from tusingest.domain import CatalogEntry, FileToStore, Retention, StoredFile, Upload
+from tusingest.pipeline.compress import Compressed
+from tusingest.pipeline.jobstate import VERSION, VERSION_KEY
+from tusingest.pipeline.saga import PlacementLog
+from tusingest.pipeline.validate import Validated
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A checked file ready to store: its verdict, the compressed copy if any, and the
+    choices a retry must repeat (upload time, name, retention)."""
+
+    validated: Validated
+    compressed: Compressed | None
+    stored_at: datetime
+    name: str
+    retention: Retention
+
+    @property
+    def size(self) -> int:
+        return self.compressed.size if self.compressed else self.validated.size
+
+    @property
+    def sha256(self) -> str:
+        return self.compressed.sha256 if self.compressed else self.validated.sha256
+
+    def item(self, file_id: str, upload: Upload, source: Path) -> FileToStore:
+        compressed, validated = self.compressed, self.validated
+        return FileToStore(
+            file_id=file_id,
+            source=compressed.path if compressed else source,
+            original_filename=self.name,
+            content_type=validated.detected_type,
+            size=self.size,
+            sha256=self.sha256,
+            owner_sub=upload.owner,
+            owner_name=upload.owner,  # the token's subject, never client metadata
+            uploaded_at=self.stored_at,
+            metadata={
+                "upload_id": upload.id,
+                "retention_policy": self.retention.value,
+                "md5": validated.md5,
+                "original_size": validated.size,
+                "original_sha256": validated.sha256,
+                "codec": compressed.codec if compressed else None,
+                "owner": upload.owner,
+            },
+        )
+
+    def entry(self, upload: Upload, stored: StoredFile) -> CatalogEntry:
+        validated = self.validated
+        return CatalogEntry(
+            file_id=stored.file_id,
+            upload_id=upload.id,
+            element_id=stored.element_id,
+            storage_filename=stored.storage_filename,
+            storage_path=stored.storage_path,
+            original_filename=self.name,
+            content_type=validated.detected_type,
+            declared_type=validated.declared_type,
+            size=validated.size,
+            stored_size=stored.size,
+            codec=self.compressed.codec if self.compressed else None,
+            md5=validated.md5,
+            sha256=validated.sha256,
+            stored_sha256=stored.sha256,
+            retention_policy=self.retention.value,
+            owner=upload.owner,
+            created_at=datetime.now(UTC),
+        )
+
+
+@dataclass(frozen=True)
+class IngestState:
+    """What an attempt leaves for the next one. `compressed` is known only with `validated`
+    and `stored_at` (they are persisted together); None there means "stored as is"."""
+
+    validated: Validated | None = None
+    compressed: Compressed | None = None
+    stored_at: datetime | None = None
+    log: PlacementLog = field(default_factory=PlacementLog)
+    verdict: str | None = None  # stored | rejected | gone | terminated | expired
+    file_id: str | None = None
+    code: str | None = None  # the rejection's code
+
+    def to_json(self) -> dict[str, Any]:
+        raw: dict[str, Any] = {VERSION_KEY: VERSION, **self.log.to_json()}
+        if self.validated is not None and self.stored_at is not None:
+            raw["validated"] = self.validated.to_json()
+            raw["compressed"] = None if self.compressed is None else self.compressed.to_json()
+            raw["stored_at"] = self.stored_at.isoformat()
+        for key in ("verdict", "file_id", "code"):
+            if getattr(self, key) is not None:
+                raw[key] = getattr(self, key)
+        return raw
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> IngestState:
+        """A checked file that cannot be read back (written by another version, damaged)
+        counts as not checked: the attempt checks it again. Placements must be readable:
+        each may hold a copy that has to be kept or discarded."""
+        validated = Validated.from_json(raw.get("validated"))
+        compressed = Compressed.from_json(raw.get("compressed"))
+        stored_at = _time(raw.get("stored_at"))
+        if (
+            validated is None
+            or stored_at is None
+            or (raw.get("compressed") is not None and compressed is None)
+        ):
+            validated, compressed, stored_at = None, None, None
+        return cls(
+            validated=validated,
+            compressed=compressed,
+            stored_at=stored_at,
+            log=PlacementLog.from_json(raw),
+            verdict=_text(raw.get("verdict")),
+            file_id=_text(raw.get("file_id")),
+            code=_text(raw.get("code")),
+        )
+
+
+def _time(raw: Any) -> datetime | None:
+    try:
+        return datetime.fromisoformat(raw) if isinstance(raw, str) else None
+    except ValueError:
+        return None
+
+
+def _text(raw: Any) -> str | None:
+    return raw if isinstance(raw, str) else None

@@ -1,0 +1,2 @@
+"""Settings: one environment reader (`env`), a frozen section per part of the app (`auth`,
+`uploads`, `pipeline`, `storage`), and the whole (`app`), which only the wiring reads."""

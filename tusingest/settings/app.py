@@ -1,0 +1,93 @@
+"""The whole of the settings, parsed once from the environment (ArtStore names) and CLI flags;
+only the wiring (cli, app, services) reads it, and hands each part its own section."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from tusingest.errors import ConfigError
+from tusingest.settings.auth import AuthSettings, parse_auth
+from tusingest.settings.env import Env
+from tusingest.settings.pipeline import PipelineSettings, parse_pipeline
+from tusingest.settings.storage import StorageSettings, parse_storage
+from tusingest.settings.uploads import (
+    DatabaseSettings,
+    UploadSettings,
+    parse_database,
+    parse_uploads,
+)
+
+_LOG_FORMATS = ("text", "json")
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """The process itself: where it listens, whom browsers may call it from, how it logs."""
+
+    host: str  # APP_HOST
+    port: int  # APP_PORT
+    data_dir: Path  # DATA_DIR: the embedded defaults' home (SQLite, staging, dev keys)
+    cors_allowed_origins: tuple[str, ...]  # CORS_ALLOWED_ORIGINS, lower case, `*` for any
+    log_level: str  # LOG_LEVEL
+    log_format: str  # LOG_FORMAT: text | json
+
+
+@dataclass(frozen=True)
+class Settings:
+    server: ServerSettings
+    auth: AuthSettings
+    database: DatabaseSettings
+    uploads: UploadSettings
+    pipeline: PipelineSettings
+    storage: StorageSettings
+
+    @classmethod
+    def from_env(
+        cls, env: Mapping[str, str], overrides: Mapping[str, str | None] | None = None
+    ) -> Settings:
+        """Parse settings; `overrides` (CLI flags, keyed by variable name) win over `env`."""
+        reader = Env(env, overrides)
+        data_dir = reader.path("DATA_DIR", Path("./tusingest-data"))
+        uploads = parse_uploads(reader, data_dir)
+        return cls(
+            server=_server(reader, data_dir),
+            auth=parse_auth(reader, data_dir),
+            database=parse_database(reader, data_dir),
+            uploads=uploads,
+            pipeline=parse_pipeline(
+                reader, max_size=uploads.max_file_size, staging_dir=uploads.staging_dir
+            ),
+            storage=parse_storage(reader, data_dir),
+        )
+
+
+def _server(env: Env, data_dir: Path) -> ServerSettings:
+    log_level = env.text("LOG_LEVEL", "INFO").upper()
+    if not isinstance(logging.getLevelName(log_level), int):
+        raise ConfigError("LOG_LEVEL", f"unknown level {log_level!r}")
+    return ServerSettings(
+        host=env.text("APP_HOST", "127.0.0.1"),
+        port=env.integer("APP_PORT", 8020, low=0, high=65535),
+        data_dir=data_dir,
+        cors_allowed_origins=_origins(env),
+        log_level=log_level,
+        log_format=env.choice("LOG_FORMAT", "text", _LOG_FORMATS, fold=str.lower),
+    )
+
+
+def _origins(env: Env) -> tuple[str, ...]:
+    # Browsers serialise origins in lower case; compare the configured ones the same way.
+    trimmed = (o.rstrip("/").lower() for o in env.items("CORS_ALLOWED_ORIGINS"))
+    origins = tuple(o for o in trimmed if o) or ("*",)
+    for origin in origins:
+        scheme, sep, host = origin.partition("://")
+        if origin != "*" and (
+            scheme not in ("http", "https") or not sep or not host or "/" in host
+        ):
+            raise ConfigError(
+                "CORS_ALLOWED_ORIGINS", f"{origin!r} is not an origin (http(s)://host[:port])"
+            )
+    return origins

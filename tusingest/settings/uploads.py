@@ -1,0 +1,61 @@
+"""Settings of upload sessions: the database that holds them and the rules they follow."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from tusingest.errors import ConfigError
+from tusingest.settings.env import Env
+
+# Expiry timestamps must stay representable (datetime tops out at year 9999).
+_MAX_TTL_HOURS = 10 * 365 * 24
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    url: str  # DATABASE_URL, mapped onto the async driver (sqlite+aiosqlite, postgresql+asyncpg)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.url.startswith("sqlite")
+
+
+@dataclass(frozen=True)
+class UploadSettings:
+    staging_dir: Path  # STAGING_DIR: bytes of uploads in progress (a shared volume in a cluster)
+    session_ttl_seconds: float  # UPLOAD_SESSION_TTL_HOURS, after the last activity
+    max_file_size: int  # MAX_FILE_SIZE_MB, in bytes (Tus-Max-Size)
+    reaper_interval_seconds: float  # UPLOAD_REAPER_INTERVAL_SECONDS
+    lock_timeout_seconds: float  # LOCK_TIMEOUT_SECONDS: wait for another request's lease
+    completion_wait_seconds: float  # COMPLETION_WAIT_SECONDS: the completing request's wait
+
+
+def parse_database(env: Env, data_dir: Path) -> DatabaseSettings:
+    raw = env.text("DATABASE_URL", f"sqlite:///{data_dir / 'tusingest.db'}")
+    return DatabaseSettings(url=normalise_database_url("DATABASE_URL", raw))
+
+
+def parse_uploads(env: Env, data_dir: Path) -> UploadSettings:
+    ttl_hours = env.number("UPLOAD_SESSION_TTL_HOURS", 2, high=_MAX_TTL_HOURS, positive=True)
+    return UploadSettings(
+        staging_dir=env.path("STAGING_DIR", data_dir / "staging"),
+        session_ttl_seconds=ttl_hours * 3600.0,
+        max_file_size=env.integer("MAX_FILE_SIZE_MB", 1024, low=1) * 1024 * 1024,
+        reaper_interval_seconds=env.number("UPLOAD_REAPER_INTERVAL_SECONDS", 60, positive=True),
+        lock_timeout_seconds=env.number("LOCK_TIMEOUT_SECONDS", 5, low=0),
+        completion_wait_seconds=env.number("COMPLETION_WAIT_SECONDS", 30, low=0),
+    )
+
+
+def normalise_database_url(variable: str, url: str) -> str:
+    """Map plain `postgresql://` / `sqlite:///` URLs onto the async drivers we ship."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise ConfigError(variable, f"{url!r} is not a URL")
+    base = scheme.split("+", 1)[0]
+    if base in ("postgresql", "postgres"):
+        return f"postgresql+asyncpg://{rest}"
+    if base == "sqlite":
+        return f"sqlite+aiosqlite://{rest}"
+    raise ConfigError(variable, f"unsupported database scheme {scheme!r} (sqlite or postgresql)")
