@@ -37,9 +37,6 @@ class SqlCatalog:
         if row is None:
             return None
         values = {k: v for k, v in row._mapping.items() if k != "deleted_at"}
-        created = values["created_at"]
-        if created.tzinfo is None:
-            values["created_at"] = created.replace(tzinfo=UTC)
         return CatalogEntry(**values)
 
     async def remove(self, upload_id: str) -> None:

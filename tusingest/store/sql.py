@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -15,17 +15,7 @@ from tusingest.store.database import transactional
 from tusingest.store.tables import operations, uploads
 
 
-def _utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
 def _row_to_upload(row: sa.Row[Any]) -> Upload:
-    created = _utc(row.created_at)
-    updated = _utc(row.updated_at)
-    assert created is not None
-    assert updated is not None
     return Upload(
         id=row.id,
         owner=row.owner,
@@ -33,9 +23,9 @@ def _row_to_upload(row: sa.Row[Any]) -> Upload:
         offset=row.upload_offset,
         metadata_raw=row.metadata_raw,
         status=UploadStatus(row.status),
-        created_at=created,
-        updated_at=updated,
-        expires_at=_utc(row.expires_at),
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        expires_at=row.expires_at,
         concat=row.concat,
         error=row.error,
         file_id=row.file_id,
