@@ -65,7 +65,6 @@ class Runner:
         self._policy = policy
         self.node = f"node-{uuid.uuid4().hex[:12]}"
         self._wake = asyncio.Event()
-        self._slots = asyncio.Semaphore(policy.concurrency)
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._running: set[asyncio.Task[None]] = set()
 
