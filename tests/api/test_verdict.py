@@ -45,7 +45,14 @@ def metadata(**values: str) -> str:
 
 def storage_files(server: Server) -> list[Path]:
     root = server.settings.storage.local_storage_dir
-    return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
+    if not root.exists():
+        return []
+    # Not the element's index of links (a dot directory).
+    return sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file() and not p.relative_to(root).parts[0].startswith(".")
+    )
 
 
 def expose(response: requests.Response) -> set[str]:

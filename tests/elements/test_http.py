@@ -53,6 +53,11 @@ def sa_token(keys: Keys, ttl: int = 600, **claims: Any) -> str:
     return jwt.encode(body | claims, keys.private.read_bytes(), algorithm="RS256")
 
 
+def _hidden(path: Path, root: Path) -> bool:
+    """Under a dot directory of the element: its index of links, its incoming uploads."""
+    return path.relative_to(root).parts[0].startswith(".")
+
+
 @dataclass
 class Running:
     url: str
@@ -64,7 +69,7 @@ class Running:
 
     def files(self) -> list[Path]:
         """Everything the SE keeps (data and attr.json), temporaries included."""
-        return [p for p in self.root.rglob("*") if p.is_file()]
+        return [p for p in self.root.rglob("*") if p.is_file() and not _hidden(p, self.root)]
 
 
 @asynccontextmanager

@@ -7,6 +7,7 @@ import errno
 import hashlib
 import json
 import os
+import shutil
 import stat
 import time
 import uuid
@@ -307,16 +308,55 @@ def test_attr_too_large_even_without_metadata(element: LocalElement, source: Pat
     assert not element.root.exists() or not any(element.root.rglob("*"))
 
 
-def test_short_source_fails_and_leaves_nothing(element: LocalElement, source: Path) -> None:
+@pytest.fixture(params=["link", "copy"])
+def way(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """How the element takes a file: a hard link (same filesystem) or a copy (across
+    filesystems, where linking fails with EXDEV)."""
+    if request.param == "copy":
+
+        def cross_device(*args: object, **kwargs: object) -> None:
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+        monkeypatch.setattr(os, "link", cross_device)
+    return str(request.param)
+
+
+def test_short_source_fails_and_leaves_nothing(
+    element: LocalElement, source: Path, way: str
+) -> None:
     item = make_item(source, size=source.stat().st_size + 1)
-    with pytest.raises(OSError, match="copied"):
+    with pytest.raises(OSError, match=r"holds 15000 bytes|copied 15000 bytes"):
         run(element.store(item))
     assert [p for p in element.root.rglob("*") if p.is_file()] == []
     assert run(element.find(item.file_id)) is None
 
 
+def test_same_filesystem_takes_the_file_without_copying(
+    element: LocalElement, source: Path
+) -> None:
+    item = make_item(source, sha256="f" * 64)  # trusted: the bytes are not read again
+    stored = run(element.store(item))
+    data = element.root / stored.storage_path / stored.storage_filename
+    assert data.stat().st_ino == source.stat().st_ino
+    assert stat.S_IMODE(data.stat().st_mode) == 0o644
+    assert stored.sha256 == "f" * 64
+    source.unlink()  # the upload's staging copy goes; the stored file stays
+    assert data.read_bytes() == b"%PDF-1.7 hello\n" * 1000
+
+
+def test_across_filesystems_the_copy_is_checked(
+    element: LocalElement, source: Path, way: str
+) -> None:
+    item = make_item(source)
+    stored = run(element.store(item))
+    data = element.root / stored.storage_path / stored.storage_filename
+    assert (data.stat().st_ino == source.stat().st_ino) == (way == "link")
+    assert data.read_bytes() == source.read_bytes()
+    assert stored.sha256 == _sha256_file(data) == item.sha256
+
+
 def test_sendfile_fallback(
-    element: LocalElement, source: Path, monkeypatch: pytest.MonkeyPatch
+    element: LocalElement, source: Path, way: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def unsupported(*args: object) -> int:
         raise OSError(errno.EXDEV, "cross-device")
@@ -327,6 +367,69 @@ def test_sendfile_fallback(
     path = element.root / stored.storage_path / stored.storage_filename
     assert path.read_bytes() == source.read_bytes()
     assert stored.sha256 == item.sha256
+
+
+# finding by id
+
+
+def _no_listing(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refused(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a directory was listed")
+
+    for fn in ("listdir", "scandir", "walk"):
+        monkeypatch.setattr(os, fn, refused)
+
+
+def test_finding_storing_and_deleting_by_id_never_lists_a_directory(
+    element: LocalElement, source: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = run(element.store(make_item(source)))
+    assert run(element.find(first.file_id)) == first  # the index is complete from here on
+    _no_listing(monkeypatch)
+    items = [make_item(source) for _ in range(20)]
+    stored = [run(element.store(item)) for item in items]
+    assert [run(element.find(item.file_id)) for item in items] == stored
+    assert run(element.store(items[3])) == stored[3]  # idempotent, found by name
+    run(element.delete(items[5].file_id))
+    assert run(element.find(items[5].file_id)) is None
+    assert run(element.read_attr(items[6].file_id)) is not None
+
+
+def test_files_kept_before_the_index_are_found(tmp_path: Path, source: Path) -> None:
+    root = tmp_path / "se"
+    old = run(LocalElement(root, "se").store(make_item(source)))
+    shutil.rmtree(root / ".by-id")
+    again = LocalElement(root, "se")
+    assert run(again.find(old.file_id)) == old
+    run(again.delete(old.file_id))
+    assert run(LocalElement(root, "se").find(old.file_id)) is None
+
+
+def _per_file_seconds(element: LocalElement, source: Path, count: int) -> float:
+    """The median time to store one more file when `count` are in its hour already."""
+    items = [make_item(source, file_id=str(uuid.uuid4())) for _ in range(count + 15)]
+
+    async def scenario() -> float:
+        for start in range(0, count, 64):
+            await asyncio.gather(*(element.store(i) for i in items[start : min(start + 64, count)]))
+        timings = []
+        for item in items[count:]:
+            started = time.perf_counter()
+            await element.store(item)
+            timings.append(time.perf_counter() - started)
+        return sorted(timings)[len(timings) // 2]
+
+    return run(scenario())
+
+
+def test_storing_costs_the_same_per_file_with_10_or_5000_in_the_hour(
+    tmp_path: Path, source: Path
+) -> None:
+    few = _per_file_seconds(LocalElement(tmp_path / "few", "se"), source, 10)
+    many = _per_file_seconds(LocalElement(tmp_path / "many", "se"), source, 5000)
+    assert len(os.listdir(tmp_path / "many" / hour_path(WHEN))) == 2 * 5015
+    # Listing the hour (what finding by name would take) grows 500-fold; the store must not.
+    assert many < 3 * few, (few, many)
 
 
 # delete

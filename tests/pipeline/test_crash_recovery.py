@@ -69,7 +69,14 @@ def _upload_and_crash(node: Node, data: bytes) -> str:
 
 
 def _files_in(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
+    if not root.exists():
+        return []
+    # Not the element's index of links (a dot directory).
+    return sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file() and not p.relative_to(root).parts[0].startswith(".")
+    )
 
 
 def _catalog(data_dir: Path, upload_id: str) -> list[tuple[str, str]]:

@@ -166,7 +166,13 @@ def database(
 
 
 def _stored_files(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.is_file() and not p.name.endswith(".json"))
+    return sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file()
+        and not p.name.endswith(".json")
+        and not p.relative_to(root).parts[0].startswith(".")
+    )
 
 
 def test_a_clean_pdf_is_stored_with_its_attr_json(database: str, tmp_path: Path) -> None:

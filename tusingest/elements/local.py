@@ -1,4 +1,5 @@
-"""Local-disk storage element: files and their attr.json in the ArtStore hour layout."""
+"""Local-disk storage element: files and their attr.json in the ArtStore hour layout, found by
+id through an index of links (never a directory scan)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import errno
 import hashlib
 import json
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +27,30 @@ from tusingest.errors import TusingestError
 
 DATA_MODE = 0o644  # the modes an ArtStore SE gives its files
 ATTR_MODE = 0o600
+# file id → its attr.json, as relative symlinks `{INDEX}/{id[:2]}/{id}`; BUILT marks an index
+# that holds every file (one made before the element kept it is rebuilt once).
+INDEX = ".by-id"
+BUILT = ".built"
+# Linking fails across filesystems (EXDEV) or where hard links are not allowed: copy instead.
+_NO_LINK = frozenset({errno.EXDEV, errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK})
+
+Entry = tuple[Path, dict[str, Any]]  # the directory of a stored file, its attr.json
 
 
 class LocalElement:
-    """Implements `StorageElement` on a directory; idempotent by `file_id`."""
+    """Implements `StorageElement` on a directory; idempotent by `file_id`.
+
+    A file on the same filesystem is taken by a hard link (no copy; the caller's SHA-256 is
+    trusted), one elsewhere is copied in the kernel and its SHA-256 checked.
+    """
 
     def __init__(self, root: Path, element_id: str) -> None:
-        self._root = root
+        # Normalised: paths found through the index are compared and made relative to it.
+        self._root = Path(os.path.normpath(root))
         self._element_id = element_id
+        self._index = root / INDEX
+        self._indexed = False
+        self._index_lock = threading.Lock()
 
     @property
     def element_id(self) -> str:
@@ -53,7 +71,7 @@ class LocalElement:
         return await asyncio.to_thread(self._find, file_id)
 
     async def read_attr(self, file_id: str) -> dict[str, Any] | None:
-        found = await asyncio.to_thread(self._find_entry, file_id)
+        found = await asyncio.to_thread(self._entry, file_id)
         return None if found is None else found[1]
 
     async def list_attrs(self) -> list[dict[str, Any]]:
@@ -74,58 +92,79 @@ class LocalElement:
         name = storage_filename(item.original_filename, item.owner_name, item.uploaded_at, file_id)
         rel = hour_path(item.uploaded_at)
         directory = self._root / rel
-        attr = build_attr(item, file_id, name, rel)  # before any copy: fails on size early
+        attr = build_attr(item, file_id, name, rel)  # before any bytes move: fails on size early
 
-        for entry_dir, found in _entries(directory, file_id):
-            stored = self._complete(entry_dir, found)
-            if stored and stored.size == item.size and stored.sha256 == item.sha256.lower():
+        existing = self._entry(file_id) or _entry_at(directory, name)
+        if existing is not None:
+            stored = self._complete(*existing)
+            same_place = existing[0] == directory and existing[1]["storage_filename"] == name
+            if same_place and stored and (stored.size, stored.sha256) == (item.size, item.sha256):
+                self._link_index(file_id, directory / (name + ATTR_SUFFIX))
                 return stored
-            _remove_entry(entry_dir, found)  # partial or different: store it again
+            self._remove(*existing)  # partial, different or elsewhere: store it again
         _remove_temporaries(directory, file_id)
 
-        _make_dirs(self._root, rel)
-        data_tmp = directory / _tmp_name(file_id, "data")
-        checksum = _copy(item.source, data_tmp, item.size)
+        created = _make_dirs(self._root, rel)
         target = directory / name
         try:
-            os.replace(data_tmp, target)
-            fsync_dir(directory)
+            checksum = _take(item, target, directory / _tmp_name(file_id, "data"))
             attr["checksum"] = checksum
-            _write_attr(directory, file_id, name + ATTR_SUFFIX, encode_attr(attr))
+            _write_attr(directory, file_id, name + ATTR_SUFFIX, encode_attr(attr), sync_dir=False)
+            self._link_index(file_id, directory / (name + ATTR_SUFFIX))
+            fsync_dir(directory)  # the data, attr.json and (when new) the directory itself
+            for parent in created:
+                fsync_dir(parent)
         except BaseException:
             target.unlink(missing_ok=True)
-            data_tmp.unlink(missing_ok=True)
+            (directory / (name + ATTR_SUFFIX)).unlink(missing_ok=True)
+            _remove_temporaries(directory, file_id)
             raise
         return StoredFile(file_id, self._element_id, name, rel, item.size, checksum)
 
     def _delete(self, file_id: str) -> None:
-        canonical = canonical_file_id(file_id)
-        if canonical is None or not self._root.is_dir():
-            return
-        for dirpath, _, _ in os.walk(self._root):
-            directory = Path(dirpath)
-            for entry_dir, found in _entries(directory, canonical):
-                _remove_entry(entry_dir, found)
-            _remove_temporaries(directory, canonical)
+        found = self._entry(file_id)
+        if found is not None:
+            self._remove(*found)
 
     def _find(self, file_id: str) -> StoredFile | None:
-        found = self._find_entry(file_id)
+        found = self._entry(file_id)
         return None if found is None else self._complete(*found)
 
-    def _find_entry(self, file_id: str) -> tuple[Path, dict[str, Any]] | None:
+    def _entry(self, file_id: str) -> Entry | None:
+        """`file_id`'s directory and attr.json, from the index."""
         canonical = canonical_file_id(file_id)
         if canonical is None or not self._root.is_dir():
             return None
-        for dirpath, _, _ in os.walk(self._root):
-            for found in _entries(Path(dirpath), canonical):
-                return found
-        return None
+        self._ensure_index()
+        link = self._index_path(canonical)
+        try:
+            target = Path(os.path.normpath(link.parent / os.readlink(link)))
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        attr = _load_attr(target.parent, target.name)
+        if attr is None or attr.get("file_id") != canonical:
+            return None
+        return target.parent, attr
+
+    def _remove(self, directory: Path, attr: dict[str, Any]) -> None:
+        # Data first: a crash in between leaves an attr.json that finds (and deletes) it again.
+        (directory / attr["storage_filename"]).unlink(missing_ok=True)
+        (directory / (attr["storage_filename"] + ATTR_SUFFIX)).unlink(missing_ok=True)
+        _remove_temporaries(directory, attr["file_id"])
+        fsync_dir(directory)
+        link = self._index_path(attr["file_id"])
+        try:
+            link.unlink()
+        except FileNotFoundError:
+            return
+        fsync_dir(link.parent)
 
     def _list_attrs(self) -> list[dict[str, Any]]:
         if not self._root.is_dir():
             return []
         found = []
-        for dirpath, _, names in os.walk(self._root):
+        for dirpath, dirnames, names in os.walk(self._root):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
             for name in names:
                 attr = _load_attr(Path(dirpath), name)
                 if attr is not None:
@@ -133,7 +172,7 @@ class LocalElement:
         return found
 
     def _update_attr(self, file_id: str, changes: dict[str, Any]) -> dict[str, Any] | None:
-        found = self._find_entry(file_id)
+        found = self._entry(file_id)
         if found is None:
             return None
         directory, attr = found
@@ -162,28 +201,87 @@ class LocalElement:
             attr["file_id"], self._element_id, attr["storage_filename"], rel, size, checksum
         )
 
+    # The index.
+
+    def _index_path(self, file_id: str) -> Path:
+        return self._index / file_id[:2] / file_id
+
+    def _link_index(self, file_id: str, attr_path: Path) -> None:
+        """Point the index at `attr_path`, atomically and durably."""
+        link = self._index_path(file_id)
+        target = os.path.relpath(attr_path, link.parent)
+        try:
+            if os.readlink(link) == target:
+                return
+        except OSError:
+            pass
+        if not link.parent.is_dir():
+            link.parent.mkdir(parents=True, exist_ok=True)
+            fsync_dir(self._index)
+        tmp = link.with_name(f".tmp_{file_id}")
+        tmp.unlink(missing_ok=True)
+        os.symlink(target, tmp)
+        os.replace(tmp, link)
+        fsync_dir(link.parent)
+
+    def _ensure_index(self) -> None:
+        """Index every file once if the index was never completed (files kept before it)."""
+        if self._indexed:
+            return
+        with self._index_lock:
+            if self._indexed or (self._index / BUILT).exists():
+                self._indexed = True
+                return
+            self._index.mkdir(parents=True, exist_ok=True)
+            for dirpath, dirnames, names in os.walk(self._root):
+                dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+                for name in names:
+                    attr = _load_attr(Path(dirpath), name)
+                    if attr is not None and canonical_file_id(str(attr.get("file_id"))):
+                        self._link_index(attr["file_id"], Path(dirpath) / name)
+            (self._index / BUILT).touch()
+            fsync_dir(self._index)
+            self._indexed = True
+
+
+def _take(item: FileToStore, target: Path, tmp: Path) -> str:
+    """Put `item.source`'s bytes at `target` (durably, `tmp` for a copy); returns their
+    SHA-256."""
+    try:
+        os.link(item.source, target)
+    except FileExistsError:
+        target.unlink()  # a partial store's data: this one replaces it
+        return _take(item, target, tmp)
+    except OSError as exc:
+        if exc.errno not in _NO_LINK:
+            raise
+        return _copy(item.source, tmp, target, item.size)
+    try:
+        fd = os.open(target, os.O_RDONLY)
+        try:
+            size = os.fstat(fd).st_size
+            if size != item.size:
+                raise OSError(errno.EIO, f"{item.source} holds {size} bytes, expected {item.size}")
+            os.fchmod(fd, DATA_MODE)
+            os.fsync(fd)  # nothing left to write when the source was synced already
+        finally:
+            os.close(fd)
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise
+    return item.sha256.lower()
+
+
+def _entry_at(directory: Path, name: str) -> Entry | None:
+    """The attr.json a store of `name` in `directory` would have written (an index entry may
+    be missing after a crash)."""
+    attr = _load_attr(directory, name + ATTR_SUFFIX)
+    return None if attr is None else (directory, attr)
+
 
 def _tmp_name(file_id: str, kind: str) -> str:
     # Exact names: no storage_filename can equal one (those always hold `_{time}_{id}`).
     return f".tmp_{file_id}.{kind}"
-
-
-def _entries(directory: Path, file_id: str) -> list[tuple[Path, dict[str, Any]]]:
-    """attr.json files in `directory` that really are `file_id`'s (the name alone is not
-    proof: an unsanitised extension may contain another file's id)."""
-    needle = f"_{file_id}"
-    try:
-        names = os.listdir(directory)
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-    found = []
-    for name in names:
-        if needle not in name:
-            continue
-        attr = _load_attr(directory, name)
-        if attr is not None and attr.get("file_id") == file_id:
-            found.append((directory, attr))
-    return found
 
 
 def _load_attr(directory: Path, name: str) -> dict[str, Any] | None:
@@ -200,35 +298,30 @@ def _load_attr(directory: Path, name: str) -> dict[str, Any] | None:
     return None
 
 
-def _remove_entry(directory: Path, attr: dict[str, Any]) -> None:
-    # Data first: a crash in between leaves an attr.json that finds (and deletes) it again.
-    (directory / attr["storage_filename"]).unlink(missing_ok=True)
-    (directory / (attr["storage_filename"] + ATTR_SUFFIX)).unlink(missing_ok=True)
-    fsync_dir(directory)
-
-
 def _remove_temporaries(directory: Path, file_id: str) -> None:
     for kind in ("data", "attr"):
         (directory / _tmp_name(file_id, kind)).unlink(missing_ok=True)
 
 
-def _make_dirs(root: Path, rel: str) -> None:
-    """Create root/YYYY/MM/DD/HH, fsyncing each parent that gained an entry."""
+def _make_dirs(root: Path, rel: str) -> list[Path]:
+    """Create root/YYYY/MM/DD/HH; returns the parents that gained an entry (to be fsynced)."""
     root.mkdir(parents=True, exist_ok=True)
     current = root
+    gained = []
     for part in rel.strip("/").split("/"):
         parent, current = current, current / part
         try:
             current.mkdir()
         except FileExistsError:
             continue
-        fsync_dir(parent)
+        gained.append(parent)
+    return gained
 
 
-def _copy(source: Path, target: Path, size: int) -> str:
-    """Copy `source` into a new `target` in the kernel, fsync, and return the SHA-256 of
-    what landed; a size other than `size` removes `target` and raises."""
-    dst = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, DATA_MODE)
+def _copy(source: Path, tmp: Path, target: Path, size: int) -> str:
+    """Copy `source` to `target` through `tmp` in the kernel, fsync, and return the SHA-256 of
+    what landed; a size other than `size` leaves nothing and raises."""
+    dst = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, DATA_MODE)
     try:
         os.fchmod(dst, DATA_MODE)
         with open(source, "rb") as src:
@@ -236,21 +329,24 @@ def _copy(source: Path, target: Path, size: int) -> str:
         os.fsync(dst)
         if copied != size:
             raise OSError(errno.EIO, f"copied {copied} bytes of {size} from {source}")
-        with open(target, "rb") as stored:
+        with open(tmp, "rb") as stored:
             checksum = hashlib.file_digest(stored, "sha256").hexdigest()
             # Stored bytes are not read again soon: leave the page cache to others.
             os.posix_fadvise(stored.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+        os.replace(tmp, target)
     except BaseException:
         os.close(dst)
-        target.unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     os.close(dst)
     return checksum
 
 
-def _write_attr(directory: Path, file_id: str, name: str, body: bytes) -> None:
+def _write_attr(
+    directory: Path, file_id: str, name: str, body: bytes, *, sync_dir: bool = True
+) -> None:
     tmp = directory / _tmp_name(file_id, "attr")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, ATTR_MODE)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, ATTR_MODE)
     try:
         os.fchmod(fd, ATTR_MODE)
         view = memoryview(body)
@@ -263,4 +359,5 @@ def _write_attr(directory: Path, file_id: str, name: str, body: bytes) -> None:
         raise
     os.close(fd)
     os.replace(tmp, directory / name)
-    fsync_dir(directory)
+    if sync_dir:
+        fsync_dir(directory)

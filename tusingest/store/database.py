@@ -28,8 +28,15 @@ def create_engine(url: str) -> AsyncEngine:
         path = _sqlite_path(url)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
+        # One connection: SQLite has one writer at a time, and a second connection waiting for
+        # the write lock sleeps in SQLite's busy handler (up to 100 ms a turn). Serialised in
+        # process, every statement runs as soon as the one before it is done.
         engine = create_async_engine(
-            url, connect_args={"timeout": 30}, isolation_level="AUTOCOMMIT"
+            url,
+            connect_args={"timeout": 30},
+            isolation_level="AUTOCOMMIT",
+            pool_size=1,
+            max_overflow=0,
         )
 
         @event.listens_for(engine.sync_engine, "connect")
