@@ -1,52 +1,37 @@
-"""`python -m benchmarks`: tusingest against a trivial aiohttp baseline, as ratios, verified.
+"""`python -m benchmarks`: tusingest against a trivial aiohttp baseline (and, with --peers, the
+tus servers a user could run instead), as ratios, verified.
 
     python -m benchmarks [--database-url postgresql://postgres@127.0.0.1:5432/test]
     python -m benchmarks --quick                     # small sizes: a check that it works
     python -m benchmarks --url http://127.0.0.1:8020 --token T --staging-dir DATA_DIR/staging
+    python -m benchmarks --peers [--repeat 3] [--markdown PATH] [--tusingest-env KEY=VALUE]
 
-Owns the command line and the run's lifetime: it starts tusingest (`python -m tusingest
-serve` in a temporary DATA_DIR, on SQLite or on a fresh PostgreSQL database created on the
-`--database-url` server, migrated, and dropped at the end) — or uses a running one with
-`--url` — and the baseline (`benchmarks/baseline.py`), runs each workload on both in turn,
-prints the report, and always stops the servers and removes what it created.
+Owns the command line: the sizes, the checks of the options, installing the peers on first use
+(`peer_install`, before anything starts). The run itself — starting tusingest (`python -m
+tusingest serve` in a temporary DATA_DIR, on SQLite or on a fresh PostgreSQL database created
+on the `--database-url` server, migrated, and dropped at the end; or a running one with
+`--url`), the baseline (`benchmarks/baseline.py`) and with --peers @tus/server, tuspyserver and
+aiohttp-tus (`peer_servers`), each workload on each in turn, the report, always stopping
+everything — is `session`.
 
 Exit status: 0 verified (targets may be missed, see the RESULT line), 1 a workload did not
-verify, 2 setup failed, 3 targets missed with `--fail-on-targets`.
+verify (with --peers: on any server, a peer that did not start included), 2 setup failed
+(tusingest, the baseline, or installing the peers), 3 targets missed with `--fail-on-targets`.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import os
-import platform
-import signal
 import sys
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import aiohttp
-
-from benchmarks import report
-from benchmarks.payload import Payload
-from benchmarks.procstats import hwm_bytes
-from benchmarks.servers import (
-    Server,
-    StartupError,
-    create_database,
-    database_url_for,
-    drop_database,
-    external_tusingest,
-    start_baseline,
-    start_tusingest,
-    stop,
-    tusingest_cli,
-    tusingest_env,
-)
-from benchmarks.workloads import Result, Runner, Spec, heads, many, single
+from benchmarks import session
+from benchmarks.peer_install import Installed, InstallError, ensure
+from benchmarks.peer_servers import PEERS
+from benchmarks.specs import Spec, heads, many, single
 
 WORKLOADS = ("W1", "W2", "W3", "W4")
 
@@ -66,7 +51,8 @@ QUICK = Sizes(w1_mib=64, w2_count=200, w3_count=1000, w4_mib=32)
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks",
-        description="Benchmark tusingest against a trivial aiohttp server; print ratios.",
+        description="Benchmark tusingest against a trivial aiohttp server and, with --peers, "
+        "against @tus/server, tuspyserver and aiohttp-tus; print ratios.",
     )
     target = parser.add_argument_group("server under test (default: started here)")
     target.add_argument(
@@ -82,6 +68,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     target.add_argument(
         "--server-log-level", default="WARNING", help="LOG_LEVEL of the started tusingest"
+    )
+    target.add_argument(
+        "--tusingest-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra environment of the started tusingest, applied last (repeatable), e.g. "
+        "UPLOAD_DIGESTS=sha256 or MIME_TYPE_VALIDATION=off",
+    )
+    target.add_argument(
+        "--peers",
+        action="store_true",
+        help="also run @tus/server 2.4.5 (+ @tus/file-store), tuspyserver 4.4.3 and aiohttp-tus "
+        "1.1.0 side by side, installed on first use into benchmarks/.peers/ (needs pip, node "
+        ">= 20.19 and npm); report one column per server and tusingest's ratios to them",
     )
 
     sizes = parser.add_argument_group("workloads")
@@ -111,13 +112,21 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     run = parser.add_argument_group("run")
-    run.add_argument("--repeat", type=int, default=1, help="runs per workload; best is reported")
+    run.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="runs per workload and server, in rotated order; the median is reported",
+    )
     run.add_argument("--rss-limit-mib", type=float, default=80, help="RSS target (default 80)")
     run.add_argument("--request-timeout", type=float, default=300, help="seconds (default 300)")
     run.add_argument(
         "--workload-timeout", type=float, default=1800, help="seconds per run (default 1800)"
     )
     run.add_argument("--json", type=Path, help="also write the results here")
+    run.add_argument(
+        "--markdown", type=Path, help="with --peers: also write the tables as markdown here"
+    )
     run.add_argument(
         "--fail-on-targets", action="store_true", help="exit 3 when a target is missed"
     )
@@ -153,7 +162,19 @@ def _specs(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[Sp
         parser.error("--url needs --token and --staging-dir (to verify the stored bytes)")
     if args.url and args.database_url:
         parser.error("--database-url starts a server; with --url the server has its own")
+    if args.url and args.tusingest_env:
+        parser.error("--tusingest-env configures a started server; with --url it has its own")
+    if args.markdown and not args.peers:
+        parser.error("--markdown writes the --peers tables: add --peers")
+    args.tusingest_env = _environment(args.tusingest_env, parser)
     args.sizes = Sizes(w1, w2, w3, w4)
+    args.full_sizes = (
+        args.sizes,
+        args.w1_patch_mib,
+        args.w2_kib,
+        args.w4_patch_mib,
+        args.concurrency,
+    ) == (FULL, 8, 64, 1, 32)
 
     specs = {
         "W1": single("W1", w1, args.w1_patch_mib, target=0.30),
@@ -167,128 +188,22 @@ def _specs(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[Sp
     return chosen_specs
 
 
-async def _tusingest(
-    args: argparse.Namespace, specs: Sequence[Spec], work: Path, stack: contextlib.AsyncExitStack
-) -> tuple[Server, str]:
-    """The server under test, and how its sessions are stored (for the settings)."""
-    if args.url:
-        server = external_tusingest(args.url, args.token, args.staging_dir, args.server_pid)
-        return server, "as configured on the running server"
-    largest = max([1024] + [-(-s.size // (1 << 20)) for s in specs])
-    data_dir = work / "data"
-    database_url: str | None = None
-    if args.database_url:
-        name = await create_database(args.database_url)
-
-        async def drop() -> None:
-            try:
-                await drop_database(args.database_url, name)
-            except Exception as exc:
-                print(f"warning: could not drop database {name}: {exc}", file=sys.stderr)
-
-        stack.push_async_callback(drop)
-        database_url = database_url_for(args.database_url, name)
-        host = database_url.split("@")[-1].rsplit("/", 1)[0]
-        storage = f"PostgreSQL: fresh database {name} on {host} (migrated here, dropped after)"
-    else:
-        storage = "SQLite (embedded) in the temporary DATA_DIR"
-    env = tusingest_env(data_dir, database_url, largest, args.server_log_level)
-    if database_url:
-        await asyncio.to_thread(tusingest_cli, ["migrate"], env)
-    description = (
-        f"`python -m tusingest serve` (one process), DATA_DIR={data_dir}, "
-        f"LOG_LEVEL={args.server_log_level}, MAX_FILE_SIZE_MB={largest}"
-    )
-    server = await start_tusingest(env, work, description)
-    stack.callback(stop, server.process)
-    return server, storage
+def _environment(pairs: Sequence[str], parser: argparse.ArgumentParser) -> dict[str, str]:
+    """`--tusingest-env KEY=VALUE` options as a dict (a later KEY wins)."""
+    env: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip() or key != key.strip():
+            parser.error(f"--tusingest-env: expected KEY=VALUE, got {pair!r}")
+        env[key] = value
+    return env
 
 
-def _settings(
-    args: argparse.Namespace, specs: Sequence[Spec], tus: Server, base: Server, storage: str
-) -> dict[str, str]:
-    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    quick = (args.sizes, args.w1_patch_mib, args.w2_kib, args.w4_patch_mib, args.concurrency) != (
-        FULL,
-        8,
-        64,
-        1,
-        32,
-    )
-    return {
-        "tusingest": f"{tus.url} (pid {tus.pid or '?'}): {tus.description}",
-        "sessions": storage,
-        "durability": "fsync on: tusingest fsyncs each PATCH before advancing the offset "
-        "(not configurable)",
-        "baseline": f"{base.url} (pid {base.pid}): {base.description}",
-        "client": "benchmarks/client.py: raw-socket HTTP/1.1 keep-alive, Content-Length bodies "
-        "sent zero-copy from a preallocated pseudo-random pattern, distinct per upload",
-        "host": f"{os.cpu_count()} CPUs, load average {load} at start; Python "
-        f"{platform.python_version()}, aiohttp {aiohttp.__version__}",
-        "sizes": "smaller than the issue's: targets are indicative only"
-        if quick
-        else "the issue's",
-        "runs": f"best of {args.repeat} per workload and server, tusingest and baseline alternating"
-        if args.repeat > 1
-        else "one per workload and server, tusingest then baseline",
-        "metrics": "server CPU = utime+stime from /proc/<pid>/stat (+ descendants); RSS = "
-        "VmRSS sampled every 10 ms during the measured part",
-    }
-
-
-def _progress(spec: Spec, result: Result) -> str:
-    head = f"  {spec.key:<4}{result.server:<10}"
-    if not result.ok:
-        first = result.problems[0].splitlines()[0] if result.problems else "?"
-        return f"{head}FAILED: {first}"
-    value = f"{result.value:,.1f} {spec.unit}" if result.value is not None else "—"
-    elapsed = f"{result.elapsed_s:.2f} s" if result.elapsed_s is not None else "—"
-    return f"{head}{value:>18}  in {elapsed}, verified"
-
-
-async def _run(args: argparse.Namespace, specs: list[Spec]) -> int:
-    task = asyncio.current_task()
-    loop = asyncio.get_running_loop()
-    if task is not None:
-        loop.add_signal_handler(signal.SIGTERM, task.cancel)
-    payload = Payload(max(min(s.patch, s.size) for s in specs))
-    results: dict[str, dict[str, list[Result]]] = {}
-    async with contextlib.AsyncExitStack() as stack:
-        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tusingest-bench-")))
-        try:
-            tus, storage = await _tusingest(args, specs, work, stack)
-            base = await start_baseline(work)
-        except StartupError as exc:
-            print(f"benchmark setup failed: {exc}", file=sys.stderr)
-            return 2
-        stack.callback(stop, base.process)
-        settings = _settings(args, specs, tus, base, storage)
-        print("settings:")
-        print("\n".join(f"  {k + ':':<12}{v}" for k, v in settings.items()))
-        print("\nruns:", flush=True)
-        runner = Runner(
-            payload,
-            request_timeout=args.request_timeout,
-            workload_timeout=args.workload_timeout,
-            delete_small_uploads=bool(args.url),
-        )
-        for spec in specs:
-            for _ in range(args.repeat):
-                for server in (tus, base):
-                    result = await runner.run(spec, server)
-                    results.setdefault(spec.key, {}).setdefault(server.name, []).append(result)
-                    print(_progress(spec, result), flush=True)
-        hwm = {s.name: hwm_bytes(s.pid) if s.pid else None for s in (tus, base)}
-    outcome = report.build(specs, results, hwm, args.rss_limit_mib, settings)
-    print()
-    print(outcome.text, flush=True)
-    if args.json:
-        report.write_json(args.json, outcome)
-    if not outcome.verified:
-        return 1
-    if args.fail_on_targets and not outcome.targets_met:
-        return 3
-    return 0
+def _install(args: argparse.Namespace) -> dict[str, Installed] | None:
+    """With --peers: the peers' installs (installed now if missing); None without."""
+    if not args.peers:
+        return None
+    return ensure([peer.pins for peer in PEERS])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -296,7 +211,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     specs = _specs(args, parser)
     try:
-        return asyncio.run(_run(args, specs))
+        installs = _install(args)
+    except InstallError as exc:
+        print(f"benchmark setup failed: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    try:
+        return asyncio.run(session.run(args, specs, installs))
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -1,7 +1,8 @@
-"""The report: ratios to the baseline, targets, CPU, RSS, verification; as text and JSON.
+"""The report without --peers: ratios to the baseline, targets, CPU, RSS, verification; text, JSON.
 
 Owns how results are judged (a ratio needs both runs verified; a target counts as missed when
-it cannot be measured) and presented; it does no I/O besides writing the JSON file.
+it cannot be measured; repeated runs count by their median, `specs.median_run`) and presented;
+it does no I/O besides writing the JSON file. With --peers the report is `comparison`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from benchmarks.payload import MiB
-from benchmarks.workloads import Result, Spec
+from benchmarks.specs import Result, Spec, median_run
 
 SERVERS = ("tusingest", "baseline")
 GiB = 1 << 30
@@ -50,6 +51,7 @@ class Outcome:
     verified: bool
     checks: list[Check]
     data: dict[str, object]
+    markdown: str = ""  # the tables as markdown (--peers)
 
     @property
     def targets_met(self) -> bool:
@@ -59,18 +61,9 @@ class Outcome:
 Results = Mapping[str, Mapping[str, list[Result]]]  # workload -> server -> runs
 
 
-def best(runs: Sequence[Result]) -> Result | None:
-    """The best verified run, or the first failed one if any run failed."""
-    for run in runs:
-        if not run.ok:
-            return run
-    measured = [r for r in runs if r.value is not None]
-    return max(measured, key=lambda r: r.value or 0.0) if measured else None
-
-
 def ratio(spec: Spec, results: Results) -> float | None:
-    tus = best(results.get(spec.key, {}).get("tusingest", []))
-    base = best(results.get(spec.key, {}).get("baseline", []))
+    tus = median_run(results.get(spec.key, {}).get("tusingest", []))
+    base = median_run(results.get(spec.key, {}).get("baseline", []))
     if not tus or not base or not tus.ok or not base.ok or not tus.value or not base.value:
         return None
     return tus.value / base.value
@@ -99,7 +92,7 @@ def build(
     settings: Mapping[str, str],
 ) -> Outcome:
     picked = {
-        spec.key: {name: best(results.get(spec.key, {}).get(name, [])) for name in SERVERS}
+        spec.key: {name: median_run(results.get(spec.key, {}).get(name, [])) for name in SERVERS}
         for spec in specs
     }
     checks: list[Check] = []
@@ -222,16 +215,7 @@ def build(
                     for problem in run.problems:
                         lines += [f"      {p}" for p in problem.splitlines()]
 
-    missed = [c for c in checks if not c.met]
-    if not verified:
-        summary = "RESULT: FAILED — a workload did not verify (see above)"
-    elif missed:
-        summary = (
-            f"RESULT: verified; targets met {len(checks) - len(missed)}/{len(checks)}; missed: "
-            + "; ".join(c.describe() for c in missed)
-        )
-    else:
-        summary = f"RESULT: verified; all {len(checks)} targets met"
+    summary = result_line(verified, checks)
     lines += ["", summary]
 
     data: dict[str, object] = {
@@ -255,6 +239,19 @@ def build(
         "summary": summary,
     }
     return Outcome("\n".join(lines), verified, checks, data)
+
+
+def result_line(verified: bool, checks: Sequence[Check]) -> str:
+    """The last line of a report: verified or not, and which targets were missed."""
+    missed = [c for c in checks if not c.met]
+    if not verified:
+        return "RESULT: FAILED — a workload did not verify (see above)"
+    if missed:
+        return (
+            f"RESULT: verified; targets met {len(checks) - len(missed)}/{len(checks)}; missed: "
+            + "; ".join(c.describe() for c in missed)
+        )
+    return f"RESULT: verified; all {len(checks)} targets met"
 
 
 def _bottlenecks(

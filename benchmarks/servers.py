@@ -3,7 +3,7 @@
 Owns process management: tusingest via `python -m tusingest serve` in a temp DATA_DIR, on
 SQLite or a fresh PostgreSQL database created and dropped here; the baseline script; tokens
 and migrations through the tusingest CLI; readiness; always-stop. Watching the processes is
-`procstats`.
+`procstats`; the peer tus servers are started by `peer_servers`.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from benchmarks.client import Connection, HttpError
 from benchmarks.procstats import find_listening_pid
+from benchmarks.stored import Locator, TusingestFiles
 
 BASELINE_SCRIPT = Path(__file__).with_name("baseline.py")
 _LIBC = ctypes.CDLL(None, use_errno=True)
@@ -70,11 +71,16 @@ class Server:
     port: int
     pid: int | None
     headers: dict[str, str]
-    # Where the stored bytes can be read back (tusingest); None: offsets only (baseline).
-    staging_dir: Path | None
+    # Where the stored bytes can be read back; None: offsets only (baseline).
+    stored: Locator | None
     description: str
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    # Creation sends Upload-Metadata (filename, filetype): the server needs it.
+    sends_metadata: bool = False
+    # Once complete, an upload is no longer known (HEAD 404) and DELETE cannot remove its
+    # file: the harness seeds W3 with uploads left one byte short and removes the files.
+    forgets_completed: bool = False
 
     @property
     def url(self) -> str:
@@ -91,6 +97,18 @@ class Server:
             return ""
         text = self.log_path.read_text(errors="replace").splitlines()
         return "\n".join(text[-lines:])
+
+
+async def open_connections(server: Server, n: int) -> list[Connection]:
+    """`n` (at least one) connected keep-alive connections to `server`."""
+    connections = [server.connection() for _ in range(max(1, n))]
+    try:
+        await asyncio.gather(*(c.connect() for c in connections))
+    except BaseException:
+        for conn in connections:
+            conn.close()
+        raise
+    return connections
 
 
 def free_port() -> int:
@@ -157,8 +175,13 @@ async def wait_ready(server: Server, timeout_s: float = 60.0) -> None:
 
 
 def tusingest_env(
-    data_dir: Path, database_url: str | None, max_file_mib: int, log_level: str
+    data_dir: Path,
+    database_url: str | None,
+    max_file_mib: int,
+    log_level: str,
+    extra: dict[str, str] | None = None,
 ) -> dict[str, str]:
+    """tusingest's environment: ours, with `extra` (`--tusingest-env`) applied last."""
     env = {k: v for k, v in os.environ.items() if k not in _TUSINGEST_VARIABLES}
     env.update(
         DATA_DIR=str(data_dir),
@@ -170,6 +193,7 @@ def tusingest_env(
     )
     if database_url:
         env["DATABASE_URL"] = database_url
+    env.update(extra or {})
     return env
 
 
@@ -193,6 +217,7 @@ def tusingest_cli(args: list[str], env: dict[str, str], timeout: float = 120.0) 
 
 async def start_tusingest(env: dict[str, str], work_dir: Path, description: str) -> Server:
     port = free_port()
+    data_dir = Path(env["DATA_DIR"])
     log_path = work_dir / "tusingest.log"
     process = spawn(
         [sys.executable, "-m", "tusingest", "serve", "--port", str(port)], env, log_path
@@ -203,7 +228,10 @@ async def start_tusingest(env: dict[str, str], work_dir: Path, description: str)
         port=port,
         pid=process.pid,
         headers={"Tus-Resumable": "1.0.0"},
-        staging_dir=Path(env["DATA_DIR"]) / "staging",
+        stored=TusingestFiles(
+            Path(env.get("STAGING_DIR") or data_dir / "staging"),
+            Path(env.get("LOCAL_STORAGE_DIR") or data_dir / "storage"),
+        ),
         description=description,
         process=process,
         log_path=log_path,
@@ -232,7 +260,7 @@ async def start_baseline(work_dir: Path) -> Server:
         port=port,
         pid=process.pid,
         headers={"Tus-Resumable": "1.0.0"},
-        staging_dir=None,
+        stored=None,
         description="benchmarks/baseline.py: aiohttp, reads and discards bodies, offsets in a dict",
         process=process,
         log_path=log_path,
@@ -258,7 +286,8 @@ def external_tusingest(url: str, token: str, staging_dir: Path, pid: int | None)
         port=port,
         pid=found,
         headers={"Tus-Resumable": "1.0.0", "Authorization": f"Bearer {token}"},
-        staging_dir=staging_dir,
+        # The embedded local element's default place, beside the staging dir.
+        stored=TusingestFiles(staging_dir, staging_dir.parent / "storage"),
         description=f"running server at {url} ({shown}), its own configuration",
     )
 

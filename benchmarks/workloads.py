@@ -7,120 +7,40 @@ Owns W1–W4 (and BIG, a W1-like upload of `--big-mib`), each in three steps:
   client's own CPU seconds, and the server's RSS sampled every 10 ms;
 - verify (not measured): every response's `Upload-Offset` is checked as it arrives, then a HEAD
   of every upload must show offset == length, and where the server's stored bytes are readable
-  (tusingest's staging dir or local storage element, see `verify`) their SHA-256 must equal that
-  of what was sent — a broken server cannot win. Any mismatch makes the result fail.
+  (its locator, see `stored`) their SHA-256 must equal that of what was sent — a broken server
+  cannot win. Any mismatch makes the result fail (`verify`).
+
+Where a peer needs it, the client adapts, the same way for every workload: it sends
+Upload-Metadata (filename, filetype) to the servers that require it, and for a server that
+forgets completed uploads (aiohttp-tus) the W3 seeds are declared one byte longer than sent, so
+they stay known and their HEADs report the offset of what was sent.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import math
+import re
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 
 from benchmarks.client import Connection, HttpError
 from benchmarks.payload import MiB, Payload
 from benchmarks.procstats import Meter
-from benchmarks.servers import Server
-from benchmarks.verify import Uploaded, verify_stored
+from benchmarks.servers import Server, open_connections
+from benchmarks.specs import HEAD_SEED_UPLOADS, Result, Spec
+from benchmarks.stored import Uploaded
+from benchmarks.verify import verify_uploads
 
-KiB = 1 << 10
-HEAD_SEED_UPLOADS = 64
-HEAD_SEED_BYTES = 4 * KiB
 _PATCH_HEADERS = {"Content-Type": "application/offset+octet-stream"}
+_FILETYPE = base64.b64encode(b"application/octet-stream").decode()
 _MAX_REPORTED = 5
-
-
-@dataclass(frozen=True)
-class Spec:
-    key: str  # W1 .. W4, BIG
-    kind: str  # "single" | "many" | "heads"
-    title: str
-    size: int  # bytes per upload
-    patch: int  # PATCH body size
-    count: int  # uploads ("many"), HEADs ("heads"), 1 ("single")
-    concurrency: int
-    unit: str
-    target: float | None = None  # minimum ratio to the baseline
-
-
-def single(key: str, mib: int, patch_mib: int, target: float | None) -> Spec:
-    return Spec(
-        key=key,
-        kind="single",
-        title=f"1 upload of {mib} MiB in {patch_mib} MiB PATCHes",
-        size=mib * MiB,
-        patch=patch_mib * MiB,
-        count=1,
-        concurrency=1,
-        unit="MiB/s",
-        target=target,
-    )
-
-
-def many(count: int, kib: int, concurrency: int) -> Spec:
-    return Spec(
-        key="W2",
-        kind="many",
-        title=f"{count} uploads of {kib} KiB (POST + PATCH) at concurrency {concurrency}",
-        size=kib * KiB,
-        patch=kib * KiB,
-        count=count,
-        concurrency=concurrency,
-        unit="uploads/s",
-    )
-
-
-def heads(count: int, concurrency: int, target: float | None) -> Spec:
-    return Spec(
-        key="W3",
-        kind="heads",
-        title=f"{count} HEADs over {HEAD_SEED_UPLOADS} uploads at concurrency {concurrency}",
-        size=HEAD_SEED_BYTES,
-        patch=HEAD_SEED_BYTES,
-        count=count,
-        concurrency=concurrency,
-        unit="HEAD/s",
-        target=target,
-    )
 
 
 class Mismatch(Exception):
     """The server answered, but not what a correct tus server must answer."""
-
-
-@dataclass
-class Result:
-    workload: str
-    server: str
-    ok: bool = True
-    problems: list[str] = field(default_factory=list)
-    value: float | None = None  # in the spec's unit
-    elapsed_s: float | None = None
-    bytes_sent: int = 0
-    requests: int = 0
-    p50_ms: float | None = None
-    p99_ms: float | None = None
-    server_cpu_s: float | None = None
-    client_cpu_s: float | None = None
-    start_rss: int | None = None
-    peak_rss: int | None = None
-    rss_samples: int = 0
-    verified: str = ""
-
-    def fail(self, problem: str) -> None:
-        self.ok = False
-        self.problems.append(problem)
-
-    def measured(self, meter: Meter) -> None:
-        self.elapsed_s = meter.elapsed
-        self.client_cpu_s = meter.client_cpu
-        self.server_cpu_s = meter.server_cpu
-        self.start_rss = meter.start_rss
-        self.peak_rss = meter.peak_rss
-        self.rss_samples = meter.samples
 
 
 def _percentile_ms(values: list[float], p: float) -> float:
@@ -133,6 +53,10 @@ def _path_of(location: str) -> str:
     if "://" in location:
         location = "/" + location.split("://", 1)[1].split("/", 1)[1]
     return location
+
+
+def _metadata(upload: Uploaded) -> str:
+    return f"filename {base64.b64encode(upload.name.encode()).decode()},filetype {_FILETYPE}"
 
 
 def _describe(exc: BaseException) -> str:
@@ -179,23 +103,30 @@ class Runner:
             result.fail(_describe(exc))
         if not server.alive():
             result.fail(f"the {server.name} process exited:\n{server.log_tail()}".rstrip())
-        elif spec.kind == "single" or self._delete_small:
+            return result
+        if spec.kind == "single" or self._delete_small:
             await self._delete(server, uploads)
+        if server.forgets_completed:
+            await asyncio.to_thread(_remove_completed, server, uploads)
         return result
 
-    def _uploads(self, spec: Spec, server: Server, n: int, length: int) -> list[Uploaded]:
+    def _uploads(
+        self, spec: Spec, server: Server, n: int, length: int, declared: int = 0
+    ) -> list[Uploaded]:
         key = f"{spec.key}:{server.name}:{self._runs}"
-        return [Uploaded(self.payload.phase(f"{key}:{i}"), length) for i in range(n)]
+        name = re.sub(r"[^A-Za-z0-9]+", "-", key)
+        return [
+            Uploaded(
+                self.payload.phase(f"{key}:{i}"), length, name=f"{name}-{i}.bin", declared=declared
+            )
+            for i in range(n)
+        ]
 
-    async def _connections(self, server: Server, n: int) -> list[Connection]:
-        connections = [server.connection() for _ in range(max(1, n))]
-        await asyncio.gather(*(c.connect() for c in connections))
-        return connections
-
-    async def _create(self, conn: Connection, upload: Uploaded) -> None:
-        response = await conn.request(
-            "POST", "/files/", {"Upload-Length": str(upload.length)}, timeout_s=self._timeout
-        )
+    async def _create(self, server: Server, conn: Connection, upload: Uploaded) -> None:
+        headers = {"Upload-Length": str(upload.declared)}
+        if server.sends_metadata:
+            headers["Upload-Metadata"] = _metadata(upload)
+        response = await conn.request("POST", "/files/", headers, timeout_s=self._timeout)
         location = response.header("Location")
         if response.status != 201 or not location:
             raise Mismatch(f"POST /files/: expected 201 with a Location, got {response.describe()}")
@@ -226,11 +157,11 @@ class Runner:
     ) -> None:
         upload = self._uploads(spec, server, 1, spec.size)[0]
         uploads.append(upload)
-        (conn,) = await self._connections(server, 1)
+        (conn,) = await open_connections(server, 1)
         try:
             meter = Meter(server.pid)
             with meter:
-                await self._create(conn, upload)
+                await self._create(server, conn, upload)
                 offset = 0
                 while offset < spec.size:
                     n = min(spec.patch, spec.size - offset)
@@ -250,13 +181,13 @@ class Runner:
         uploads.extend(self._uploads(spec, server, spec.count, spec.size))
         latencies = [0.0] * spec.count
         indices = iter(range(spec.count))
-        connections = await self._connections(server, min(spec.concurrency, spec.count))
+        connections = await open_connections(server, min(spec.concurrency, spec.count))
 
         async def worker(conn: Connection) -> None:
             for i in indices:  # shared: each index is taken by exactly one worker
                 upload = uploads[i]
                 started = time.perf_counter()
-                await self._create(conn, upload)
+                await self._create(server, conn, upload)
                 await self._patch(conn, upload, 0, upload.length)
                 latencies[i] = time.perf_counter() - started
 
@@ -279,16 +210,19 @@ class Runner:
     async def _heads(
         self, spec: Spec, server: Server, result: Result, uploads: list[Uploaded]
     ) -> None:
-        seeds = self._uploads(spec, server, min(HEAD_SEED_UPLOADS, spec.count), spec.size)
+        # A server that forgets completed uploads gets seeds one byte short of complete.
+        declared = spec.size + 1 if server.forgets_completed else spec.size
+        n = min(HEAD_SEED_UPLOADS, spec.count)
+        seeds = self._uploads(spec, server, n, spec.size, declared)
         uploads.extend(seeds)
-        connections = await self._connections(server, min(spec.concurrency, spec.count))
+        connections = await open_connections(server, min(spec.concurrency, spec.count))
         try:
-            # Prepare (not measured): complete uploads whose offset every HEAD must report.
+            # Prepare (not measured): uploads whose offset every HEAD must report.
             pending = iter(seeds)
 
             async def seed(conn: Connection) -> None:
                 for upload in pending:
-                    await self._create(conn, upload)
+                    await self._create(server, conn, upload)
                     await self._patch(conn, upload, 0, upload.length)
 
             async with asyncio.TaskGroup() as group:
@@ -329,38 +263,11 @@ class Runner:
         self, spec: Spec, server: Server, result: Result, uploads: list[Uploaded]
     ) -> None:
         """HEAD every upload (offset == length); SHA-256 of the stored bytes where readable."""
-        problems: list[str] = []
-        connections = await self._connections(server, min(spec.concurrency, len(uploads)))
-        pending = iter(uploads)
-
-        async def head(conn: Connection) -> None:
-            for upload in pending:
-                response = await conn.request("HEAD", upload.path, timeout_s=self._timeout)
-                offset = response.header("Upload-Offset")
-                length = response.header("Upload-Length")
-                if response.status != 200 or offset != str(upload.length):
-                    problems.append(
-                        f"HEAD {upload.path}: {response.status}, Upload-Offset {offset}, "
-                        f"expected {upload.length}"
-                    )
-                elif length is not None and length != str(upload.length):
-                    problems.append(
-                        f"HEAD {upload.path}: Upload-Length {length}, expected {upload.length}"
-                    )
-
-        try:
-            async with asyncio.TaskGroup() as group:
-                for conn in connections:
-                    group.create_task(head(conn))
-        finally:
-            for conn in connections:
-                conn.close()
-        checks = f"HEAD offset == length for {len(uploads)}/{len(uploads)} uploads"
+        checks, problems = await verify_uploads(
+            server, self.payload, uploads, spec.concurrency, self._timeout
+        )
         if spec.kind == "heads":
             checks += f", Upload-Offset of each of the {spec.count} measured HEADs"
-        if server.staging_dir is not None:
-            problems += await verify_stored(self.payload, server.staging_dir, uploads)
-            checks += f", SHA-256 of the stored bytes of {len(uploads)}/{len(uploads)} uploads"
         result.verified = checks
         for problem in problems[:_MAX_REPORTED]:
             result.fail(problem)
@@ -382,3 +289,14 @@ class Runner:
         finally:
             for conn in connections:
                 conn.close()
+
+
+def _remove_completed(server: Server, uploads: list[Uploaded]) -> None:
+    """Remove the files of completed uploads that the server forgot (DELETE cannot reach them)."""
+    if server.stored is None:
+        return
+    resolve = server.stored.resolver()
+    for upload in uploads:
+        if upload.path and upload.complete:
+            with contextlib.suppress(OSError):
+                resolve(upload).unlink()
