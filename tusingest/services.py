@@ -16,7 +16,6 @@ from typing import Any
 import aiohttp
 import redis.asyncio as aioredis
 from aiohttp import web
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tusingest.auth import Authenticator
 from tusingest.domain import OperationKind
@@ -50,12 +49,13 @@ from tusingest.registry.reload import ConfigReloader
 from tusingest.settings.app import Settings
 from tusingest.settings.storage import StorageSettings
 from tusingest.store.catalog import SqlCatalog
-from tusingest.store.database import create_engine, ensure_schema
+from tusingest.store.database import open_checked
+from tusingest.store.db import Database
 from tusingest.store.locks import MemoryLocker
 from tusingest.store.operations import SqlOperationStore
 from tusingest.store.pglocks import PgLocker, asyncpg_dsn
 from tusingest.store.reaper import Reaper
-from tusingest.store.sql import SqlSessionStore
+from tusingest.store.sql import IngestClaim, SqlSessionStore, ingest_operation_id
 from tusingest.store.staging import FileStaging
 from tusingest.store.uploads import UploadPolicy, UploadStore, utcnow
 
@@ -98,24 +98,28 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             await asyncio.to_thread(ensure_dev_keys, auth.dev_private_key_path)
         authenticator = Authenticator.from_settings(auth)
 
-        engine = create_engine(settings.database.url)
-        stack.push_async_callback(engine.dispose)
-        await ensure_schema(engine, settings.database.url)
+        db = await open_checked(settings.database.url)
+        stack.push_async_callback(db.close)
 
         config = settings.uploads
         await asyncio.to_thread(config.staging_dir.mkdir, parents=True, exist_ok=True)
-        sessions = SqlSessionStore(engine)
-        locker = await _locker(settings, engine, stack)
-        catalog = SqlCatalog(engine)
+        node = f"node-{uuid.uuid4().hex[:12]}"
+        # The node that completes an upload runs its ingest at once (no claim round trip).
+        claim = IngestClaim(node, settings.pipeline.lease_seconds)
+        sessions = SqlSessionStore(db, claim=claim)
+        locker = await _locker(settings, db, stack)
+        catalog = SqlCatalog(db)
         staging = FileStaging(config.staging_dir)
         storage = await open_storage(settings, stack)
-        runner = _runner(settings, engine, sessions, staging, catalog, storage)
+        runner = _runner(settings, node, db, sessions, staging, catalog, storage)
         uploads = UploadStore(
             sessions,
             staging,
             locker,
             UploadPolicy(ttl_seconds=config.session_ttl_seconds, max_size=config.max_file_size),
-            on_complete=lambda _upload_id: runner.wake(),
+            on_complete=lambda upload_id: runner.adopt(
+                ingest_operation_id(upload_id), OperationKind.INGEST, upload_id
+            ),
         )
         reaper = Reaper(
             sessions,
@@ -146,14 +150,12 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         )
 
 
-async def _locker(
-    settings: Settings, engine: AsyncEngine, stack: contextlib.AsyncExitStack
-) -> Locker:
+async def _locker(settings: Settings, db: Database, stack: contextlib.AsyncExitStack) -> Locker:
     """In process for the embedded database; leases in PostgreSQL for a cluster."""
     wait = settings.uploads.lock_timeout_seconds
     if settings.database.is_sqlite:
         return MemoryLocker(wait)
-    locker = PgLocker(engine, asyncpg_dsn(settings.database.url), wait_seconds=wait)
+    locker = PgLocker(db, asyncpg_dsn(settings.database.url), wait_seconds=wait)
     await locker.start()
     stack.push_async_callback(locker.stop)
     return locker
@@ -272,7 +274,8 @@ async def _token_source(settings: Settings, session: aiohttp.ClientSession) -> T
 
 def _runner(
     settings: Settings,
-    engine: AsyncEngine,
+    node: str,
+    db: Database,
     sessions: SessionStore,
     staging: Staging,
     catalog: Catalog,
@@ -286,7 +289,7 @@ def _runner(
     else:
         log.warning("VIRUS_SCAN_ENABLED=off: completed uploads are NOT scanned for viruses")
     pipeline.workdir.mkdir(parents=True, exist_ok=True)
-    operations = SqlOperationStore(engine)
+    operations = SqlOperationStore(db)
     saga = StoreSaga(
         storage.chain,
         storage.elements,
@@ -327,6 +330,7 @@ def _runner(
             attempt_timeout=pipeline.attempt_timeout_seconds,
             lease_seconds=pipeline.lease_seconds,
         ),
+        node=node,
     )
 
 

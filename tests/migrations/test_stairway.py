@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from tests.conftest import BACKENDS
 from tusingest.settings.app import Settings
 from tusingest.store import database, schema
+from tusingest.store.db import open_database
 from tusingest.store.tables import metadata
 
 
@@ -38,11 +39,11 @@ def _revisions() -> list[tuple[str, str]]:
 
 
 async def _current(url: str) -> str | None:
-    engine = create_async_engine(url)
+    db = await open_database(url)
     try:
-        return await database.current_revision(engine)
+        return await database.current_revision(db)
     finally:
-        await engine.dispose()
+        await db.close()
 
 
 async def _diff(url: str) -> list[Any]:
@@ -77,11 +78,4 @@ def test_code_knows_the_head_revision(database_url: str) -> None:
     assert schema.head_revision() == database.HEAD
     asyncio.run(schema.upgrade(database_url))
 
-    async def current() -> str | None:
-        engine = create_async_engine(database_url)
-        try:
-            return await database.current_revision(engine)
-        finally:
-            await engine.dispose()
-
-    assert asyncio.run(current()) == database.HEAD
+    assert asyncio.run(_current(database_url)) == database.HEAD

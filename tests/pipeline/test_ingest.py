@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 
 from tests.conftest import BACKENDS
 from tests.samples import EICAR, PDF, clamd_url
@@ -42,12 +41,11 @@ from tusingest.settings.pipeline import parse_compression, parse_validation
 from tusingest.settings.storage import BreakerSettings
 from tusingest.store import schema
 from tusingest.store.catalog import SqlCatalog
-from tusingest.store.database import create_engine
+from tusingest.store.db import Database, open_database
 from tusingest.store.locks import MemoryLocker
 from tusingest.store.operations import SqlOperationStore
 from tusingest.store.sql import SqlSessionStore
 from tusingest.store.staging import FileStaging
-from tusingest.store.tables import audit_events, operations
 from tusingest.store.uploads import UploadPolicy, UploadStore
 
 ALICE = Principal(sub="alice", name="Alice", role=Role.USER)
@@ -57,7 +55,7 @@ ALICE = Principal(sub="alice", name="Alice", role=Role.USER)
 class Rig:
     uploads: UploadStore
     sessions: SqlSessionStore
-    engine: sa.ext.asyncio.AsyncEngine
+    db: Database
     element_root: Path
     staging: Path
     runner: Runner
@@ -111,16 +109,16 @@ def local_info(root: Path) -> ElementInfo:
 async def rig(
     url: str, root: Path, scanner_url: str | None, *, max_attempts: int = 3, empty: bool = False
 ) -> AsyncIterator[Rig]:
-    engine = create_engine(url)
     await schema.upgrade(url)
-    sessions = SqlSessionStore(engine)
+    db = await open_database(url)
+    sessions = SqlSessionStore(db)
     staging = root / "staging"
     staging.mkdir(parents=True, exist_ok=True)
     uploads = UploadStore(
         sessions, FileStaging(staging), MemoryLocker(5), UploadPolicy(3600, 1 << 30)
     )
     element = LocalElement(root / "se", "se-local")
-    operations = SqlOperationStore(engine)
+    operations = SqlOperationStore(db)
     registry = MemoryRegistry([] if empty else [local_info(element.root)])
     saga = StoreSaga(
         ChainRegistry([("memory", registry)]),
@@ -132,7 +130,7 @@ async def rig(
     ingest = Ingest(
         sessions,
         FileStaging(staging),
-        SqlCatalog(engine),
+        SqlCatalog(db),
         saga,
         None,
         ClamdScanner(scanner_url, timeout=5) if scanner_url else None,
@@ -150,11 +148,11 @@ async def rig(
     )  # fmt: skip
     task = asyncio.create_task(runner.run_forever())
     try:
-        yield Rig(uploads, sessions, engine, root / "se", staging, runner, element, registry)
+        yield Rig(uploads, sessions, db, root / "se", staging, runner, element, registry)
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-        await engine.dispose()
+        await db.close()
 
 
 @pytest.fixture(params=BACKENDS)
@@ -209,13 +207,10 @@ def test_eicar_is_rejected_and_stored_nowhere(database: str, tmp_path: Path) -> 
             assert "EICAR" in done.error_detail
             assert _stored_files(r.element_root) == []
             assert not (r.staging / upload.id).exists()
-            async with r.engine.connect() as conn:
-                events = (
-                    await conn.execute(
-                        sa.select(audit_events).where(audit_events.c.subject == upload.id)
-                    )
-                ).all()
-            assert [e.action for e in events] == ["upload_rejected"]
+            events = await r.db.fetch(
+                "SELECT action FROM audit_events WHERE subject = $1", upload.id
+            )
+            assert [e["action"] for e in events] == ["upload_rejected"]
 
     asyncio.run(scenario())
 
@@ -249,14 +244,12 @@ def test_a_scanner_that_is_down_is_retried_then_the_upload_fails(
             assert done.status is UploadStatus.FAILED
             assert done.error == "processing_failed"
             assert _stored_files(r.element_root) == []
-            async with r.engine.connect() as conn:
-                op = (
-                    await conn.execute(
-                        sa.select(operations).where(operations.c.subject == upload.id)
-                    )
-                ).one()
-            assert (op.status, op.attempts) == ("failed", 3)
-            assert "ScannerUnavailable" in op.error
+            op = await r.db.fetchrow(
+                "SELECT status, attempts, error FROM operations WHERE subject = $1", upload.id
+            )
+            assert op is not None
+            assert (op["status"], op["attempts"]) == ("failed", 3)
+            assert "ScannerUnavailable" in op["error"]
             # The bytes stay staged: nothing was decided about them.
             assert (r.staging / upload.id).exists()
 
@@ -271,12 +264,9 @@ def test_completion_enqueues_exactly_one_operation_and_partials_none(
             upload = await r.upload(b"abc")
             partial = await r.uploads.create(ALICE, length=0, metadata_raw=None, partial=True)
             await r.settled(upload)
-            async with r.engine.connect() as conn:
-                kinds = (
-                    await conn.execute(sa.select(operations.c.subject, operations.c.status))
-                ).all()
-            assert [(s, st) for s, st in kinds] == [(upload.id, "done")]
-            assert partial.id not in {s for s, _ in kinds}
+            kinds = await r.db.fetch("SELECT subject, status FROM operations")
+            assert [(k["subject"], k["status"]) for k in kinds] == [(upload.id, "done")]
+            assert partial.id not in {k["subject"] for k in kinds}
 
     asyncio.run(scenario())
 
@@ -294,17 +284,15 @@ def test_waiting_for_storage_keeps_the_checks_and_stores_once_an_element_appears
                     break
                 await asyncio.sleep(0.05)
             assert current.status is UploadStatus.PROCESSING
-            async with r.engine.connect() as conn:
-                row = (
-                    await conn.execute(
-                        sa.select(operations.c.result, operations.c.attempts).where(
-                            operations.c.subject == upload.id
-                        )
-                    )
-                ).one()
+            row = await r.db.fetchrow(
+                "SELECT result, attempts FROM operations WHERE subject = $1", upload.id
+            )
+            assert row is not None
             # Validated and scanned once: a retry reuses the verdict; waiting costs no attempt.
-            assert json.loads(row.result)["validated"]["sha256"] == hashlib.sha256(PDF).hexdigest()
-            assert row.attempts == 0
+            assert (
+                json.loads(row["result"])["validated"]["sha256"] == hashlib.sha256(PDF).hexdigest()
+            )
+            assert row["attempts"] == 0
             r.registry.put(local_info(r.element_root))
             done = await r.settled(upload)
             assert done.status is UploadStatus.STORED, (done.error, done.error_detail)

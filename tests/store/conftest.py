@@ -11,18 +11,15 @@ from pathlib import Path
 from typing import Protocol
 
 import pytest
-import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import BACKENDS
 from tusingest.ports import Locker, SessionStore
 from tusingest.settings.uploads import normalise_database_url
 from tusingest.store import schema
-from tusingest.store.database import create_engine
+from tusingest.store.db import Database, open_database
 from tusingest.store.locks import MemoryLocker
 from tusingest.store.pglocks import PgLocker, asyncpg_dsn
 from tusingest.store.sql import SqlSessionStore
-from tusingest.store.tables import operations, uploads
 
 LOCKERS = ("memory", "postgres")
 # How long a patient request waits for a lease: short, so the timeouts stay cheap.
@@ -41,18 +38,17 @@ class OpenNode(Protocol):
 
 @dataclass(frozen=True)
 class Sessions:
-    """A SessionStore adapter and the engine under it (to read the `operations` it queues)."""
+    """A SessionStore adapter and the database under it (to read the `operations` it queues)."""
 
     store: SessionStore
-    engine: AsyncEngine
+    db: Database
 
     async def queued(self, upload_id: str) -> list[tuple[str, str, str]]:
         """(kind, subject, status) of the operations queued for `upload_id`."""
-        query = sa.select(operations.c.kind, operations.c.subject, operations.c.status).where(
-            operations.c.subject == upload_id
+        rows = await self.db.fetch(
+            "SELECT kind, subject, status FROM operations WHERE subject = $1", upload_id
         )
-        async with self.engine.connect() as conn:
-            return [(row.kind, row.subject, row.status) for row in await conn.execute(query)]
+        return [(row["kind"], row["subject"], row["status"]) for row in rows]
 
 
 OpenSessions = Callable[[], AbstractAsyncContextManager[Sessions]]
@@ -76,11 +72,10 @@ def sqlite_database(tmp_path_factory: pytest.TempPathFactory) -> str:
     return _migrated(normalise_database_url("DATABASE_URL", f"sqlite:///{path}"))
 
 
-async def _empty(engine: AsyncEngine) -> None:
+async def _empty(db: Database) -> None:
     """Start every test from empty tables (the database is shared by the module's tests)."""
-    async with engine.begin() as conn:
-        for table in (operations, uploads):
-            await conn.execute(table.delete())
+    for table in ("operations", "uploads"):
+        await db.execute(f"DELETE FROM {table}")
 
 
 @asynccontextmanager
@@ -90,26 +85,24 @@ async def _memory_locker() -> AsyncIterator[Locker]:
 
 @asynccontextmanager
 async def _pg_locker(url: str, *, lease_seconds: float = 15.0) -> AsyncIterator[Locker]:
-    engine = create_engine(url)
-    locker = PgLocker(
-        engine, asyncpg_dsn(url), wait_seconds=WAIT_SECONDS, lease_seconds=lease_seconds
-    )
+    db = await open_database(url)
+    locker = PgLocker(db, asyncpg_dsn(url), wait_seconds=WAIT_SECONDS, lease_seconds=lease_seconds)
     await locker.start()
     try:
         yield locker
     finally:
         await locker.stop()
-        await engine.dispose()
+        await db.close()
 
 
 @asynccontextmanager
 async def _sessions(url: str) -> AsyncIterator[Sessions]:
-    engine = create_engine(url)
+    db = await open_database(url)
     try:
-        await _empty(engine)
-        yield Sessions(SqlSessionStore(engine), engine)
+        await _empty(db)
+        yield Sessions(SqlSessionStore(db), db)
     finally:
-        await engine.dispose()
+        await db.close()
 
 
 @pytest.fixture(params=LOCKERS)

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from tusingest.domain import Operation, OperationKind
+from tusingest.domain import Operation, OperationKind, OperationStatus
 from tusingest.errors import TransientError
 from tusingest.pipeline.jobstate import JobState
 from tusingest.ports import OperationStore
@@ -59,17 +59,25 @@ class Runner:
         store: OperationStore,
         handlers: Mapping[OperationKind, Handler],
         policy: RunnerPolicy,
+        *,
+        node: str | None = None,
     ) -> None:
         self._store = store
         self._handlers = handlers
         self._policy = policy
-        self.node = f"node-{uuid.uuid4().hex[:12]}"
+        self.node = node or f"node-{uuid.uuid4().hex[:12]}"
         self._wake = asyncio.Event()
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._running: set[asyncio.Task[None]] = set()
 
     def wake(self) -> None:
         self._wake.set()
+
+    def adopt(self, op_id: str, kind: OperationKind, subject: str) -> None:
+        """Run an operation this node queued already claimed (its first attempt), without
+        claiming it again."""
+        op = Operation(op_id, kind, subject, OperationStatus.RUNNING, None, 1, {})
+        self._start(op)
 
     async def wait(self, subject: str, seconds: float) -> bool:
         """Wait until an operation on `subject` ends on this node; False on timeout."""
@@ -121,10 +129,13 @@ class Runner:
             self.node, self._policy.lease_seconds, free, kinds=self._handlers.keys()
         )
         for op in ops:
-            task = asyncio.create_task(self._execute(op))
-            self._running.add(task)
-            task.add_done_callback(self._running.discard)
+            self._start(op)
         return len(ops)
+
+    def _start(self, op: Operation) -> None:
+        task = asyncio.create_task(self._execute(op))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
 
     async def _execute(self, op: Operation) -> None:
         handler = self._handlers[op.kind]  # only kinds with a handler are claimed

@@ -12,10 +12,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
-import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tusingest.ports import ReleaseRequest
+from tusingest.store.db import Database
 from tusingest.store.locks import locked_error
 
 log = logging.getLogger(__name__)
@@ -23,25 +22,25 @@ log = logging.getLogger(__name__)
 CHANNEL = "tusingest_lock_release"
 _POLL_SECONDS = 0.02
 
-_ACQUIRE = sa.text(
+_ACQUIRE = (
     "INSERT INTO upload_locks (key, holder, expires_at) "
-    "VALUES (:key, :holder, now() + make_interval(secs => :ttl)) "
+    "VALUES ($1, $2, now() + make_interval(secs => $3::float8)) "
     "ON CONFLICT (key) DO UPDATE SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at "
     "WHERE upload_locks.expires_at < now() "
     "RETURNING holder"
 )
-_RELEASE = sa.text("DELETE FROM upload_locks WHERE key = :key AND holder = :holder")
-_BUSY = sa.text("SELECT 1 FROM upload_locks WHERE key = :key AND expires_at > now()")
-_RENEW = sa.text(
-    "UPDATE upload_locks SET expires_at = now() + make_interval(secs => :ttl) "
-    "WHERE holder IN :holders RETURNING holder"
-).bindparams(sa.bindparam("holders", expanding=True))
-_NOTIFY = sa.text("SELECT pg_notify(:channel, :key)")
+_RELEASE = "DELETE FROM upload_locks WHERE key = $1 AND holder = $2"
+_BUSY = "SELECT 1 AS busy FROM upload_locks WHERE key = $1 AND expires_at > now()"
+_RENEW = (
+    "UPDATE upload_locks SET expires_at = now() + make_interval(secs => $1::float8) "
+    "WHERE holder = ANY($2::text[]) RETURNING holder"
+)
+_NOTIFY = "SELECT pg_notify($1, $2)"
 
 
 def asyncpg_dsn(url: str) -> str:
-    """A SQLAlchemy `postgresql+asyncpg://` URL as a plain libpq-style DSN for asyncpg."""
-    return sa.make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    """A `postgresql+asyncpg://` URL (the settings' form) as a plain DSN for asyncpg."""
+    return "postgresql://" + url.split("://", 1)[1]
 
 
 @dataclass
@@ -60,9 +59,9 @@ class PgLocker:
     """
 
     def __init__(
-        self, engine: AsyncEngine, dsn: str, *, wait_seconds: float, lease_seconds: float = 15.0
+        self, db: Database, dsn: str, *, wait_seconds: float, lease_seconds: float = 15.0
     ) -> None:
-        self._engine = engine
+        self._db = db
         self._dsn = dsn
         self._wait = wait_seconds
         self._lease = lease_seconds
@@ -89,8 +88,7 @@ class PgLocker:
                 await task
 
     async def busy(self, key: str) -> bool:
-        async with self._engine.connect() as conn:
-            return (await conn.execute(_BUSY, {"key": key})).first() is not None
+        return await self._db.fetchrow(_BUSY, key) is not None
 
     @asynccontextmanager
     async def hold(
@@ -115,16 +113,11 @@ class PgLocker:
             await asyncio.shield(self._release(key, holder))
 
     async def _try_acquire(self, key: str, holder: str) -> bool:
-        async with self._engine.begin() as conn:
-            row = (
-                await conn.execute(_ACQUIRE, {"key": key, "holder": holder, "ttl": self._lease})
-            ).first()
-        return row is not None
+        return await self._db.fetchrow(_ACQUIRE, key, holder, self._lease) is not None
 
     async def _release(self, key: str, holder: str) -> None:
         try:
-            async with self._engine.begin() as conn:
-                await conn.execute(_RELEASE, {"key": key, "holder": holder})
+            await self._db.execute(_RELEASE, key, holder)
         except Exception:
             log.exception("could not release the lease on %s; it lapses by itself", key)
 
@@ -134,8 +127,7 @@ class PgLocker:
             if local.on_release is not None:
                 local.on_release()
             return
-        async with self._engine.begin() as conn:
-            await conn.execute(_NOTIFY, {"channel": CHANNEL, "key": key})
+        await self._db.fetchrow(_NOTIFY, CHANNEL, key)
 
     def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         held = self._held.get(payload)
@@ -170,11 +162,8 @@ class PgLocker:
             if not held:
                 continue
             try:
-                async with self._engine.begin() as conn:
-                    rows = await conn.execute(
-                        _RENEW, {"ttl": self._lease, "holders": [h.holder for h in held.values()]}
-                    )
-                    renewed = {row.holder for row in rows}
+                rows = await self._db.fetch(_RENEW, self._lease, [h.holder for h in held.values()])
+                renewed = {row["holder"] for row in rows}
             except Exception:
                 log.exception("could not renew leases; retrying")
                 continue

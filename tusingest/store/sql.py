@@ -1,91 +1,92 @@
-"""SessionStore on SQLAlchemy async: SQLite (aiosqlite) and PostgreSQL (asyncpg)."""
+"""SessionStore in SQL (SQLite or PostgreSQL): upload rows whose offsets move only by
+compare-and-set, and the `ingest` operation queued with the status change that completes one."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
-from typing import Any
-
-import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from tusingest.domain import PARTIAL, OperationKind, OperationStatus, Upload, UploadStatus
-from tusingest.store.database import transactional
-from tusingest.store.tables import operations, uploads
+from tusingest.store.db import Database, Queries, Row, utc
+
+_COLUMNS = (
+    "id, owner, length, upload_offset, metadata_raw, concat, status, error, file_id, "
+    "created_at, updated_at, expires_at, md5, sha256, error_detail"
+)
+_INSERT = (
+    "INSERT INTO uploads (id, owner, length, upload_offset, metadata_raw, concat, status, "
+    "created_at, updated_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+)
+_GET = f"SELECT {_COLUMNS} FROM uploads WHERE id = $1"
+_ADVANCE = (
+    "UPDATE uploads SET upload_offset = $1, length = $2, status = $3, updated_at = $4, "
+    "expires_at = $5, md5 = COALESCE($6, md5), sha256 = COALESCE($7, sha256) "
+    f"WHERE id = $8 AND upload_offset = $9 AND status = 'receiving' RETURNING {_COLUMNS}"
+)
+_SETTLE = (
+    "UPDATE uploads SET status = $1, updated_at = $2, error = $3, error_detail = $4, "
+    "file_id = COALESCE($5, file_id), md5 = COALESCE($6, md5), sha256 = COALESCE($7, sha256) "
+    "WHERE id = $8"
+)
+_EXPIRED = (
+    "SELECT id FROM uploads WHERE (status = 'receiving' OR (status = 'complete' AND "
+    "concat = 'partial')) AND expires_at <= $1 ORDER BY expires_at LIMIT $2"
+)
+_QUEUE_OPERATION = (
+    "INSERT INTO operations (id, kind, subject, status, attempts, next_attempt_at, claimed_by, "
+    "claimed_until, result, created_at, updated_at) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, '{}', $6, $6)"
+)
 
 
-def _row_to_upload(row: sa.Row[Any]) -> Upload:
-    return Upload(
-        id=row.id,
-        owner=row.owner,
-        length=row.length,
-        offset=row.upload_offset,
-        metadata_raw=row.metadata_raw,
-        status=UploadStatus(row.status),
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-        expires_at=row.expires_at,
-        concat=row.concat,
-        error=row.error,
-        file_id=row.file_id,
-        md5=row.md5,
-        sha256=row.sha256,
-        error_detail=row.error_detail,
-    )
+@dataclass(frozen=True)
+class IngestClaim:
+    """Who runs an upload's `ingest` at once: the node that completed it, which takes the
+    operation's lease in the same transaction (no claim round trip; another node takes over
+    when the lease lapses)."""
+
+    node: str
+    lease_seconds: float
 
 
-def ingest_operation(upload_id: str, now: datetime) -> dict[str, Any]:
-    """The `operations` row that completes an upload (inserted with the status change)."""
-    return {
-        "id": uuid.uuid4().hex,
-        "kind": OperationKind.INGEST.value,
-        "subject": upload_id,
-        "status": OperationStatus.QUEUED.value,
-        "attempts": 0,
-        "next_attempt_at": now,
-        "result": "{}",
-        "created_at": now,
-        "updated_at": now,
-    }
-
-
-def _needs_ingest(status: UploadStatus, concat: str | None) -> bool:
-    return status is UploadStatus.COMPLETE and concat != PARTIAL
+def ingest_operation_id(upload_id: str) -> str:
+    """One `ingest` per upload: its id follows from the upload's."""
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"tusingest:ingest/{upload_id}").hex
 
 
 class SqlSessionStore:
     """Implements `SessionStore`; offsets move only by compare-and-set."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
-        self._tx = transactional(engine)
+    def __init__(self, db: Database, *, claim: IngestClaim | None = None) -> None:
+        self._db = db
+        self._claim = claim
+        self._transitions: dict[int, str] = {}
 
     async def insert(self, upload: Upload) -> None:
-        async with self._tx.begin() as conn:
-            if _needs_ingest(upload.status, upload.concat):
-                await conn.execute(
-                    operations.insert().values(**ingest_operation(upload.id, upload.created_at))
-                )
-            await conn.execute(
-                uploads.insert().values(
-                    id=upload.id,
-                    owner=upload.owner,
-                    length=upload.length,
-                    upload_offset=upload.offset,
-                    metadata_raw=upload.metadata_raw,
-                    concat=upload.concat,
-                    status=upload.status.value,
-                    created_at=upload.created_at,
-                    updated_at=upload.updated_at,
-                    expires_at=upload.expires_at,
-                )
-            )
+        values = (
+            upload.id,
+            upload.owner,
+            upload.length,
+            upload.offset,
+            upload.metadata_raw,
+            upload.concat,
+            upload.status.value,
+            upload.created_at,
+            upload.updated_at,
+            upload.expires_at,
+        )
+        if not _needs_ingest(upload.status, upload.concat):
+            await self._db.execute(_INSERT, *values)
+            return
+        async with self._db.transaction() as tx:
+            await self._queue_ingest(tx, upload.id, upload.created_at)
+            await tx.execute(_INSERT, *values)
 
     async def get(self, upload_id: str) -> Upload | None:
-        async with self._engine.connect() as conn:
-            row = (await conn.execute(sa.select(uploads).where(uploads.c.id == upload_id))).first()
-        return None if row is None else _row_to_upload(row)
+        row = await self._db.fetchrow(_GET, upload_id)
+        return None if row is None else _upload(row)
 
     async def advance(
         self,
@@ -97,37 +98,19 @@ class SqlSessionStore:
         status: UploadStatus,
         now: datetime,
         expires_at: datetime | None,
-        digests: tuple[str, str] | None = None,
+        digests: tuple[str | None, str] | None = None,
     ) -> Upload | None:
-        values: dict[str, Any] = {
-            "upload_offset": new_offset,
-            "length": length,
-            "status": status.value,
-            "updated_at": now,
-            "expires_at": expires_at,
-        }
-        if digests is not None:
-            values["md5"], values["sha256"] = digests
-        stmt = (
-            uploads.update()
-            .where(
-                uploads.c.id == upload_id,
-                uploads.c.upload_offset == expected_offset,
-                uploads.c.status == UploadStatus.RECEIVING.value,
-            )
-            .values(**values)
-            .returning(*uploads.c)
-        )
+        md5, sha256 = digests if digests is not None else (None, None)
+        args: tuple[object, ...] = (new_offset, length, status.value, now, expires_at, md5)
+        args += (sha256, upload_id, expected_offset)
         if not _needs_ingest(status, None):
-            async with self._engine.begin() as conn:
-                row = (await conn.execute(stmt)).first()
-            return None if row is None else _row_to_upload(row)
-        async with self._tx.begin() as conn:
-            row = (await conn.execute(stmt)).first()
-            if row is None or not _needs_ingest(status, row.concat):
-                return None if row is None else _row_to_upload(row)
-            await conn.execute(operations.insert().values(**ingest_operation(upload_id, now)))
-        return _row_to_upload(row)
+            row = await self._db.fetchrow(_ADVANCE, *args)
+            return None if row is None else _upload(row)
+        async with self._db.transaction() as tx:
+            row = await tx.fetchrow(_ADVANCE, *args)
+            if row is not None and _needs_ingest(status, row["concat"]):
+                await self._queue_ingest(tx, upload_id, now)
+        return None if row is None else _upload(row)
 
     async def settle(
         self,
@@ -138,20 +121,12 @@ class SqlSessionStore:
         error: str | None = None,
         detail: str | None = None,
         file_id: str | None = None,
-        digests: tuple[str, str] | None = None,
+        digests: tuple[str | None, str] | None = None,
     ) -> None:
-        values: dict[str, Any] = {
-            "status": status.value,
-            "updated_at": now,
-            "error": error,
-            "error_detail": detail,
-        }
-        if file_id is not None:
-            values["file_id"] = file_id
-        if digests is not None:
-            values["md5"], values["sha256"] = digests
-        async with self._engine.begin() as conn:
-            await conn.execute(uploads.update().where(uploads.c.id == upload_id).values(**values))
+        md5, sha256 = digests if digests is not None else (None, None)
+        await self._db.execute(
+            _SETTLE, status.value, now, error, detail, file_id, md5, sha256, upload_id
+        )
 
     async def transition(
         self,
@@ -161,37 +136,62 @@ class SqlSessionStore:
         to_status: UploadStatus,
         now: datetime,
     ) -> bool:
-        stmt = (
-            uploads.update()
-            .where(
-                uploads.c.id == upload_id,
-                uploads.c.status.in_([s.value for s in from_statuses]),
+        sql = self._transitions.get(len(from_statuses))
+        if sql is None:
+            listed = ", ".join(f"${i + 4}" for i in range(len(from_statuses)))
+            sql = (
+                "UPDATE uploads SET status = $1, updated_at = $2 "
+                f"WHERE id = $3 AND status IN ({listed})"
             )
-            .values(status=to_status.value, updated_at=now)
+            self._transitions[len(from_statuses)] = sql
+        changed = await self._db.execute(
+            sql, to_status.value, now, upload_id, *(s.value for s in from_statuses)
         )
-        async with self._engine.begin() as conn:
-            result = await conn.execute(stmt)
-        return bool(result.rowcount)
+        return changed > 0
 
     async def expired_ids(self, now: datetime, limit: int) -> list[str]:
-        stmt = (
-            sa.select(uploads.c.id)
-            .where(
-                sa.or_(
-                    uploads.c.status == UploadStatus.RECEIVING.value,
-                    sa.and_(
-                        uploads.c.status == UploadStatus.COMPLETE.value,
-                        uploads.c.concat == PARTIAL,
-                    ),
-                ),
-                uploads.c.expires_at <= now,
-            )
-            .order_by(uploads.c.expires_at)
-            .limit(limit)
-        )
-        async with self._engine.connect() as conn:
-            return list((await conn.execute(stmt)).scalars())
+        return [str(row["id"]) for row in await self._db.fetch(_EXPIRED, now, limit)]
 
     async def ping(self) -> None:
-        async with self._engine.connect() as conn:
-            await conn.execute(sa.text("SELECT 1"))
+        await self._db.fetchrow("SELECT 1 AS ok")
+
+    async def _queue_ingest(self, tx: Queries, upload_id: str, now: datetime) -> None:
+        claim = self._claim
+        await tx.execute(
+            _QUEUE_OPERATION,
+            ingest_operation_id(upload_id),
+            OperationKind.INGEST.value,
+            upload_id,
+            (OperationStatus.QUEUED if claim is None else OperationStatus.RUNNING).value,
+            0 if claim is None else 1,
+            now,
+            None if claim is None else claim.node,
+            None if claim is None else now + timedelta(seconds=claim.lease_seconds),
+        )
+
+
+def _needs_ingest(status: UploadStatus, concat: str | None) -> bool:
+    return status is UploadStatus.COMPLETE and concat != PARTIAL
+
+
+def _upload(row: Row) -> Upload:
+    created, updated = utc(row["created_at"]), utc(row["updated_at"])
+    assert created is not None
+    assert updated is not None
+    return Upload(
+        id=row["id"],
+        owner=row["owner"],
+        length=row["length"],
+        offset=row["upload_offset"],
+        metadata_raw=row["metadata_raw"],
+        status=UploadStatus(row["status"]),
+        created_at=created,
+        updated_at=updated,
+        expires_at=utc(row["expires_at"]),
+        concat=row["concat"],
+        error=row["error"],
+        file_id=row["file_id"],
+        md5=row["md5"],
+        sha256=row["sha256"],
+        error_detail=row["error_detail"],
+    )

@@ -1,0 +1,283 @@
+"""The database as the stores use it: SQL written once (PostgreSQL's `$1` parameters), run
+through the driver itself, without an ORM on the hot path. SQLite: one connection in a thread of
+its own; PostgreSQL: an asyncpg pool with prepared statements."""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import re
+import sqlite3
+import threading
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+import asyncpg
+
+T = TypeVar("T")
+
+# How SQLAlchemy (and so the migrations) keeps a timestamp in SQLite: UTC, fixed width, so
+# that text order is time order.
+_SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"
+_PARAM = re.compile(r"\$(\d+)")
+
+
+class Row(Protocol):
+    def __getitem__(self, key: str) -> Any: ...
+
+
+class Duplicate(Exception):
+    """A row with this key exists already (unique constraint)."""
+
+
+class Queries(Protocol):
+    """Statements with `$1`, `$2` ... parameters; datetimes are bound as points in time."""
+
+    async def fetchrow(self, sql: str, *args: Any) -> Row | None: ...
+
+    async def fetch(self, sql: str, *args: Any) -> list[Row]: ...
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        """Run a statement; the number of rows it changed."""
+        ...
+
+
+class Database(Queries, Protocol):
+    """Statements in autocommit, or several in one transaction."""
+
+    dialect: str  # sqlite | postgresql
+
+    def transaction(self) -> AbstractAsyncContextManager[Queries]: ...
+
+    async def close(self) -> None: ...
+
+
+def utc(value: datetime | str | None) -> datetime | None:
+    """A timestamp read back from either database, as an aware UTC datetime."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+async def open_database(url: str) -> Database:
+    """`sqlite+aiosqlite:///path` or `postgresql+asyncpg://...` (the settings' forms)."""
+    if url.startswith("sqlite"):
+        return await SqliteDatabase.open(Path(url.split(":///", 1)[1]))
+    dsn = "postgresql://" + url.split("://", 1)[1]
+    return await PgDatabase.open(dsn)
+
+
+# --- SQLite -----------------------------------------------------------------------------------
+
+
+class SqliteDatabase:
+    """One connection, used by one thread: SQLite has one writer at a time, and a second
+    connection waiting for the write lock would sleep in SQLite's busy handler. A transaction
+    has the connection to itself until it ends."""
+
+    dialect = "sqlite"
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, name="sqlite", daemon=True)
+        self._conn: sqlite3.Connection | None = None
+        self._turn = asyncio.Lock()
+        self._sql: dict[str, str] = {}
+
+    @classmethod
+    async def open(cls, path: Path) -> SqliteDatabase:
+        db = cls(path)
+        db._thread.start()
+        try:
+            await db._call(db._connect)
+        except BaseException:
+            await db.close()
+            raise
+        return db
+
+    async def fetchrow(self, sql: str, *args: Any) -> Row | None:
+        async with self._turn:
+            return await self._run(sql, args, _one)
+
+    async def fetch(self, sql: str, *args: Any) -> list[Row]:
+        async with self._turn:
+            return await self._run(sql, args, _all)
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        async with self._turn:
+            return await self._run(sql, args, _count)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Queries]:
+        async with self._turn:
+            await self._call(lambda conn: conn.execute("BEGIN IMMEDIATE"))
+            try:
+                yield _SqliteTx(self)
+            except BaseException:
+                await asyncio.shield(self._call(lambda conn: conn.rollback()))
+                raise
+            await self._call(lambda conn: conn.commit())
+
+    async def close(self) -> None:
+        if self._thread.is_alive():
+            self._jobs.put(None)
+            await asyncio.to_thread(self._thread.join)
+
+    async def _run(self, sql: str, args: Sequence[Any], fetch: Callable[[sqlite3.Cursor], T]) -> T:
+        text = self._sql.get(sql)
+        if text is None:
+            text = self._sql[sql] = _PARAM.sub(r"?\1", sql)
+        params = [_sqlite_value(a) for a in args]
+        return await self._call(lambda conn: fetch(conn.execute(text, params)))
+
+    async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._jobs.put(_Job(fn, future, loop))
+        return await future
+
+    def _connect(self, _conn: sqlite3.Connection) -> None:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")  # a commit is on disk when acknowledged
+        conn.execute("PRAGMA busy_timeout=30000")  # another process (migrate) holding a lock
+        self._conn = conn
+
+    def _serve(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            try:
+                result: Any = job.fn(self._conn)  # type: ignore[arg-type]
+            except sqlite3.IntegrityError as exc:
+                error: BaseException | None = Duplicate(str(exc)) if "UNIQUE" in str(exc) else exc
+                job.loop.call_soon_threadsafe(_settle, job.future, None, error)
+            except BaseException as exc:
+                job.loop.call_soon_threadsafe(_settle, job.future, None, exc)
+            else:
+                job.loop.call_soon_threadsafe(_settle, job.future, result, None)
+        if self._conn is not None:
+            self._conn.close()
+
+
+class _SqliteTx:
+    """Statements inside a transaction (the connection is already this caller's)."""
+
+    def __init__(self, db: SqliteDatabase) -> None:
+        self._db = db
+
+    async def fetchrow(self, sql: str, *args: Any) -> Row | None:
+        return await self._db._run(sql, args, _one)
+
+    async def fetch(self, sql: str, *args: Any) -> list[Row]:
+        return await self._db._run(sql, args, _all)
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        return await self._db._run(sql, args, _count)
+
+
+class _Job:
+    __slots__ = ("fn", "future", "loop")
+
+    def __init__(
+        self,
+        fn: Callable[[sqlite3.Connection], Any],
+        future: asyncio.Future[Any],
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.fn = fn
+        self.future = future
+        self.loop = loop
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.done():  # the caller was cancelled meanwhile
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+def _one(cursor: sqlite3.Cursor) -> Row | None:
+    row: Row | None = cursor.fetchone()
+    return row
+
+
+def _all(cursor: sqlite3.Cursor) -> list[Row]:
+    return list(cursor.fetchall())
+
+
+def _count(cursor: sqlite3.Cursor) -> int:
+    return cursor.rowcount
+
+
+def _sqlite_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        moment = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return moment.strftime(_SQLITE_TIME)
+    return value
+
+
+# --- PostgreSQL -------------------------------------------------------------------------------
+
+
+class _PgQueries:
+    """Statements on a pool (each in autocommit) or on one connection (in its transaction):
+    both have the same methods."""
+
+    def __init__(self, target: asyncpg.Pool | asyncpg.Connection) -> None:
+        self._target = target
+
+    async def fetchrow(self, sql: str, *args: Any) -> Row | None:
+        try:
+            row: Row | None = await self._target.fetchrow(sql, *args)
+        except asyncpg.UniqueViolationError as exc:
+            raise Duplicate(str(exc)) from None
+        return row
+
+    async def fetch(self, sql: str, *args: Any) -> list[Row]:
+        return list(await self._target.fetch(sql, *args))
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        try:
+            return _pg_count(await self._target.execute(sql, *args))
+        except asyncpg.UniqueViolationError as exc:
+            raise Duplicate(str(exc)) from None
+
+
+class PgDatabase(_PgQueries):
+    """An asyncpg pool; each statement is prepared once per connection and reused."""
+
+    dialect = "postgresql"
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        super().__init__(pool)
+        self._pool = pool
+
+    @classmethod
+    async def open(cls, dsn: str, *, size: int = 20) -> PgDatabase:
+        pool = await asyncpg.create_pool(
+            dsn, min_size=2, max_size=size, max_inactive_connection_lifetime=3600, timeout=10
+        )
+        return cls(pool)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Queries]:
+        async with self._pool.acquire() as conn, conn.transaction():
+            yield _PgQueries(conn)
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+
+def _pg_count(status: str) -> int:
+    """The row count of a command tag: `UPDATE 3`, `INSERT 0 1`, `DELETE 0`."""
+    last = status.rsplit(" ", 1)[-1]
+    return int(last) if last.isdigit() else 0
