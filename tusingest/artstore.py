@@ -137,13 +137,17 @@ def build_attr(item: FileToStore, file_id: str, name: str, rel: str) -> dict[str
         "checksum": "0" * 64,
         "metadata": {},
     }
+    metadata = dict(item.metadata)
+    attr["metadata"] = metadata
+    if len(encode_attr(attr)) <= MAX_ATTR_BYTES:
+        return attr  # the usual case: one encoding
+    attr["metadata"] = {}
     if len(encode_attr(attr)) > MAX_ATTR_BYTES:
         raise TusingestError(
             f"attr.json of {file_id} exceeds {MAX_ATTR_BYTES} bytes even without metadata",
             code="attr_too_large",
             status=500,
         )
-    metadata = dict(item.metadata)
     attr["metadata"] = metadata
     by_size = sorted(
         (key for key in metadata if key != TRUNCATED),

@@ -168,7 +168,7 @@ class CatalogEntry:
     size: int
     stored_size: int
     codec: str | None
-    md5: str
+    md5: str | None  # None when UPLOAD_DIGESTS leaves MD5 out
     sha256: str
     stored_sha256: str
     retention_policy: str

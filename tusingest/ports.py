@@ -31,6 +31,11 @@ class SessionStore(Protocol):
 
     async def get(self, upload_id: str) -> Upload | None: ...
 
+    async def get_leased(self, upload_id: str) -> tuple[Upload | None, bool]:
+        """The upload, and whether a lease on it is recorded in the database (by a locker that
+        keeps its leases there) and still live: one read for both."""
+        ...
+
     async def advance(
         self,
         upload_id: str,
@@ -41,7 +46,7 @@ class SessionStore(Protocol):
         status: UploadStatus,
         now: datetime,
         expires_at: datetime | None,
-        digests: tuple[str, str] | None = None,
+        digests: tuple[str | None, str] | None = None,
     ) -> Upload | None:
         """Set offset/length/status (and md5/sha256 hex) if the row is receiving at
         `expected_offset`; None otherwise. An upload that becomes complete (and is not a
@@ -57,7 +62,7 @@ class SessionStore(Protocol):
         error: str | None = None,
         detail: str | None = None,
         file_id: str | None = None,
-        digests: tuple[str, str] | None = None,
+        digests: tuple[str | None, str] | None = None,
     ) -> None:
         """Record the completion pipeline's progress or verdict on the upload."""
         ...
@@ -148,6 +153,10 @@ class Locker(Protocol):
 
     async def busy(self, key: str) -> bool:
         """Whether some request holds the lease for `key` now."""
+        ...
+
+    def held_here(self, key: str) -> bool:
+        """Whether a request in this process holds the lease for `key` now (no I/O)."""
         ...
 
 

@@ -116,7 +116,11 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             sessions,
             staging,
             locker,
-            UploadPolicy(ttl_seconds=config.session_ttl_seconds, max_size=config.max_file_size),
+            UploadPolicy(
+                ttl_seconds=config.session_ttl_seconds,
+                max_size=config.max_file_size,
+                md5=config.md5,
+            ),
             on_complete=lambda upload_id: runner.adopt(
                 ingest_operation_id(upload_id), OperationKind.INGEST, upload_id
             ),

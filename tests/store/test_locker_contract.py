@@ -118,9 +118,13 @@ def test_a_lease_is_busy_while_held_and_free_after(locker: OpenLocker) -> None:
         async with locker() as lock:
             key = new_key()
             assert not await lock.busy(key)
+            assert not lock.held_here(key)
             async with lock.hold(key):
                 assert await lock.busy(key)
+                assert lock.held_here(key)
+                assert not lock.held_here(new_key())
             assert not await lock.busy(key)
+            assert not lock.held_here(key)
 
     asyncio.run(scenario())
 
@@ -318,6 +322,8 @@ def test_nodes_see_each_others_leases(pg_nodes: OpenNode) -> None:
             assert not await b.busy(key)
             async with Holder(a, key, log, "a") as holder:
                 assert await b.busy(key)
+                assert a.held_here(key)
+                assert not b.held_here(key)  # held, but not by a request of this node
                 start = now()
                 with pytest.raises(Locked):
                     await take(b, key, patient=False, log=log, name="b")

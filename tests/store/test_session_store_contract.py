@@ -473,3 +473,32 @@ def test_ping_answers(sessions: OpenSessions) -> None:
             assert await s.store.get(upload.id) == upload
 
     asyncio.run(scenario())
+
+
+def test_get_leased_reports_a_live_lease_recorded_in_the_database(
+    sessions: OpenSessions,
+) -> None:
+    """The read HEAD makes: the upload and, in the same query, whether a lease is recorded
+    (the PostgreSQL locker keeps its leases in `upload_locks`)."""
+
+    async def scenario() -> None:
+        async with sessions() as s:
+            upload = new_upload()
+            await s.store.insert(upload)
+            assert await s.store.get_leased(upload.id) == (upload, False)
+            assert await s.store.get_leased(uuid.uuid4().hex) == (None, False)
+            later = datetime.now(UTC) + timedelta(minutes=1)
+            await s.db.execute(
+                "INSERT INTO upload_locks (key, holder, expires_at) VALUES ($1, 'x', $2)",
+                upload.id,
+                later,
+            )
+            assert await s.store.get_leased(upload.id) == (upload, True)
+            await s.db.execute(
+                "UPDATE upload_locks SET expires_at = $1 WHERE key = $2",
+                datetime.now(UTC) - timedelta(seconds=1),
+                upload.id,
+            )
+            assert await s.store.get_leased(upload.id) == (upload, False)  # lapsed
+
+    asyncio.run(scenario())

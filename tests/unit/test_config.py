@@ -179,6 +179,9 @@ BAD_VALUES = [
     ("CORS_ALLOWED_ORIGINS", "http://"),
     # An origin has no path; this one could never match and would silently refuse everyone.
     ("CORS_ALLOWED_ORIGINS", "https://a.example/app"),
+    ("UPLOAD_DIGESTS", "md5"),
+    ("UPLOAD_DIGESTS", "sha1,sha256"),
+    ("UPLOAD_DIGESTS", "md5,sha256,crc32"),
 ]
 
 
@@ -248,3 +251,12 @@ def test_bad_pipeline_values_name_the_variable(env: dict[str, str], variable: st
     with pytest.raises(ConfigError) as caught:
         Settings.from_env(env)
     assert caught.value.variable == variable
+
+
+@pytest.mark.parametrize(
+    ("raw", "md5"), [("", True), ("md5,sha256", True), ("SHA256, MD5", True), ("sha256", False)]
+)
+def test_upload_digests(raw: str, md5: bool) -> None:
+    settings = Settings.from_env({"UPLOAD_DIGESTS": raw})
+    assert settings.uploads.md5 is md5
+    assert settings.pipeline.validation.md5 is md5

@@ -89,6 +89,15 @@ async def maybe_compress(
     return result
 
 
+def remove_copies(workdir: Path, name: str) -> None:
+    """Remove what compressing the file `name` may have left in `workdir` (a finished or an
+    interrupted copy), without listing the directory."""
+    for suffix in _SUFFIXES.values():
+        (workdir / f"{name}{suffix}").unlink(missing_ok=True)
+    for algorithm in _SUFFIXES:
+        (workdir / f"{name}.{algorithm}.tmp").unlink(missing_ok=True)
+
+
 async def decompress_to(path: Path, codec: str, dest: Path) -> int:
     """Stream-decompress `path` into `dest` (fsynced); returns the decompressed size."""
     if codec not in _SUFFIXES:

@@ -14,11 +14,17 @@ from pathlib import Path
 from tusingest.domain import Operation, Retention, StoredFile, Upload, UploadStatus
 from tusingest.errors import NoStorageAvailable, TusingestError
 from tusingest.metadata import metadata_text
-from tusingest.pipeline.compress import maybe_compress
+from tusingest.pipeline.compress import maybe_compress, remove_copies
 from tusingest.pipeline.ingest_state import IngestState, Prepared
 from tusingest.pipeline.runner import Progress
 from tusingest.pipeline.saga import PlacementLog, StoreSaga
-from tusingest.pipeline.validate import Rejection, Validated, check_name, validate
+from tusingest.pipeline.validate import (
+    MimeDetector,
+    Rejection,
+    Validated,
+    check_name,
+    validate,
+)
 from tusingest.ports import Catalog, FileRegistrar, Scanner, SessionStore, Staging
 from tusingest.settings.pipeline import CompressionSettings, ValidationSettings
 
@@ -54,6 +60,7 @@ class Ingest:
         self._registrar = registrar
         self._scanner = scanner
         self._policy = policy
+        self._detector = MimeDetector()
 
     def _step(self, name: str) -> None:
         if self._policy.crash_at == name:
@@ -76,14 +83,16 @@ class Ingest:
         meta = metadata_text(upload.metadata_raw)
         source = self._staging.path(upload.id)
         try:
-            state, prepared = await self._prepare(state, upload, meta, source, progress)
+            state, prepared, unsaved = await self._prepare(state, upload, meta, source)
         except Rejection as rejection:
             return await self._reject(state, upload, rejection)
-        # The catalog entry records where the file went: a retry past it does not store again.
-        entry = await self._catalog.by_upload(upload.id)
+        # The catalog entry records where the file went: a retry past it does not store again
+        # (a first attempt that placed nothing yet has no entry to look for).
+        earlier = op.attempts > 1 or bool(state.log.placements)
+        entry = await self._catalog.by_upload(upload.id) if earlier else None
         if entry is None:
             self._step("store")
-            stored = await self._store(state, upload, prepared, source, progress)
+            stored = await self._store(state, upload, prepared, source, progress, unsaved)
             self._step("catalog")
             entry = prepared.entry(upload, stored)
             await self._catalog.record(entry)
@@ -110,10 +119,10 @@ class Ingest:
         upload: Upload,
         meta: dict[str, str],
         source: Path,
-        progress: Progress,
-    ) -> tuple[IngestState, Prepared]:
+    ) -> tuple[IngestState, Prepared, bool]:
         """Validate, scan and compress, or reuse what an earlier attempt persisted (a retry
-        after waiting for storage reads nothing again); raises `Rejection`."""
+        after waiting for storage reads nothing again); raises `Rejection`. True when the
+        state holds a check not persisted yet (the saga's first record carries it)."""
         validated = state.validated or await self._check(upload, meta, source)
         self._step("compress")
         name = meta.get("filename") or meta.get("name") or "file"
@@ -137,8 +146,7 @@ class Ingest:
         )
         if not reusable:
             state = replace(state, validated=validated, compressed=compressed, stored_at=stored_at)
-            await progress("prepared", state)
-        return state, prepared
+        return state, prepared, not reusable
 
     async def _store(
         self,
@@ -147,11 +155,13 @@ class Ingest:
         prepared: Prepared,
         source: Path,
         progress: Progress,
+        unsaved: bool,
     ) -> StoredFile:
         async def persist(log: PlacementLog) -> None:
-            nonlocal state
+            nonlocal state, unsaved
             state = replace(state, log=log)
             await progress("placing", state)
+            unsaved = False
 
         try:
             stored = await self._saga.place(
@@ -161,7 +171,12 @@ class Ingest:
                 retention=prepared.retention,
                 size=prepared.size,
             )
-        except NoStorageAvailable as waiting:
+        except Exception as failed:
+            if unsaved:  # a retry reuses the check (and the compressed copy)
+                await progress("prepared", state)
+            if not isinstance(failed, NoStorageAvailable):
+                raise
+            waiting = failed
             # Not a verdict: the bytes stay staged and the operation waits for storage.
             await self._sessions.settle(
                 upload.id,
@@ -180,13 +195,14 @@ class Ingest:
     async def _check(self, upload: Upload, meta: dict[str, str], source: Path) -> Validated:
         """Validate and scan the staged file; raises `Rejection`."""
         self._step("validate")
-        known = (upload.md5, upload.sha256) if upload.md5 and upload.sha256 else None
+        known = (upload.md5, upload.sha256) if upload.sha256 else None
         validated = await validate(
             source,
             declared_type=meta.get("filetype") or meta.get("type"),
             declared_checksum=meta.get("checksum"),
             known_digests=known,
             settings=self._policy.validation,
+            detector=self._detector,
         )
         self._step("scan")
         if self._scanner is not None:
@@ -214,8 +230,7 @@ class Ingest:
 
     async def _cleanup(self, upload: Upload) -> None:
         await self._staging.delete(upload.id)
-        for leftover in self._policy.workdir.glob(f"{upload.id}*"):
-            await asyncio.to_thread(leftover.unlink, True)
+        await asyncio.to_thread(remove_copies, self._policy.workdir, upload.id)
 
     async def give_up(self, op: Operation, error: str) -> None:
         """Undo the saga in reverse (registration, catalog entry, copies on elements); the

@@ -58,7 +58,10 @@ class Settings:
             database=parse_database(reader, data_dir),
             uploads=uploads,
             pipeline=parse_pipeline(
-                reader, max_size=uploads.max_file_size, staging_dir=uploads.staging_dir
+                reader,
+                max_size=uploads.max_file_size,
+                staging_dir=uploads.staging_dir,
+                md5=uploads.md5,
             ),
             storage=parse_storage(reader, data_dir),
         )

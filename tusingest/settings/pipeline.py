@@ -41,6 +41,7 @@ class ValidationSettings:
     max_size: int  # MAX_FILE_SIZE_MB, in bytes
     mime_validation: bool  # MIME_TYPE_VALIDATION
     allowed_mime_types: tuple[str, ...]  # ALLOWED_MIME_TYPES: type/subtype, type/*, prefix*, *
+    md5: bool = True  # UPLOAD_DIGESTS lists md5
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,9 @@ class PipelineSettings:
     crash_at_step: str | None = None  # TUSINGEST_CRASH_AT_STEP
 
 
-def parse_pipeline(env: Env, *, max_size: int, staging_dir: Path) -> PipelineSettings:
+def parse_pipeline(
+    env: Env, *, max_size: int, staging_dir: Path, md5: bool = True
+) -> PipelineSettings:
     scan = env.flag("VIRUS_SCAN_ENABLED", False)
     clamd_url = env.optional("CLAMD_URL")
     if scan and clamd_url is None:
@@ -81,14 +84,14 @@ def parse_pipeline(env: Env, *, max_size: int, staging_dir: Path) -> PipelineSet
         lease_seconds=env.number("OPERATION_LEASE_SECONDS", 60, positive=True),
         virus_scan_enabled=scan,
         clamd_url=clamd_url,
-        validation=parse_validation(env, max_size),
+        validation=parse_validation(env, max_size, md5=md5),
         compression=parse_compression(env),
         workdir=staging_dir / "work",
         crash_at_step=env.optional("TUSINGEST_CRASH_AT_STEP"),
     )
 
 
-def parse_validation(env: Env, max_size: int) -> ValidationSettings:
+def parse_validation(env: Env, max_size: int, *, md5: bool = True) -> ValidationSettings:
     patterns = tuple(p.lower() for p in env.items("ALLOWED_MIME_TYPES"))
     if env.optional("ALLOWED_MIME_TYPES") is not None and not patterns:
         raise ConfigError("ALLOWED_MIME_TYPES", "lists no MIME type")
@@ -102,6 +105,7 @@ def parse_validation(env: Env, max_size: int) -> ValidationSettings:
         max_size=max_size,
         mime_validation=env.flag("MIME_TYPE_VALIDATION", True),
         allowed_mime_types=patterns or DEFAULT_ALLOWED_MIME_TYPES,
+        md5=md5,
     )
 
 

@@ -29,6 +29,7 @@ class UploadSettings:
     reaper_interval_seconds: float  # UPLOAD_REAPER_INTERVAL_SECONDS
     lock_timeout_seconds: float  # LOCK_TIMEOUT_SECONDS: wait for another request's lease
     completion_wait_seconds: float  # COMPLETION_WAIT_SECONDS: the completing request's wait
+    md5: bool = True  # UPLOAD_DIGESTS lists md5 (SHA-256 is always computed)
 
 
 def parse_database(env: Env, data_dir: Path) -> DatabaseSettings:
@@ -45,7 +46,17 @@ def parse_uploads(env: Env, data_dir: Path) -> UploadSettings:
         reaper_interval_seconds=env.number("UPLOAD_REAPER_INTERVAL_SECONDS", 60, positive=True),
         lock_timeout_seconds=env.number("LOCK_TIMEOUT_SECONDS", 5, low=0),
         completion_wait_seconds=env.number("COMPLETION_WAIT_SECONDS", 30, low=0),
+        md5=_digests(env),
     )
+
+
+def _digests(env: Env) -> bool:
+    """UPLOAD_DIGESTS: `md5,sha256` (the default, as ArtStore's answers carry both) or
+    `sha256`; whether MD5 is computed."""
+    names = {name.lower() for name in env.items("UPLOAD_DIGESTS")} or {"md5", "sha256"}
+    if "sha256" not in names or not names <= {"md5", "sha256"}:
+        raise ConfigError("UPLOAD_DIGESTS", "must be md5,sha256 or sha256")
+    return "md5" in names
 
 
 def normalise_database_url(variable: str, url: str) -> str:

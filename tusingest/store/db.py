@@ -19,9 +19,8 @@ import asyncpg
 
 T = TypeVar("T")
 
-# How SQLAlchemy (and so the migrations) keeps a timestamp in SQLite: UTC, fixed width, so
-# that text order is time order.
-_SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"
+# A timestamp in SQLite is text as SQLAlchemy (and so the migrations) writes it: UTC,
+# `YYYY-MM-DD HH:MM:SS.ffffff`, fixed width so that text order is time order.
 _PARAM = re.compile(r"\$(\d+)")
 
 
@@ -220,8 +219,8 @@ def _count(cursor: sqlite3.Cursor) -> int:
 
 def _sqlite_value(value: Any) -> Any:
     if isinstance(value, datetime):
-        moment = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-        return moment.strftime(_SQLITE_TIME)
+        moment = value if value.tzinfo is None else value.astimezone(UTC).replace(tzinfo=None)
+        return moment.isoformat(" ", "microseconds")
     return value
 
 

@@ -30,6 +30,9 @@ class MemoryLocker:
         self._entries: dict[str, _Entry] = {}
 
     async def busy(self, key: str) -> bool:
+        return self.held_here(key)
+
+    def held_here(self, key: str) -> bool:
         entry = self._entries.get(key)
         return entry is not None and entry.lock.locked()
 

@@ -87,6 +87,9 @@ class PgLocker:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
+    def held_here(self, key: str) -> bool:
+        return key in self._held
+
     async def busy(self, key: str) -> bool:
         return await self._db.fetchrow(_BUSY, key) is not None
 

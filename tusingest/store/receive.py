@@ -63,7 +63,7 @@ class Receiver:
         self._limit = limit
         self._hashers: list[Any] = []
         if digest is not None:
-            self._hashers += [digest.md5, digest.sha256]
+            self._hashers += digest.hashers()
         self._checksum = checksum
         self._request_hash = CHECKSUM_ALGORITHMS[checksum.algorithm]() if checksum else None
         if self._request_hash is not None:

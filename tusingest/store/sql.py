@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from tusingest.domain import PARTIAL, OperationKind, OperationStatus, Upload, UploadStatus
 from tusingest.store.db import Database, Queries, Row, utc
@@ -20,6 +20,10 @@ _INSERT = (
     "created_at, updated_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
 )
 _GET = f"SELECT {_COLUMNS} FROM uploads WHERE id = $1"
+_GET_LEASED = (
+    f"SELECT {_COLUMNS}, EXISTS (SELECT 1 FROM upload_locks WHERE key = $1 "
+    "AND expires_at > $2) AS leased FROM uploads WHERE id = $1"
+)
 _ADVANCE = (
     "UPDATE uploads SET upload_offset = $1, length = $2, status = $3, updated_at = $4, "
     "expires_at = $5, md5 = COALESCE($6, md5), sha256 = COALESCE($7, sha256) "
@@ -87,6 +91,10 @@ class SqlSessionStore:
     async def get(self, upload_id: str) -> Upload | None:
         row = await self._db.fetchrow(_GET, upload_id)
         return None if row is None else _upload(row)
+
+    async def get_leased(self, upload_id: str) -> tuple[Upload | None, bool]:
+        row = await self._db.fetchrow(_GET_LEASED, upload_id, datetime.now(UTC))
+        return (None, False) if row is None else (_upload(row), bool(row["leased"]))
 
     async def advance(
         self,

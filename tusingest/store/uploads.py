@@ -19,6 +19,7 @@ from tusingest.errors import (
     Conflict,
     Forbidden,
     Gone,
+    Locked,
     NotFound,
     PayloadTooLarge,
 )
@@ -46,6 +47,7 @@ def is_upload_id(value: str) -> bool:
 class UploadPolicy:
     ttl_seconds: float
     max_size: int
+    md5: bool = True  # MD5 computed inline beside SHA-256
 
 
 class UploadStore:
@@ -66,7 +68,7 @@ class UploadStore:
         self._locker = locker
         self._policy = policy
         self._clock = clock
-        self._digests = InlineDigests()
+        self._digests = InlineDigests(md5=policy.md5)
         self._buffers = BufferPool()
 
     @property
@@ -192,6 +194,9 @@ class UploadStore:
     async def find(self, principal: Principal, upload_id: str) -> Upload:
         """The upload as `principal` may see it: 404 unknown/foreign/terminated, 410 expired."""
         upload = await self._sessions.get(upload_id) if is_upload_id(upload_id) else None
+        return self._visible(principal, upload)
+
+    def _visible(self, principal: Principal, upload: Upload | None) -> Upload:
         if (
             upload is None
             or not principal.may_access(upload.owner)
@@ -205,8 +210,12 @@ class UploadStore:
     async def current(self, principal: Principal, upload_id: str) -> Upload:
         """Like `find`, but a request streaming into the upload is first asked to commit what
         it has received, so a resuming client sees every byte that arrived (tusd semantics)."""
-        upload = await self.find(principal, upload_id)
-        if upload.status is UploadStatus.RECEIVING and await self._locker.busy(upload_id):
+        found, leased = (
+            await self._sessions.get_leased(upload_id) if is_upload_id(upload_id) else (None, False)
+        )
+        upload = self._visible(principal, found)
+        busy = leased or self._locker.held_here(upload_id)
+        if upload.status is UploadStatus.RECEIVING and busy:
             async with self._locker.hold(upload_id):
                 upload = await self.find(principal, upload_id)
         return upload
@@ -224,9 +233,7 @@ class UploadStore:
         on_release: ReleaseRequest | None = None,
     ) -> Upload:
         """Apply one PATCH: check, stream the body to staging, fsync, commit the offset."""
-        # Only someone who may see the upload gets to ask its current holder to release it.
-        await self.find(principal, upload_id)
-        async with self._locker.hold(upload_id, on_release=on_release):
+        async with self._lease(principal, upload_id, on_release):
             # Read under the lease: another request may have moved the offset meanwhile.
             upload = await self.find(principal, upload_id)
             if upload.is_final:
@@ -248,6 +255,24 @@ class UploadStore:
                     raise PayloadTooLarge("the upload is already complete")
                 return upload
             return await self._receive(upload, new_length, limit, body, checksum)
+
+    @contextlib.asynccontextmanager
+    async def _lease(
+        self, principal: Principal, upload_id: str, on_release: ReleaseRequest | None
+    ) -> AsyncIterator[None]:
+        """The upload's lease: taken at once when free; when another request holds it, that
+        one is asked to release it, but only by someone who may see the upload."""
+        if not is_upload_id(upload_id):
+            raise NotFound("upload not found")
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                await stack.enter_async_context(
+                    self._locker.hold(upload_id, on_release=on_release, patient=False)
+                )
+            except Locked:
+                await self.find(principal, upload_id)
+                await stack.enter_async_context(self._locker.hold(upload_id, on_release=on_release))
+            yield
 
     def _check_length(self, upload: Upload, length: int | None) -> int | None:
         if length is None:
