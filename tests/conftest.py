@@ -230,7 +230,9 @@ class Server:
         """An upload's bytes: stored ones once the pipeline stored it, else the staged ones."""
         info = self.status(url)
         if info["status"] != "stored":
-            return self.staged(url).read_bytes()
+            staged = self.staged(url)
+            # The staging file appears with the first bytes an upload receives.
+            return staged.read_bytes() if staged.exists() else b""
         data = self.stored(url).read_bytes()
         codec = info["file"]["codec"]
         if codec == "gzip":

@@ -163,7 +163,9 @@ def content_as(server: Server, url: str, sub: str) -> bytes:
     """`server.content(url)` for an upload owned by `sub`: stored bytes once stored, else staged."""
     info = server.status(url, sub=sub)
     if info["status"] != "stored":
-        return server.staged(url).read_bytes()
+        staged = server.staged(url)
+        # The staging file appears with the first bytes an upload receives.
+        return staged.read_bytes() if staged.exists() else b""
     file = info["file"]
     path = server.settings.storage.local_storage_dir / file["storage_path"]
     data = (path / file["storage_filename"]).read_bytes()

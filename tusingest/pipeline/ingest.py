@@ -14,7 +14,7 @@ from pathlib import Path
 from tusingest.domain import Operation, Retention, StoredFile, Upload, UploadStatus
 from tusingest.errors import NoStorageAvailable, TusingestError
 from tusingest.metadata import metadata_text
-from tusingest.pipeline.compress import maybe_compress, remove_copies
+from tusingest.pipeline.compress import is_compressible, maybe_compress, remove_copies
 from tusingest.pipeline.ingest_state import IngestState, Prepared
 from tusingest.pipeline.runner import Progress
 from tusingest.pipeline.saga import PlacementLog, StoreSaga
@@ -110,7 +110,7 @@ class Ingest:
             digests=(prepared.validated.md5, prepared.validated.sha256),
         )
         self._step("cleanup")
-        await self._cleanup(upload)
+        await self._cleanup(upload, copies=self._compressible(prepared.validated))
         return replace(state, verdict="stored", file_id=entry.file_id)
 
     async def _prepare(
@@ -228,9 +228,20 @@ class Ingest:
         await self._cleanup(upload)
         return replace(state, verdict="rejected", code=rejection.code)
 
-    async def _cleanup(self, upload: Upload) -> None:
+    async def _cleanup(self, upload: Upload, *, copies: bool = True) -> None:
+        """Remove the staged bytes and (`copies`) what compressing may have left."""
         await self._staging.delete(upload.id)
-        await asyncio.to_thread(remove_copies, self._policy.workdir, upload.id)
+        if copies:
+            await asyncio.to_thread(remove_copies, self._policy.workdir, upload.id)
+
+    def _compressible(self, validated: Validated) -> bool:
+        """Whether compressing may have written a copy of this file."""
+        settings = self._policy.compression
+        return (
+            settings.enabled
+            and validated.size >= settings.min_size
+            and is_compressible(validated.detected_type)
+        )
 
     async def give_up(self, op: Operation, error: str) -> None:
         """Undo the saga in reverse (registration, catalog entry, copies on elements); the

@@ -117,6 +117,12 @@ def _zip_type(path: Path) -> str | None:
     return None
 
 
+def _inspect(path: Path, detector: MimeDetector) -> tuple[int, str]:
+    """The file's size and sniffed MIME type, in one worker call."""
+    size = path.stat().st_size
+    return size, detector.detect(path) if size else "application/x-empty"
+
+
 async def detect_mime(path: Path, detector: MimeDetector | None = None) -> str:
     """The MIME type of `path` (`MimeDetector.detect`), off the event loop."""
     return await asyncio.to_thread((detector or MimeDetector()).detect, path)
@@ -208,7 +214,8 @@ async def validate(
     """Check the staged file or raise `Rejection`. `known_digests` (MD5, SHA-256 hex from the
     inline hashing) spare a second pass; the client's `declared_type` is recorded, not trusted.
     Virus scanning is a separate step."""
-    size = (await asyncio.to_thread(path.stat)).st_size
+    detector = detector or MimeDetector()
+    size, detected = await asyncio.to_thread(_inspect, path, detector)
     if size == 0:
         raise Rejection("empty_file", "the file is empty")
     if size > settings.max_size:
@@ -229,7 +236,6 @@ async def validate(
             raise Rejection(
                 "checksum_mismatch", f"{algorithm} is {actual}, the client declared {digest}"
             )
-    detected = await detect_mime(path, detector)
     if settings.mime_validation and not mime_allowed(detected, settings.allowed_mime_types):
         raise Rejection("mime_type_not_allowed", f"files of type {detected} are not accepted")
     return Validated(

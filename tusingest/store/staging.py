@@ -6,7 +6,7 @@ import asyncio
 import os
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from tusingest import diskio
@@ -41,7 +41,7 @@ class FileStaging:
     ) -> FileStagingWriter:
         path = self.path(upload_id)
 
-        def _open() -> int:
+        def open_file() -> int:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o640)
             try:
                 # Bytes past the committed offset belong to no acknowledged request. (Only
@@ -55,7 +55,7 @@ class FileStaging:
                 raise
             return fd
 
-        return FileStagingWriter(await asyncio.to_thread(_open), offset)
+        return FileStagingWriter(open_file, offset)
 
     async def assemble(self, upload_id: str, parts: Sequence[tuple[str, int]]) -> None:
         target = self.path(upload_id)
@@ -94,10 +94,12 @@ class FileStaging:
 
 
 class FileStagingWriter:
-    """Writes batches with pwritev at the running position, off the event loop."""
+    """Writes batches with pwritev at the running position, off the event loop; the file is
+    opened with the first batch (in the same worker call) and its writeback started at once."""
 
-    def __init__(self, fd: int, start: int) -> None:
-        self._fd = fd
+    def __init__(self, open_file: Callable[[], int], start: int) -> None:
+        self._open_file = open_file
+        self._fd = -1
         self._start = start
         self._written = 0
 
@@ -107,15 +109,24 @@ class FileStagingWriter:
 
     async def write(self, buffers: Sequence[bytes | memoryview]) -> None:
         position = self._start + self._written
-        await asyncio.to_thread(diskio.pwrite_all, self._fd, buffers, position)
-        self._written += sum(len(b) for b in buffers)
+        size = sum(len(b) for b in buffers)
+        await asyncio.to_thread(self._write, buffers, position, size)
+        self._written += size
+
+    def _write(self, buffers: Sequence[bytes | memoryview], position: int, size: int) -> None:
+        if self._fd < 0:
+            self._fd = self._open_file()
+        diskio.pwrite_all(self._fd, buffers, position)
+        diskio.start_writeback(self._fd, position, size)
 
     async def sync(self) -> None:
-        await asyncio.to_thread(_sync_and_drop, self._fd, self._start, self._written)
+        if self._fd >= 0:
+            await asyncio.to_thread(_sync_and_drop, self._fd, self._start, self._written)
 
     async def discard(self) -> None:
         self._written = 0
-        await asyncio.to_thread(os.ftruncate, self._fd, self._start)
+        if self._fd >= 0:
+            await asyncio.to_thread(os.ftruncate, self._fd, self._start)
 
     async def close(self) -> None:
         fd, self._fd = self._fd, -1

@@ -109,7 +109,8 @@ class UploadStore:
             expires_at=None if complete and not partial else self._expiry(now),
             concat=PARTIAL if partial else None,
         )
-        await self._staging.create(upload.id)
+        if length == 0:  # complete at once: its (empty) file must exist to be checked
+            await self._staging.create(upload.id)
         await self._sessions.insert(upload)
         if complete and not partial:
             self._on_complete(upload.id)
