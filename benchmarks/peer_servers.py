@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.peer_install import AIOHTTP_TUS, TUS_NODE, TUSPYSERVER, Installed, Pins
-from benchmarks.servers import Server, free_port, spawn, stop, wait_ready
+from benchmarks.servers import Server, free_port, spawn, started
 from benchmarks.stored import AiohttpTusFiles, FilesById, Locator
 
 LAUNCHERS = Path(__file__).with_name("peers")
@@ -121,9 +121,4 @@ async def start_peer(peer: Peer, installed: Installed, work_dir: Path, max_size:
         sends_metadata=peer.sends_metadata,
         forgets_completed=peer.forgets_completed,
     )
-    try:
-        await wait_ready(server)
-    except BaseException:
-        stop(process)
-        raise
-    return server
+    return await started(server)

@@ -265,10 +265,15 @@ async def start_baseline(work_dir: Path) -> Server:
         process=process,
         log_path=log_path,
     )
+    return await started(server)
+
+
+async def started(server: Server) -> Server:
+    """`server` once it answers; stopped if it does not."""
     try:
         await wait_ready(server)
     except BaseException:
-        stop(process)
+        stop(server.process)
         raise
     return server
 

@@ -3,7 +3,6 @@ checked; the default records both."""
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import os
 from collections.abc import Callable
@@ -11,14 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.api.test_verdict import isolated_env
+from tests.api.test_verdict import isolated_env, metadata
 from tests.conftest import BACKENDS, Server
 
 BODY = os.urandom(200_000)
-
-
-def _metadata(**values: str) -> str:
-    return ",".join(f"{k} {base64.b64encode(v.encode()).decode()}" for k, v in values.items())
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -35,8 +30,8 @@ def sha256_only(
     )
 
 
-def _store(server: Server, data: bytes, **metadata: str) -> dict[str, object]:
-    headers = {"Upload-Metadata": _metadata(filename="x.bin", **metadata)} if metadata else {}
+def _store(server: Server, data: bytes, **values: str) -> dict[str, object]:
+    headers = {"Upload-Metadata": metadata(filename="x.bin", **values)} if values else {}
     url = server.create(len(data), **headers)
     response = server.patch(url, data, 0)
     assert response.status_code in (204, 422), response.text

@@ -86,10 +86,10 @@ class Ingest:
             state, prepared, unsaved = await self._prepare(state, upload, meta, source)
         except Rejection as rejection:
             return await self._reject(state, upload, rejection)
-        # The catalog entry records where the file went: a retry past it does not store again
-        # (a first attempt that placed nothing yet has no entry to look for).
-        earlier = op.attempts > 1 or bool(state.log.placements)
-        entry = await self._catalog.by_upload(upload.id) if earlier else None
+        # The catalog entry records where the file went: a retry past it does not store again.
+        # An entry follows a recorded placement, so without one there is none to look for.
+        placed = bool(state.log.placements)
+        entry = await self._catalog.by_upload(upload.id) if placed else None
         if entry is None:
             self._step("store")
             stored = await self._store(state, upload, prepared, source, progress, unsaved)

@@ -17,7 +17,7 @@ from tusingest.store.db import Database, open_database
 HEAD = "0004"
 
 # What a database that cannot be reached raises: refused, unknown host, unknown database.
-_UNREACHABLE = (OSError, asyncpg.PostgresError, sqlite3.Error, asyncio.TimeoutError)
+_UNREACHABLE = (OSError, asyncpg.PostgresError, sqlite3.Error)
 
 
 def is_sqlite(url: str) -> bool:

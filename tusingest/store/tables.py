@@ -2,31 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Any
-
 import sqlalchemy as sa
 
 metadata = sa.MetaData()
-
-
-class UtcDateTime(sa.TypeDecorator[datetime]):
-    """A point in time, stored in UTC and read back aware: SQLite keeps no offset, so a value
-    with any other offset would otherwise come back as another instant."""
-
-    impl = sa.DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
-        return None if value is None else _utc(value)
-
-    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
-        return None if value is None else _utc(value)
-
-
-def _utc(value: datetime) -> datetime:
-    # A naive value (only ever read back from SQLite) is already UTC.
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 uploads = sa.Table(
@@ -41,9 +19,9 @@ uploads = sa.Table(
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("error", sa.Text, nullable=True),
     sa.Column("file_id", sa.String(64), nullable=True),
-    sa.Column("created_at", UtcDateTime(), nullable=False),
-    sa.Column("updated_at", UtcDateTime(), nullable=False),
-    sa.Column("expires_at", UtcDateTime(), nullable=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True),
     sa.Column("md5", sa.String(32), nullable=True),
     sa.Column("sha256", sa.String(64), nullable=True),
     sa.Column("error_detail", sa.Text, nullable=True),
@@ -56,7 +34,7 @@ upload_locks = sa.Table(
     metadata,
     sa.Column("key", sa.String(64), primary_key=True),
     sa.Column("holder", sa.String(64), nullable=False),
-    sa.Column("expires_at", UtcDateTime(), nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
 )
 
 # Durable jobs (`OperationKind`): claimed by one node at a time, retried with backoff; `result`
@@ -70,13 +48,13 @@ operations = sa.Table(
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("step", sa.String(32), nullable=True),
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
-    sa.Column("next_attempt_at", UtcDateTime(), nullable=False),
+    sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("claimed_by", sa.String(64), nullable=True),
-    sa.Column("claimed_until", UtcDateTime(), nullable=True),
+    sa.Column("claimed_until", sa.DateTime(timezone=True), nullable=True),
     sa.Column("result", sa.Text, nullable=True),
     sa.Column("error", sa.Text, nullable=True),
-    sa.Column("created_at", UtcDateTime(), nullable=False),
-    sa.Column("updated_at", UtcDateTime(), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     sa.Index("ix_operations_status_next_attempt_at", "status", "next_attempt_at"),
     sa.Index("ix_operations_subject", "subject"),
 )
@@ -101,15 +79,15 @@ files = sa.Table(
     sa.Column("stored_sha256", sa.String(64), nullable=False),
     sa.Column("retention_policy", sa.String(16), nullable=False),
     sa.Column("owner", sa.String(255), nullable=False),
-    sa.Column("created_at", UtcDateTime(), nullable=False),
-    sa.Column("deleted_at", UtcDateTime(), nullable=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("deleted_at", sa.DateTime(timezone=True), nullable=True),
 )
 
 audit_events = sa.Table(
     "audit_events",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("at", UtcDateTime(), nullable=False),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("actor", sa.String(255), nullable=False),
     sa.Column("action", sa.String(32), nullable=False),
     sa.Column("subject", sa.String(64), nullable=False),
