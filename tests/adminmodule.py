@@ -118,6 +118,7 @@ class AdminModule:
         app.router.add_post(f"{API}/files", self._register)
         app.router.add_get(f"{API}/files/{{file_id}}", self._get_file)
         app.router.add_delete(f"{API}/files/{{file_id}}", self._delete_file)
+        app.router.add_put(f"{API}/files/{{file_id}}", self._update_file)
         return app
 
     @web.middleware
@@ -259,6 +260,29 @@ class AdminModule:
         deleted_too = request.query.get("include_deleted") == "true"
         if record is None or (record["is_deleted"] and not deleted_too):
             return _detail(404, f"File {file_id} not found")
+        return web.json_response(record)
+
+    async def _update_file(self, request: web.Request) -> web.Response:
+        if self._role(request) not in ("admin", "user"):
+            return _detail(403, "Insufficient permissions. Required: ADMIN or USER role")
+        file_id = self._file_id(request)
+        if isinstance(file_id, web.Response):
+            return file_id
+        try:
+            body = await request.json()
+        except ValueError:
+            return _invalid([_error("", "JSON decode error", None, "json_invalid")])
+        allowed = {"retention_policy", "storage_element_id", "storage_path", "finalized_at",
+                   "description", "user_metadata"}  # fmt: skip
+        if not isinstance(body, dict) or not set(body) <= allowed:
+            return _detail(400, "Invalid update")
+        with self._lock:
+            record = self.files.get(file_id)
+            if record is None or record["is_deleted"]:
+                return _detail(404, f"File {file_id} not found")
+            record.update(body)
+            record["updated_at"] = _now().isoformat()
+            record["is_temporary"] = record["retention_policy"] == "temporary"
         return web.json_response(record)
 
     async def _delete_file(self, request: web.Request) -> web.Response:

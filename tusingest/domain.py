@@ -72,6 +72,7 @@ class Upload:
     md5: str | None = None
     sha256: str | None = None
     error_detail: str | None = None
+    client_address: str | None = None  # where the creating request came from (audit)
 
     def is_overdue(self, now: datetime) -> bool:
         """Past its expiry while still expirable (receiving, or a partial nobody used)."""
@@ -125,6 +126,18 @@ class StoredFile:
     sha256: str
 
 
+@dataclass(frozen=True)
+class FetchedFile:
+    """A stored file read back from an element into a local file."""
+
+    file_id: str
+    original_filename: str
+    content_type: str
+    size: int
+    sha256: str  # lowercase hex of the bytes fetched
+    created_at: datetime  # when the element stored it (UTC)
+
+
 class OperationStatus(enum.StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
@@ -137,6 +150,8 @@ class OperationKind(enum.StrEnum):
 
     INGEST = "ingest"  # complete an upload: check, compress, store (subject: the upload id)
     DISCARD = "discard"  # remove a copy an abandoned store left on an element (the file id)
+    DELETE = "delete"  # delete a stored file: element, catalog, Admin Module (the file id)
+    TRANSFER = "transfer"  # move a stored file to another element (the file id)
 
 
 @dataclass(frozen=True)
@@ -151,6 +166,7 @@ class Operation:
     step: str | None
     attempts: int
     state: dict[str, Any]
+    error: str | None = None  # the last attempt's failure
 
 
 @dataclass(frozen=True)
@@ -174,6 +190,33 @@ class CatalogEntry:
     retention_policy: str
     owner: str
     created_at: datetime
+    deleted_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class AuditNote:
+    """An audit event to record: `actor` did `action` to `subject` (a file or upload id)."""
+
+    actor: str
+    action: str
+    subject: str
+    detail: dict[str, Any]
+    address: str | None = None  # the client's address, when a request started it
+    outcome: str = "success"  # success | failed | rejected
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    """Who did what to which file or upload, from where, and how it ended."""
+
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    subject: str
+    detail: dict[str, Any]
+    address: str | None
+    outcome: str | None
 
 
 class ElementMode(enum.StrEnum):

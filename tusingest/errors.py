@@ -127,5 +127,16 @@ class NoStorageAvailable(TransientError):
         self.retry_after = retry_after
 
 
+class ElementUnavailable(TransientError):
+    """No registry knows the storage element a file is on now (down, or unregistered)."""
+
+    code = "element_unavailable"
+
+    def __init__(self, element_id: str) -> None:
+        super().__init__(
+            f"storage element {element_id} is not reachable now", headers={"Retry-After": "30"}
+        )
+
+
 class ScannerUnavailable(TransientError):
     code = "scanner_unavailable"

@@ -9,9 +9,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from tusingest.domain import (
+    AuditEvent,
+    AuditNote,
     CatalogEntry,
     ElementInfo,
     ElementMode,
+    FetchedFile,
     FileToStore,
     Operation,
     OperationKind,
@@ -47,10 +50,11 @@ class SessionStore(Protocol):
         now: datetime,
         expires_at: datetime | None,
         digests: tuple[str | None, str] | None = None,
+        metadata_raw: str | None = None,
     ) -> Upload | None:
-        """Set offset/length/status (and md5/sha256 hex) if the row is receiving at
-        `expected_offset`; None otherwise. An upload that becomes complete (and is not a
-        partial) gets its `ingest` operation in the same transaction."""
+        """Set offset/length/status (and md5/sha256 hex, and the metadata when given) if the
+        row is receiving at `expected_offset`; None otherwise. An upload that becomes complete
+        (and is not a partial) gets its `ingest` operation in the same transaction."""
         ...
 
     async def settle(
@@ -179,6 +183,12 @@ class StorageElement(Protocol):
 
     async def delete(self, file_id: str) -> None: ...
 
+    async def fetch(self, file_id: str, target: Path) -> FetchedFile | None:
+        """Write the element's copy of `file_id` to `target` (streamed, durable); None when the
+        element does not hold it. A copy whose bytes differ from what the element says they are
+        raises."""
+        ...
+
 
 class OperationStore(Protocol):
     """Durable operations, each claimed by one node at a time with a lease; `state` is the
@@ -213,23 +223,60 @@ class OperationStore(Protocol):
         """Queue a new operation now; an existing `op_id` is left alone (False)."""
         ...
 
+    async def get(self, op_id: str) -> Operation | None: ...
+
 
 class Catalog(Protocol):
     """Stored files, and the audit trail of what happened to uploads and files."""
 
-    async def record(self, entry: CatalogEntry) -> None:
-        """Insert the entry unless the upload is already recorded (idempotent)."""
+    async def record(self, entry: CatalogEntry, note: AuditNote | None = None) -> None:
+        """Insert the entry (and `note`, in the same transaction) unless the upload is already
+        recorded (idempotent)."""
         ...
 
-    async def by_upload(self, upload_id: str) -> CatalogEntry | None: ...
+    async def by_upload(self, upload_id: str) -> CatalogEntry | None:
+        """The upload's entry, deleted or not (a retried ingest must not store it again)."""
+        ...
+
+    async def by_file(self, file_id: str) -> CatalogEntry | None:
+        """The file's entry, deleted or not (`deleted_at` tells)."""
+        ...
+
+    async def page(
+        self, owner: str | None, limit: int, after: tuple[datetime, str] | None = None
+    ) -> list[CatalogEntry]:
+        """Live files, newest first, of `owner` (everyone's for None), after the
+        `(created_at, file_id)` of the last entry of the previous page."""
+        ...
+
+    async def mark_deleted(self, file_id: str, at: datetime, note: AuditNote | None) -> None:
+        """The file is gone from its element: hide it (and record `note`), once."""
+        ...
+
+    async def relocate(
+        self, file_id: str, source_id: str, stored: StoredFile, retention: str, note: AuditNote
+    ) -> bool:
+        """The live file on `source_id` now lives as `stored` with `retention` (and `note` is
+        recorded); False when it is not live on `source_id` any more (moved or deleted)."""
+        ...
 
     async def remove(self, upload_id: str) -> None:
         """Compensation: forget the upload's entry (absent is not an error)."""
         ...
 
-    async def audit(
-        self, actor: str, action: str, subject: str, detail: dict[str, Any]
-    ) -> None: ...
+    async def audit(self, note: AuditNote) -> None: ...
+
+    async def events(
+        self,
+        *,
+        subject: str | None = None,
+        actor: str | None = None,
+        since: datetime | None = None,
+        before_id: int | None = None,
+        limit: int = 100,
+    ) -> list[AuditEvent]:
+        """Audit events matching every filter given, newest first."""
+        ...
 
 
 class Registry(Protocol):
@@ -237,6 +284,11 @@ class Registry(Protocol):
 
     async def elements(self, mode: ElementMode) -> list[ElementInfo]:
         """The elements of `mode`, by ascending priority."""
+        ...
+
+    async def element(self, element_id: str) -> ElementInfo | None:
+        """One element by id, whatever its mode and however full (an element listed under
+        several modes: its `edit` entry); None when this source does not know it."""
         ...
 
     async def invalidate(self) -> None:
@@ -263,6 +315,11 @@ class FileRegistrar(Protocol):
 
     async def unregister(self, file_id: str) -> None:
         """Compensation: remove the registration (absent is not an error)."""
+        ...
+
+    async def relocate(self, entry: CatalogEntry, *, ttl_days: int | None) -> None:
+        """The file moved to `entry.element_id` (a transfer): update its registration, or
+        register it when there is none."""
         ...
 
 
@@ -307,6 +364,10 @@ class RegistryChain(Registry, Protocol):
     @property
     def last_source(self) -> str:
         """The source of the last `elements` answer (redis | admin | memory | none)."""
+        ...
+
+    async def snapshot(self) -> dict[str, ElementInfo]:
+        """Every element of the upload modes, by id."""
         ...
 
 

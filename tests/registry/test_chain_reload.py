@@ -25,6 +25,9 @@ class DownRegistry:
     async def elements(self, mode: ElementMode) -> list[ElementInfo]:
         raise TransientError("connection refused")
 
+    async def element(self, element_id: str) -> ElementInfo | None:
+        raise TransientError("connection refused")
+
     async def invalidate(self) -> None:
         raise TransientError("connection refused")
 
@@ -37,6 +40,9 @@ class Switchable:
 
     async def elements(self, mode: ElementMode) -> list[ElementInfo]:
         return await self.target.elements(mode)
+
+    async def element(self, element_id: str) -> ElementInfo | None:
+        return await self.target.element(element_id)
 
     async def invalidate(self) -> None:
         await self.target.invalidate()
@@ -65,6 +71,12 @@ def test_the_chain_falls_through_failing_and_empty_sources() -> None:
         assert nothing.last_source == "none"
         assert nothing.last_errors == ["redis: connection refused", "admin: no rw element"]
         await nothing.invalidate()  # a failing source does not stop the others
+
+        # One element by id, through a failing source, whatever its mode.
+        info = await chain.element("se-admin")
+        assert info is not None
+        assert info.mode is ElementMode.EDIT
+        assert await chain.element("se-other") is None
 
     asyncio.run(scenario())
 

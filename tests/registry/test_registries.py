@@ -262,6 +262,14 @@ def test_redis_full_and_readonly_are_not_listed(redis_backend: RedisBackend) -> 
         await s.put(element("se-ok", 1))
         await s.registry.invalidate()
         assert ids(await s.registry.elements(ElementMode.RW)) == ["se-ok"]
+        # By id, a FULL or read-only element is still known (deleting from it needs it).
+        full = await s.registry.element("se-full")
+        assert full is not None
+        assert full.status is CapacityStatus.FULL
+        read_only = await s.registry.element("se-edit")
+        assert read_only is not None
+        assert read_only.mode is ElementMode.RO
+        assert await s.registry.element("se-none") is None
 
     redis_backend.run(body)
 

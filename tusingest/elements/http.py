@@ -9,15 +9,19 @@ match is deleted (edit SEs: `DELETE /files/{id}`, others: `DELETE /gc/{id}`).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import os
 import random
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import IO, Any
 
 import aiohttp
 
 from tusingest.artstore import canonical_file_id, sendable_filename
-from tusingest.domain import ElementMode, FileToStore, StoredFile
+from tusingest.domain import ElementMode, FetchedFile, FileToStore, StoredFile
 from tusingest.errors import TransientError, TusingestError
 from tusingest.ports import TokenSource
 from tusingest.replies import Reply, detail, read_reply
@@ -26,6 +30,7 @@ log = logging.getLogger(__name__)
 
 API_PREFIX = "/api/v1"
 _BACKOFF_CAP = 10.0
+_DOWNLOAD_CHUNK = 1 << 20
 
 
 class ElementMismatch(TransientError):
@@ -123,6 +128,63 @@ class HttpElement:
         )
         if status not in (200, 204, 404):
             raise self._rejected("DELETE /gc", status, body)
+
+    async def fetch(self, file_id: str, target: Path) -> FetchedFile | None:
+        canonical = canonical_file_id(file_id)
+        found = await self.metadata(canonical) if canonical else None
+        if canonical is None or found is None:
+            return None
+        size, checksum = found.get("file_size"), str(found.get("checksum", "")).lower()
+        got_size, got_sha256 = await self._download(canonical, target)
+        if (got_size, got_sha256) != (size, checksum):
+            await asyncio.to_thread(target.unlink, True)
+            raise ElementMismatch(
+                f"{self._element_id} sent {got_size} bytes, sha256 {got_sha256} for {canonical}; "
+                f"its metadata says {size} bytes, sha256 {checksum}"
+            )
+        return FetchedFile(
+            file_id=canonical,
+            original_filename=str(found.get("original_filename") or canonical),
+            content_type=str(found.get("content_type") or "application/octet-stream"),
+            size=got_size,
+            sha256=got_sha256,
+            created_at=_created_at(found.get("created_at")),
+        )
+
+    async def _download(self, file_id: str, target: Path) -> tuple[int, str]:
+        """Stream the SE's download of `file_id` into `target` (hashed, fsynced)."""
+
+        async def send(token: str) -> Reply:
+            async with self._session.get(
+                f"{self._api}/files/{file_id}/download",
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=self._upload_timeout,
+            ) as response:
+                if response.status != 200:
+                    return await read_reply(response)
+                out = await asyncio.to_thread(open, target, "wb")
+                digest = hashlib.sha256()
+                size = 0
+                try:
+                    async for chunk in response.content.iter_chunked(_DOWNLOAD_CHUNK):
+                        size += len(chunk)
+                        await asyncio.to_thread(_write, out, digest, chunk)
+                    await asyncio.to_thread(_sync, out)
+                finally:
+                    await asyncio.to_thread(out.close)
+                return 200, (size, digest.hexdigest())
+
+        try:
+            status, body = await self._authed(send)
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise TransientError(f"download of {file_id} from {self._element_id}: {exc!r}") from exc
+        if status == 200 and isinstance(body, tuple):
+            return body
+        if status == 404:
+            raise TransientError(f"{file_id} vanished from {self._element_id} during download")
+        if status >= 500:
+            raise TransientError(f"download of {file_id} from {self._element_id}: {status}")
+        raise self._rejected("GET /files/download", status, body)
 
     async def metadata(self, file_id: str) -> dict[str, Any] | None:
         """The SE's metadata object of `file_id`, or None if it does not hold it."""
@@ -244,6 +306,24 @@ class HttpElement:
 
     def _rejected(self, what: str, status: int, body: Any) -> ElementRejected:
         return ElementRejected(f"{what} on {self._element_id}: {status} {detail(body)}")
+
+
+def _write(out: IO[bytes], digest: Any, chunk: bytes) -> None:
+    out.write(chunk)
+    digest.update(chunk)
+
+
+def _sync(out: IO[bytes]) -> None:
+    out.flush()
+    os.fsync(out.fileno())
+
+
+def _created_at(value: Any) -> datetime:
+    try:
+        when = datetime.fromisoformat(str(value))
+    except ValueError:
+        return datetime.now(UTC)
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
 
 
 def _matches(found: dict[str, Any], item: FileToStore) -> bool:

@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +21,10 @@ from tusingest.artstore import (
     encode_attr,
     hour_path,
     storage_filename,
+    utc,
 )
 from tusingest.diskio import copy_range, fsync_dir
-from tusingest.domain import FileToStore, StoredFile
+from tusingest.domain import FetchedFile, FileToStore, StoredFile
 from tusingest.errors import TusingestError
 
 DATA_MODE = 0o644  # the modes an ArtStore SE gives its files
@@ -65,6 +67,9 @@ class LocalElement:
 
     async def delete(self, file_id: str) -> None:
         await asyncio.to_thread(self._delete, file_id)
+
+    async def fetch(self, file_id: str, target: Path) -> FetchedFile | None:
+        return await asyncio.to_thread(self._fetch, file_id, target)
 
     async def find(self, file_id: str) -> StoredFile | None:
         """The complete copy (attr.json and data of the recorded size) of `file_id`."""
@@ -125,6 +130,38 @@ class LocalElement:
         found = self._entry(file_id)
         if found is not None:
             self._remove(*found)
+
+    def _fetch(self, file_id: str, target: Path) -> FetchedFile | None:
+        """Link the stored bytes at `target` (copy them across filesystems, checking their
+        SHA-256 on the way)."""
+        found = self._entry(file_id)
+        stored = None if found is None else self._complete(*found)
+        if found is None or stored is None:
+            return None
+        directory, attr = found
+        source = directory / stored.storage_filename
+        target.unlink(missing_ok=True)
+        checksum = stored.sha256.lower()
+        try:
+            os.link(source, target)
+        except OSError as exc:
+            if exc.errno not in _NO_LINK:
+                raise
+            copied = _copy(source, target.with_name(target.name + ".tmp"), target, stored.size)
+            if copied != checksum:
+                target.unlink(missing_ok=True)
+                raise OSError(
+                    errno.EIO, f"{source} holds other bytes than its attr.json says"
+                ) from None
+        fsync_dir(target.parent)
+        return FetchedFile(
+            file_id=stored.file_id,
+            original_filename=str(attr.get("original_filename") or stored.storage_filename),
+            content_type=str(attr.get("content_type") or "application/octet-stream"),
+            size=stored.size,
+            sha256=checksum,
+            created_at=_created_at(attr),
+        )
 
     def _find(self, file_id: str) -> StoredFile | None:
         found = self._entry(file_id)
@@ -242,6 +279,13 @@ class LocalElement:
             (self._index / BUILT).touch()
             fsync_dir(self._index)
             self._indexed = True
+
+
+def _created_at(attr: dict[str, Any]) -> datetime:
+    try:
+        return utc(datetime.fromisoformat(str(attr.get("created_at"))))
+    except ValueError:
+        return datetime.now(UTC)
 
 
 def _take(item: FileToStore, target: Path, tmp: Path) -> str:

@@ -6,6 +6,7 @@ import logging
 import uuid
 from datetime import UTC, timedelta
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 
@@ -105,6 +106,21 @@ class AdminRegistry:
         found = [info for entry in entries if (info := parse(entry, mode))]
         return sorted(found, key=lambda e: (e.priority, e.element_id))
 
+    async def element(self, element_id: str) -> ElementInfo | None:
+        status, body = await self._client.call(
+            "GET", f"/internal/storage-elements/{quote(element_id, safe='')}"
+        )
+        if status == 404:
+            return None
+        if status != 200 or not isinstance(body, dict):
+            raise TransientError(f"Admin Module answered {status} for {element_id}: {detail(body)}")
+        try:
+            mode = ElementMode(str(body.get("mode")))
+        except ValueError:
+            return None
+        info = parse(body, mode)
+        return info if info is not None and info.element_id == element_id else None
+
     async def invalidate(self) -> None:
         """Nothing is cached here."""
 
@@ -173,6 +189,24 @@ class AdminFiles:
             raise TransientError(f"Admin Module could not unregister {file_id}: {detail(body)}")
         raise AdminRejected(
             f"the Admin Module refuses to unregister {file_id} ({status}): {detail(body)}"
+        )
+
+    async def relocate(self, entry: CatalogEntry, *, ttl_days: int | None) -> None:
+        changes = {
+            key: value
+            for key, value in payload(entry, ttl_days).items()
+            if key in ("storage_element_id", "storage_path", "retention_policy")
+        }
+        status, body = await self._client.call("PUT", f"/files/{entry.file_id}", json=changes)
+        if status == 200:
+            return
+        if status == 404:
+            await self.register(entry, ttl_days=ttl_days)
+            return
+        if status >= 500 or status == 429:
+            raise TransientError(f"Admin Module could not update {entry.file_id}: {detail(body)}")
+        raise AdminRejected(
+            f"the Admin Module refuses to update {entry.file_id} ({status}): {detail(body)}"
         )
 
     async def _check_existing(self, entry: CatalogEntry) -> None:

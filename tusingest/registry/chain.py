@@ -49,6 +49,17 @@ class ChainRegistry:
         self.last_errors, self.last_failures = errors, failures
         return []
 
+    async def element(self, element_id: str) -> ElementInfo | None:
+        for name, registry in self._links:
+            try:
+                found = await registry.element(element_id)
+            except Exception as exc:  # any source failing must not stop the next one
+                log.warning("registry %s unavailable: %s", name, exc)
+                continue
+            if found is not None:
+                return found
+        return None
+
     async def invalidate(self) -> None:
         for name, registry in self._links:
             try:

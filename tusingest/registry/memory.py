@@ -36,5 +36,10 @@ class MemoryRegistry:
         found.sort(key=lambda info: (info.priority, info.element_id))
         return found
 
+    async def element(self, element_id: str) -> ElementInfo | None:
+        found = [info for (key, _), info in self._elements.items() if key == element_id]
+        found.sort(key=lambda info: info.mode is not ElementMode.EDIT)
+        return found[0] if found else None
+
     async def invalidate(self) -> None:
         """Nothing is cached: the dict is the source."""

@@ -81,6 +81,18 @@ class RedisRegistry:
             self._cache[mode] = (now, found)
         return list(found)
 
+    async def element(self, element_id: str) -> ElementInfo | None:
+        """From the element's hash: FULL and ro/ar elements keep one, outside the ZSETs."""
+        raw = await self._client.hgetall(element_key(element_id, self._prefix))
+        if not raw:
+            return None
+        try:
+            info = parse_element({text(k): text(v) for k, v in raw.items()})
+        except (KeyError, ValueError) as exc:
+            log.warning("registry: malformed storage element %r: %s", element_id, exc)
+            return None
+        return info if info.element_id == element_id else None
+
     async def invalidate(self) -> None:
         self._generation += 1
         self._cache.clear()

@@ -6,8 +6,8 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from tusingest.domain import CatalogEntry
-from tusingest.store.db import Database, Duplicate, utc
+from tusingest.domain import AuditEvent, AuditNote, CatalogEntry, StoredFile
+from tusingest.store.db import Database, Duplicate, Queries, Row, utc
 
 _FIELDS = (
     "file_id",
@@ -28,13 +28,25 @@ _FIELDS = (
     "owner",
     "created_at",
 )
+_COLUMNS = ", ".join((*_FIELDS, "deleted_at"))
 _RECORD = (
     f"INSERT INTO files ({', '.join(_FIELDS)}) "
     f"VALUES ({', '.join(f'${i + 1}' for i in range(len(_FIELDS)))})"
 )
-_BY_UPLOAD = f"SELECT {', '.join(_FIELDS)} FROM files WHERE upload_id = $1"
+_BY_UPLOAD = f"SELECT {_COLUMNS} FROM files WHERE upload_id = $1"
+_BY_FILE = f"SELECT {_COLUMNS} FROM files WHERE file_id = $1"
 _REMOVE = "DELETE FROM files WHERE upload_id = $1"
-_AUDIT = "INSERT INTO audit_events (at, actor, action, subject, detail) VALUES ($1, $2, $3, $4, $5)"
+_MARK_DELETED = "UPDATE files SET deleted_at = $1 WHERE file_id = $2 AND deleted_at IS NULL"
+_RELOCATE = (
+    "UPDATE files SET element_id = $1, storage_filename = $2, storage_path = $3, "
+    "stored_size = $4, stored_sha256 = $5, retention_policy = $6 "
+    "WHERE file_id = $7 AND element_id = $8 AND deleted_at IS NULL"
+)
+_AUDIT = (
+    "INSERT INTO audit_events (at, actor, action, subject, detail, address, outcome) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7)"
+)
+_EVENT_COLUMNS = "id, at, actor, action, subject, detail, address, outcome"
 
 
 class SqlCatalog:
@@ -43,30 +55,141 @@ class SqlCatalog:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def record(self, entry: CatalogEntry) -> None:
+    async def record(self, entry: CatalogEntry, note: AuditNote | None = None) -> None:
+        values = [getattr(entry, name) for name in _FIELDS]
         try:
-            await self._db.execute(_RECORD, *(getattr(entry, name) for name in _FIELDS))
+            if note is None:
+                await self._db.execute(_RECORD, *values)
+            else:
+                async with self._db.transaction() as tx:
+                    await tx.execute(_RECORD, *values)
+                    await _audit(tx, note)
         except Duplicate:
             if await self.by_upload(entry.upload_id) is None:
                 raise
 
     async def by_upload(self, upload_id: str) -> CatalogEntry | None:
         row = await self._db.fetchrow(_BY_UPLOAD, upload_id)
-        if row is None:
-            return None
-        values = {name: row[name] for name in _FIELDS}
-        values["created_at"] = utc(values["created_at"])
-        return CatalogEntry(**values)
+        return None if row is None else _entry(row)
+
+    async def by_file(self, file_id: str) -> CatalogEntry | None:
+        row = await self._db.fetchrow(_BY_FILE, file_id)
+        return None if row is None else _entry(row)
+
+    async def page(
+        self, owner: str | None, limit: int, after: tuple[datetime, str] | None = None
+    ) -> list[CatalogEntry]:
+        conditions = ["deleted_at IS NULL"]
+        args: list[Any] = []
+        if owner is not None:
+            args.append(owner)
+            conditions.append(f"owner = ${len(args)}")
+        if after is not None:
+            # Newest first; the file id breaks ties between files stored in the same instant.
+            args.extend(after)
+            first, second = len(args) - 1, len(args)
+            conditions.append(
+                f"(created_at < ${first} OR (created_at = ${first} AND file_id < ${second}))"
+            )
+        args.append(limit)
+        sql = (
+            f"SELECT {_COLUMNS} FROM files WHERE {' AND '.join(conditions)} "
+            f"ORDER BY created_at DESC, file_id DESC LIMIT ${len(args)}"
+        )
+        return [_entry(row) for row in await self._db.fetch(sql, *args)]
+
+    async def mark_deleted(self, file_id: str, at: datetime, note: AuditNote | None) -> None:
+        async with self._db.transaction() as tx:
+            changed = await tx.execute(_MARK_DELETED, at, file_id)
+            if changed and note is not None:
+                await _audit(tx, note)
+
+    async def relocate(
+        self, file_id: str, source_id: str, stored: StoredFile, retention: str, note: AuditNote
+    ) -> bool:
+        async with self._db.transaction() as tx:
+            changed = await tx.execute(
+                _RELOCATE,
+                stored.element_id,
+                stored.storage_filename,
+                stored.storage_path,
+                stored.size,
+                stored.sha256,
+                retention,
+                file_id,
+                source_id,
+            )
+            if changed:
+                await _audit(tx, note)
+        return bool(changed)
 
     async def remove(self, upload_id: str) -> None:
         await self._db.execute(_REMOVE, upload_id)
 
-    async def audit(self, actor: str, action: str, subject: str, detail: dict[str, Any]) -> None:
-        await self._db.execute(
-            _AUDIT,
-            datetime.now(UTC),
-            actor,
-            action,
-            subject,
-            json.dumps(detail, ensure_ascii=False),
+    async def audit(self, note: AuditNote) -> None:
+        await _audit(self._db, note)
+
+    async def events(
+        self,
+        *,
+        subject: str | None = None,
+        actor: str | None = None,
+        since: datetime | None = None,
+        before_id: int | None = None,
+        limit: int = 100,
+    ) -> list[AuditEvent]:
+        conditions: list[str] = []
+        args: list[Any] = []
+        for column, operator, value in (
+            ("subject", "=", subject),
+            ("actor", "=", actor),
+            ("at", ">=", since),
+            ("id", "<", before_id),
+        ):
+            if value is not None:
+                args.append(value)
+                conditions.append(f"{column} {operator} ${len(args)}")
+        args.append(limit)
+        where = f"WHERE {' AND '.join(conditions)} " if conditions else ""
+        sql = (
+            f"SELECT {_EVENT_COLUMNS} FROM audit_events {where}ORDER BY id DESC LIMIT ${len(args)}"
         )
+        return [_event(row) for row in await self._db.fetch(sql, *args)]
+
+
+async def _audit(queries: Queries, note: AuditNote) -> None:
+    await queries.execute(
+        _AUDIT,
+        datetime.now(UTC),
+        note.actor,
+        note.action,
+        note.subject,
+        json.dumps(note.detail, ensure_ascii=False),
+        note.address,
+        note.outcome,
+    )
+
+
+def _entry(row: Row) -> CatalogEntry:
+    values = {name: row[name] for name in _FIELDS}
+    values["created_at"] = utc(values["created_at"])
+    return CatalogEntry(**values, deleted_at=utc(row["deleted_at"]))
+
+
+def _event(row: Row) -> AuditEvent:
+    at = utc(row["at"])
+    assert at is not None
+    try:
+        detail = json.loads(row["detail"]) if row["detail"] else {}
+    except ValueError:
+        detail = {"raw": row["detail"]}
+    return AuditEvent(
+        id=int(row["id"]),
+        at=at,
+        actor=row["actor"],
+        action=row["action"],
+        subject=row["subject"],
+        detail=detail if isinstance(detail, dict) else {"value": detail},
+        address=row["address"],
+        outcome=row["outcome"],
+    )

@@ -10,7 +10,8 @@ from typing import Any
 from tusingest.domain import Operation, OperationKind, OperationStatus
 from tusingest.store.db import Database, Duplicate, Row
 
-_COLUMNS = "id, kind, subject, status, step, attempts, result"
+_COLUMNS = "id, kind, subject, status, step, attempts, result, error"
+_GET = f"SELECT {_COLUMNS} FROM operations WHERE id = $1"
 # Due: queued and its time has come, or running under a lease that lapsed.
 _DUE = (
     "kind IN ({kinds}) AND ((status = 'queued' AND next_attempt_at <= $1) OR "
@@ -65,6 +66,7 @@ def _operation(row: Row) -> Operation:
         step=row["step"],
         attempts=row["attempts"],
         state=json.loads(row["result"] or "{}"),
+        error=row["error"],
     )
 
 
@@ -128,6 +130,10 @@ class SqlOperationStore:
         except Duplicate:
             return False  # already queued (or done): enqueueing is idempotent by id
         return True
+
+    async def get(self, op_id: str) -> Operation | None:
+        row = await self._db.fetchrow(_GET, op_id)
+        return None if row is None else _operation(row)
 
     async def fail(self, op: Operation, node: str, error: str) -> None:
         await self._db.execute(_FAIL, node, op.id, error, _now())

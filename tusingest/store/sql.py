@@ -13,11 +13,12 @@ from tusingest.store.db import Database, Queries, Row, utc
 
 _COLUMNS = (
     "id, owner, length, upload_offset, metadata_raw, concat, status, error, file_id, "
-    "created_at, updated_at, expires_at, md5, sha256, error_detail"
+    "created_at, updated_at, expires_at, md5, sha256, error_detail, client_address"
 )
 _INSERT = (
     "INSERT INTO uploads (id, owner, length, upload_offset, metadata_raw, concat, status, "
-    "created_at, updated_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+    "created_at, updated_at, expires_at, client_address) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
 )
 _GET = f"SELECT {_COLUMNS} FROM uploads WHERE id = $1"
 _GET_LEASED = (
@@ -26,7 +27,8 @@ _GET_LEASED = (
 )
 _ADVANCE = (
     "UPDATE uploads SET upload_offset = $1, length = $2, status = $3, updated_at = $4, "
-    "expires_at = $5, md5 = COALESCE($6, md5), sha256 = COALESCE($7, sha256) "
+    "expires_at = $5, md5 = COALESCE($6, md5), sha256 = COALESCE($7, sha256), "
+    "metadata_raw = COALESCE($10, metadata_raw) "
     f"WHERE id = $8 AND upload_offset = $9 AND status = 'receiving' RETURNING {_COLUMNS}"
 )
 _SETTLE = (
@@ -80,6 +82,7 @@ class SqlSessionStore:
             upload.created_at,
             upload.updated_at,
             upload.expires_at,
+            upload.client_address,
         )
         if not _needs_ingest(upload.status, upload.concat):
             await self._db.execute(_INSERT, *values)
@@ -107,10 +110,11 @@ class SqlSessionStore:
         now: datetime,
         expires_at: datetime | None,
         digests: tuple[str | None, str] | None = None,
+        metadata_raw: str | None = None,
     ) -> Upload | None:
         md5, sha256 = digests if digests is not None else (None, None)
         args: tuple[object, ...] = (new_offset, length, status.value, now, expires_at, md5)
-        args += (sha256, upload_id, expected_offset)
+        args += (sha256, upload_id, expected_offset, metadata_raw)
         if not _needs_ingest(status, None):
             row = await self._db.fetchrow(_ADVANCE, *args)
             return None if row is None else _upload(row)
@@ -202,4 +206,5 @@ def _upload(row: Row) -> Upload:
         md5=row["md5"],
         sha256=row["sha256"],
         error_detail=row["error_detail"],
+        client_address=row["client_address"],
     )

@@ -25,6 +25,7 @@ uploads = sa.Table(
     sa.Column("md5", sa.String(32), nullable=True),
     sa.Column("sha256", sa.String(64), nullable=True),
     sa.Column("error_detail", sa.Text, nullable=True),
+    sa.Column("client_address", sa.String(45), nullable=True),
     sa.Index("ix_uploads_status_expires_at", "status", "expires_at"),
 )
 
@@ -81,6 +82,8 @@ files = sa.Table(
     sa.Column("owner", sa.String(255), nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("deleted_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Index("ix_files_created_at", "created_at", "file_id"),
+    sa.Index("ix_files_owner_created_at", "owner", "created_at", "file_id"),
 )
 
 audit_events = sa.Table(
@@ -92,5 +95,9 @@ audit_events = sa.Table(
     sa.Column("action", sa.String(32), nullable=False),
     sa.Column("subject", sa.String(64), nullable=False),
     sa.Column("detail", sa.Text, nullable=True),
+    sa.Column("address", sa.String(45), nullable=True),
+    sa.Column("outcome", sa.String(16), nullable=True),
     sa.Index("ix_audit_events_subject", "subject"),
+    sa.Index("ix_audit_events_at", "at"),
+    sa.Index("ix_audit_events_actor", "actor"),
 )

@@ -48,6 +48,8 @@ class UploadPolicy:
     ttl_seconds: float
     max_size: int
     md5: bool = True  # MD5 computed inline beside SHA-256
+    max_batch_files: int = 100  # files in one batch upload request
+    max_batch_bytes: int = 1 << 30  # bytes of one batch upload request
 
 
 class UploadStore:
@@ -91,6 +93,7 @@ class UploadStore:
         length: int | None,
         metadata_raw: str | None,
         partial: bool = False,
+        address: str | None = None,
     ) -> Upload:
         if length is not None:
             self._check_size(length)
@@ -108,6 +111,7 @@ class UploadStore:
             # Partials stay expirable when complete: only a final makes them worth keeping.
             expires_at=None if complete and not partial else self._expiry(now),
             concat=PARTIAL if partial else None,
+            client_address=address,
         )
         if length == 0:  # complete at once: its (empty) file must exist to be checked
             await self._staging.create(upload.id)
@@ -123,6 +127,7 @@ class UploadStore:
         concat: str,
         part_ids: Sequence[tuple[str, str]],
         metadata_raw: str | None,
+        address: str | None = None,
     ) -> Upload:
         """Concatenate complete partials (`(url, id)` in order) into a new, complete upload.
 
@@ -150,6 +155,7 @@ class UploadStore:
                 updated_at=now,
                 expires_at=None,
                 concat=FINAL_PREFIX + concat,
+                client_address=address,
             )
             # Bytes first, durably; the row makes them visible. A crash in between leaves a
             # file without a row, which the staging sweep removes.
@@ -372,6 +378,36 @@ class UploadStore:
         if complete and not upload.is_partial:
             self._on_complete(upload.id)
         return committed
+
+    async def finish(
+        self, principal: Principal, upload_id: str, *, metadata_raw: str | None = None
+    ) -> Upload:
+        """Complete a deferred-length upload at the bytes it holds (a form upload whose file
+        part has ended), setting `metadata_raw` when given (form fields after the file)."""
+        async with self._lease(principal, upload_id, None):
+            upload = await self.find(principal, upload_id)
+            if upload.status is not UploadStatus.RECEIVING or upload.length is not None:
+                raise Conflict("the upload's length is declared already", code="length_declared")
+            running = self._digests.take(upload.id, upload.offset)
+            if upload.offset == 0:  # an empty file: it must exist to be checked
+                await self._staging.create(upload.id)
+            now = self._clock()
+            committed = await self._sessions.advance(
+                upload.id,
+                expected_offset=upload.offset,
+                new_offset=upload.offset,
+                length=upload.offset,
+                status=UploadStatus.COMPLETE,
+                now=now,
+                expires_at=self._expiry(now) if upload.is_partial else None,
+                digests=running.hexdigests() if running is not None else None,
+                metadata_raw=metadata_raw,
+            )
+            if committed is None:
+                raise Conflict("the upload changed while it was being completed")
+            if not upload.is_partial:
+                self._on_complete(upload.id)
+            return committed
 
     async def terminate(self, principal: Principal, upload_id: str) -> None:
         await self.find(principal, upload_id)
