@@ -43,3 +43,14 @@ def metadata_text(value: str | None) -> dict[str, str]:
     """Decoded metadata as text (UTF-8, undecodable bytes replaced); {} when absent."""
     pairs = parse_metadata(value) or {}
     return {key: raw.decode("utf-8", "replace") for key, raw in pairs.items()}
+
+
+def encode_metadata(values: dict[str, str]) -> str | None:
+    """`Upload-Metadata` of `values` (None when empty); a key with a space or comma, or an
+    empty one, cannot be carried: 400."""
+    pairs = []
+    for key, value in values.items():
+        if not key or any(c in key for c in " ,") or not key.isprintable():
+            raise BadRequest(f"metadata key {key!r} cannot be used", code="invalid_metadata")
+        pairs.append(f"{key} {base64.b64encode(value.encode()).decode()}")
+    return ",".join(pairs) or None

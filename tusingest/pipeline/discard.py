@@ -6,10 +6,10 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 
-from tusingest.domain import Operation
+from tusingest.domain import AuditNote, Operation
 from tusingest.errors import TransientError
 from tusingest.pipeline.runner import Progress
-from tusingest.pipeline.saga import DiscardState
+from tusingest.pipeline.saga import DiscardState, Placement
 from tusingest.ports import Catalog, Elements, Metrics
 
 log = logging.getLogger(__name__)
@@ -29,21 +29,14 @@ class Discard:
     async def run(self, op: Operation, progress: Progress) -> DiscardState:
         state = DiscardState.from_json(op.state)
         placement = state.placement
-        breaker = self._elements.breaker(placement.element_id)
-        if not breaker.allows():
-            # The element is known to be down: wait for it without hammering it, and
-            # without using up attempts (a copy left there must still go, however late).
-            raise _Wait(f"{placement.element_id} is unavailable (circuit open)", self._retry_after)
-        try:
-            await self._elements.element(placement.info()).delete(placement.file_id)
-        except TransientError as exc:
-            breaker.record_failure()
-            self._metrics.breaker(placement.element_id, breaker.state)
-            raise _Wait(str(exc), self._retry_after) from exc
-        except OSError as exc:
-            raise _Wait(str(exc), self._retry_after) from exc
-        breaker.record_success()
-        self._metrics.breaker(placement.element_id, breaker.state)
+        entry = await self._catalog.by_file(placement.file_id)
+        live = entry is not None and entry.deleted_at is None
+        if live and entry is not None and entry.element_id == placement.element_id:
+            # The copy became the live one (a transfer moved the file there since).
+            log.info("kept %s on %s: it is the live copy", placement.file_id,
+                     placement.element_id)  # fmt: skip
+            return replace(state, discarded=False)
+        await remove_from_element(self._elements, self._metrics, placement, self._retry_after)
         log.info("discarded %s from %s", placement.file_id, placement.element_id)
         return replace(state, discarded=True)
 
@@ -52,9 +45,35 @@ class Discard:
         log.error("could not discard %s from %s: %s; remove it by hand",
                   placement.file_id, placement.element_id, error)  # fmt: skip
         await self._catalog.audit(
-            "tusingest", "discard_failed", placement.file_id,
-            {**placement.to_json(), "error": error},
-        )  # fmt: skip
+            AuditNote(
+                "tusingest",
+                "discard_failed",
+                placement.file_id,
+                {**placement.to_json(), "error": error},
+                outcome="failed",
+            )
+        )
+
+
+async def remove_from_element(
+    elements: Elements, metrics: Metrics, placement: Placement, retry_after: float
+) -> None:
+    """Delete `placement`'s file from its element (absent counts as done). An element known to
+    be down, or failing now, makes the operation wait `retry_after` without using up attempts:
+    a file that must go must go, however late."""
+    breaker = elements.breaker(placement.element_id)
+    if not breaker.allows():
+        raise _Wait(f"{placement.element_id} is unavailable (circuit open)", retry_after)
+    try:
+        await elements.element(placement.info()).delete(placement.file_id)
+    except TransientError as exc:
+        breaker.record_failure()
+        metrics.breaker(placement.element_id, breaker.state)
+        raise _Wait(str(exc), retry_after) from exc
+    except OSError as exc:
+        raise _Wait(str(exc), retry_after) from exc
+    breaker.record_success()
+    metrics.breaker(placement.element_id, breaker.state)
 
 
 class _Wait(TransientError):

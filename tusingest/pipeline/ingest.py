@@ -5,17 +5,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import signal
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from tusingest.domain import Operation, Retention, StoredFile, Upload, UploadStatus
+from tusingest.domain import (
+    AuditNote,
+    CatalogEntry,
+    Operation,
+    Retention,
+    StoredFile,
+    Upload,
+    UploadStatus,
+)
 from tusingest.errors import NoStorageAvailable, TusingestError
 from tusingest.metadata import metadata_text
 from tusingest.pipeline.compress import is_compressible, maybe_compress, remove_copies
-from tusingest.pipeline.ingest_state import IngestState, Prepared
+from tusingest.pipeline.faults import crash_point
+from tusingest.pipeline.ingest_state import IngestState, Prepared, client_metadata
 from tusingest.pipeline.runner import Progress
 from tusingest.pipeline.saga import PlacementLog, StoreSaga
 from tusingest.pipeline.validate import (
@@ -63,9 +70,7 @@ class Ingest:
         self._detector = MimeDetector()
 
     def _step(self, name: str) -> None:
-        if self._policy.crash_at == name:
-            log.warning("fault injection: killing this process at step %s", name)
-            os.kill(os.getpid(), signal.SIGKILL)
+        crash_point(self._policy.crash_at, name)
 
     async def run(self, op: Operation, progress: Progress) -> IngestState:
         state = IngestState.from_json(op.state)
@@ -95,7 +100,7 @@ class Ingest:
             stored = await self._store(state, upload, prepared, source, progress, unsaved)
             self._step("catalog")
             entry = prepared.entry(upload, stored)
-            await self._catalog.record(entry)
+            await self._catalog.record(entry, _stored_note(upload, entry))
         self._step("register")
         if self._registrar is not None:
             temporary = prepared.retention is Retention.TEMPORARY
@@ -142,7 +147,12 @@ class Ingest:
                 self._policy.workdir,
             )
         prepared = Prepared(
-            validated, compressed, stored_at, name, Retention.of(meta.get("retention_policy"))
+            validated,
+            compressed,
+            stored_at,
+            name,
+            Retention.of(meta.get("retention_policy")),
+            client_metadata(meta),
         )
         if not reusable:
             state = replace(state, validated=validated, compressed=compressed, stored_at=stored_at)
@@ -222,9 +232,15 @@ class Ingest:
             detail=rejection.message,
         )
         await self._catalog.audit(
-            upload.owner, "upload_rejected", upload.id, {"code": rejection.code,
-                                                        "message": rejection.message}
-        )  # fmt: skip
+            AuditNote(
+                upload.owner,
+                "upload_rejected",
+                upload.id,
+                {"code": rejection.code, "message": rejection.message},
+                address=upload.client_address,
+                outcome="rejected",
+            )
+        )
         await self._cleanup(upload)
         return replace(state, verdict="rejected", code=rejection.code)
 
@@ -261,3 +277,19 @@ class Ingest:
             error="processing_failed",
             detail=error,
         )
+
+
+def _stored_note(upload: Upload, entry: CatalogEntry) -> AuditNote:
+    return AuditNote(
+        upload.owner,
+        "file_stored",
+        entry.file_id,
+        {
+            "upload_id": upload.id,
+            "element_id": entry.element_id,
+            "filename": entry.original_filename,
+            "size": entry.size,
+            "sha256": entry.sha256,
+        },
+        address=upload.client_address,
+    )

@@ -26,6 +26,8 @@ class Prepared:
     stored_at: datetime
     name: str
     retention: Retention
+    # What the client said about the file beyond what the pipeline reads: kept with it.
+    described: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def size(self) -> int:
@@ -47,15 +49,16 @@ class Prepared:
             owner_sub=upload.owner,
             owner_name=upload.owner,  # the token's subject, never client metadata
             uploaded_at=self.stored_at,
-            metadata={
-                "upload_id": upload.id,
-                "retention_policy": self.retention.value,
-                "md5": validated.md5,
-                "original_size": validated.size,
-                "original_sha256": validated.sha256,
-                "codec": compressed.codec if compressed else None,
-                "owner": upload.owner,
-            },
+            metadata=file_metadata(
+                upload_id=upload.id,
+                retention=self.retention,
+                md5=validated.md5,
+                size=validated.size,
+                sha256=validated.sha256,
+                codec=compressed.codec if compressed else None,
+                owner=upload.owner,
+                described=self.described,
+            ),
         )
 
     def entry(self, upload: Upload, stored: StoredFile) -> CatalogEntry:
@@ -139,3 +142,45 @@ def _time(raw: Any) -> datetime | None:
 
 def _text(raw: Any) -> str | None:
     return raw if isinstance(raw, str) else None
+
+
+# Upload-Metadata keys the pipeline reads itself; any other is the client's own.
+PIPELINE_KEYS = frozenset({"filename", "name", "filetype", "type", "checksum", "retention_policy"})
+
+
+def client_metadata(meta: Mapping[str, str]) -> dict[str, str]:
+    return {key: value for key, value in meta.items() if key not in PIPELINE_KEYS}
+
+
+def file_metadata(
+    *,
+    upload_id: str,
+    retention: Retention,
+    md5: str | None,
+    size: int,
+    sha256: str,
+    codec: str | None,
+    owner: str,
+    described: Mapping[str, str],
+) -> dict[str, Any]:
+    """The attr.json `metadata` of a file the ingester stores (or moves)."""
+    return {
+        "upload_id": upload_id,
+        "retention_policy": retention.value,
+        "md5": md5,
+        "original_size": size,
+        "original_sha256": sha256,
+        "codec": codec,
+        "owner": owner,
+        **_described(described),
+    }
+
+
+def _described(described: Mapping[str, str]) -> dict[str, Any]:
+    extra: dict[str, Any] = {}
+    if "description" in described:
+        extra["description"] = described["description"]
+    custom = {k: v for k, v in described.items() if k != "description"}
+    if custom:
+        extra["user_metadata"] = custom
+    return extra

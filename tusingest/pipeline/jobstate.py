@@ -44,3 +44,16 @@ def from_json(
         return cls(**values)
     except (TypeError, ValueError):
         return None
+
+
+def dump(state: Any) -> dict[str, Any]:
+    """A flat state dataclass as its versioned JSON object."""
+    return {VERSION_KEY: VERSION, **dataclasses.asdict(state)}
+
+
+def load(cls: type[T], raw: Any) -> T:
+    """A flat state dataclass from its JSON object; ValueError when it is not one."""
+    state = from_json(cls, raw)
+    if state is None:
+        raise ValueError(f"not a {cls.__name__}: {raw!r}")
+    return state
