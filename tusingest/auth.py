@@ -123,6 +123,11 @@ def auth_middleware(exempt: Callable[[web.Request], bool] | None = None) -> Midd
     return middleware
 
 
+def client_address(request: web.Request) -> str | None:
+    """The peer's address as the audit trail records it (at most an IPv6 address long)."""
+    return request.remote[:45] if request.remote else None
+
+
 def _load_rsa_key(pem: bytes) -> RSAPublicKey:
     try:
         key = serialization.load_pem_public_key(pem)

@@ -23,16 +23,19 @@ from tusingest.elements.directory import ElementDirectory
 from tusingest.elements.token import AdminToken, MintedToken
 from tusingest.keys import ensure_dev_keys
 from tusingest.observability import PrometheusMetrics
+from tusingest.pipeline.delete import Delete, Deletions
 from tusingest.pipeline.discard import Discard
 from tusingest.pipeline.ingest import Ingest, IngestPolicy
 from tusingest.pipeline.runner import Runner, RunnerPolicy
 from tusingest.pipeline.saga import SagaPolicy, StoreSaga
 from tusingest.pipeline.scan import ClamdScanner
+from tusingest.pipeline.transfer import Transfer, Transfers
 from tusingest.pipeline.verdicts import Verdicts
 from tusingest.ports import (
     Catalog,
     FileRegistrar,
     Locker,
+    OperationStore,
     Registry,
     Scanner,
     SessionStore,
@@ -72,6 +75,8 @@ class Services:
     sessions: SessionStore
     verdicts: Verdicts
     catalog: Catalog
+    deletions: Deletions
+    transfers: Transfers
     authenticator: Authenticator
     storage: Storage
 
@@ -111,7 +116,8 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         catalog = SqlCatalog(db)
         staging = FileStaging(config.staging_dir)
         storage = await open_storage(settings, stack)
-        runner = _runner(settings, node, db, sessions, staging, catalog, storage)
+        operations = SqlOperationStore(db)
+        runner = _runner(settings, node, operations, sessions, staging, catalog, storage)
         uploads = UploadStore(
             sessions,
             staging,
@@ -120,6 +126,8 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
                 ttl_seconds=config.session_ttl_seconds,
                 max_size=config.max_file_size,
                 md5=config.md5,
+                max_batch_files=config.max_batch_files,
+                max_batch_bytes=config.max_batch_size,
             ),
             on_complete=lambda upload_id: runner.adopt(
                 ingest_operation_id(upload_id), OperationKind.INGEST, upload_id
@@ -139,6 +147,13 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             *(asyncio.create_task(start()) for start in storage.tasks),
         ):
             stack.push_async_callback(_cancel, task)
+        deletions = Deletions(
+            catalog,
+            storage.chain,
+            operations,
+            runner,
+            wait_seconds=config.completion_wait_seconds,
+        )
         yield Services(
             uploads=uploads,
             sessions=sessions,
@@ -149,6 +164,8 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
                 retry_after=settings.storage.no_storage_retry_seconds,
             ),
             catalog=catalog,
+            deletions=deletions,
+            transfers=Transfers(deletions, storage.chain, storage.elements, operations, runner),
             authenticator=authenticator,
             storage=storage,
         )
@@ -279,7 +296,7 @@ async def _token_source(settings: Settings, session: aiohttp.ClientSession) -> T
 def _runner(
     settings: Settings,
     node: str,
-    db: Database,
+    operations: OperationStore,
     sessions: SessionStore,
     staging: Staging,
     catalog: Catalog,
@@ -293,7 +310,6 @@ def _runner(
     else:
         log.warning("VIRUS_SCAN_ENABLED=off: completed uploads are NOT scanned for viruses")
     pipeline.workdir.mkdir(parents=True, exist_ok=True)
-    operations = SqlOperationStore(db)
     saga = StoreSaga(
         storage.chain,
         storage.elements,
@@ -327,6 +343,26 @@ def _runner(
             OperationKind.INGEST: ingest,
             OperationKind.DISCARD: Discard(
                 storage.elements, catalog, storage.metrics, discard_wait
+            ),
+            OperationKind.DELETE: Delete(
+                storage.elements,
+                catalog,
+                storage.registrar,
+                storage.metrics,
+                discard_wait,
+                crash_at=pipeline.crash_at_step,
+            ),
+            OperationKind.TRANSFER: Transfer(
+                storage.elements,
+                catalog,
+                sessions,
+                operations,
+                storage.registrar,
+                storage.metrics,
+                workdir=pipeline.workdir,
+                retry_after=discard_wait,
+                temporary_ttl_days=settings.storage.temporary_ttl_days,
+                crash_at=pipeline.crash_at_step,
             ),
         },
         RunnerPolicy(

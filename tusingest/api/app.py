@@ -1,16 +1,31 @@
-"""The JSON API sub-application at `/api`: its routes, every one authenticated."""
+"""The JSON API sub-application at `/api`: its routes, every one authenticated but the OpenAPI
+document."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from tusingest.api import sessions
+from tusingest.api import audit, files, openapi, sessions, transfers, uploads
 from tusingest.auth import auth_middleware
 
 PREFIX = "/api"
 
 
 def create_api_app() -> web.Application:
-    app = web.Application(middlewares=[auth_middleware()])
+    app = web.Application()
+    spec = app.router.add_get("/openapi.json", openapi.openapi).resource
+
+    def public(request: web.Request) -> bool:
+        return request.match_info.route.resource is spec
+
+    app.middlewares.append(auth_middleware(exempt=public))
     app.router.add_get("/files/upload/session/{upload_id}", sessions.session)
+    app.router.add_post("/files/upload", uploads.upload)
+    app.router.add_post("/files/batch/upload", uploads.batch)
+    app.router.add_post("/files/{file_id}/transfer", transfers.start)
+    app.router.add_get("/files/transfer/{transfer_id}", transfers.status)
+    app.router.add_get("/files", files.list_files)
+    app.router.add_get("/files/{file_id}", files.get_file)
+    app.router.add_delete("/files/{file_id}", files.delete_file)
+    app.router.add_get("/audit", audit.audit)
     return app

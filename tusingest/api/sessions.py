@@ -7,7 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from tusingest.auth import PRINCIPAL
-from tusingest.domain import CatalogEntry, Upload
+from tusingest.domain import CatalogEntry, Upload, UploadStatus
 from tusingest.metadata import metadata_text
 from tusingest.services import SERVICES
 
@@ -19,10 +19,24 @@ async def session(request: web.Request) -> web.StreamResponse:
     return web.json_response(describe(upload, entry))
 
 
+# The seed's three states; `upload_status` keeps the detailed one.
+_SEED_STATUS = {
+    UploadStatus.RECEIVING: "in_progress",
+    UploadStatus.COMPLETE: "in_progress",
+    UploadStatus.PROCESSING: "in_progress",
+    UploadStatus.STORED: "completed",
+}
+
+
 def describe(upload: Upload, entry: CatalogEntry | None) -> dict[str, Any]:
     return {
+        "session_id": upload.id,
+        "status": _SEED_STATUS.get(upload.status, "failed"),
+        "bytes_uploaded": upload.offset,
+        "bytes_total": upload.length,
+        "last_activity_at": upload.updated_at.isoformat(),
         "upload_id": upload.id,
-        "status": upload.status.value,
+        "upload_status": upload.status.value,
         "offset": upload.offset,
         "length": upload.length,
         "metadata": metadata_text(upload.metadata_raw),
@@ -36,7 +50,7 @@ def describe(upload: Upload, entry: CatalogEntry | None) -> dict[str, Any]:
         "created_at": upload.created_at.isoformat(),
         "updated_at": upload.updated_at.isoformat(),
         "expires_at": upload.expires_at.isoformat() if upload.expires_at else None,
-        "file": None if entry is None else _file(entry),
+        "file": None if entry is None or entry.deleted_at else _file(entry),
     }
 
 

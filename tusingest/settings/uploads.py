@@ -30,6 +30,8 @@ class UploadSettings:
     lock_timeout_seconds: float  # LOCK_TIMEOUT_SECONDS: wait for another request's lease
     completion_wait_seconds: float  # COMPLETION_WAIT_SECONDS: the completing request's wait
     md5: bool = True  # UPLOAD_DIGESTS lists md5 (SHA-256 is always computed)
+    max_batch_files: int = 100  # MAX_BATCH_FILES: files in one batch upload request
+    max_batch_size: int = 1 << 30  # MAX_BATCH_SIZE_MB, in bytes: one batch upload request
 
 
 def parse_database(env: Env, data_dir: Path) -> DatabaseSettings:
@@ -47,6 +49,8 @@ def parse_uploads(env: Env, data_dir: Path) -> UploadSettings:
         lock_timeout_seconds=env.number("LOCK_TIMEOUT_SECONDS", 5, low=0),
         completion_wait_seconds=env.number("COMPLETION_WAIT_SECONDS", 30, low=0),
         md5=_digests(env),
+        max_batch_files=env.integer("MAX_BATCH_FILES", 100, low=1, high=10_000),
+        max_batch_size=env.integer("MAX_BATCH_SIZE_MB", 1024, low=1) * 1024 * 1024,
     )
 
 

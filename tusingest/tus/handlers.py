@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 
 from aiohttp import StreamReader, web
 
-from tusingest.auth import PRINCIPAL
-from tusingest.domain import Principal, Upload
+from tusingest.auth import PRINCIPAL, client_address
+from tusingest.domain import Principal, Upload, UploadStatus
 from tusingest.errors import (
     BadRequest,
     BodyInterrupted,
     Forbidden,
+    NotFound,
     PayloadTooLarge,
     TusingestError,
     UnsupportedMediaType,
@@ -50,8 +52,15 @@ async def options(request: web.Request) -> web.StreamResponse:
 
 
 async def terminate(request: web.Request) -> web.StreamResponse:
+    """Termination; an upload already stored takes its file with it (the delete saga)."""
     services = request.config_dict[SERVICES]
-    await services.uploads.terminate(request[PRINCIPAL], request.match_info["upload_id"])
+    principal = request[PRINCIPAL]
+    upload_id = request.match_info["upload_id"]
+    upload = await services.uploads.find(principal, upload_id)
+    if upload.status is UploadStatus.STORED and upload.file_id:
+        with contextlib.suppress(NotFound):  # NotFound: deleted already, through the API
+            await services.deletions.delete(principal, upload.file_id, client_address(request))
+    await services.uploads.terminate(principal, upload_id)
     return web.Response(status=204)
 
 
@@ -104,7 +113,11 @@ async def create(request: web.Request) -> web.StreamResponse:
     if with_body and length is not None and content_length is not None and content_length > length:
         raise PayloadTooLarge(f"the body ({content_length} bytes) is longer than Upload-Length")
     upload = await services.uploads.create(
-        principal, length=length, metadata_raw=metadata_raw, partial=concat is not None
+        principal,
+        length=length,
+        metadata_raw=metadata_raw,
+        partial=concat is not None,
+        address=client_address(request),
     )
     if with_body:
         try:
@@ -164,6 +177,7 @@ async def _create_final(
         concat=header.partition(";")[2],
         part_ids=parts,
         metadata_raw=metadata_raw,
+        address=client_address(request),
     )
     upload = await services.verdicts.settle(upload)
     headers = _state_headers(upload)
