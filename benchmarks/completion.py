@@ -174,7 +174,7 @@ def _run(base: str, env: dict[str, str], size: int, binary: bool) -> int:
     info = session.get(
         f"{base}/api/files/upload/session/{url.rsplit('/', 1)[-1]}", headers=headers, timeout=30
     ).json()
-    if info["status"] != "stored":
+    if info["upload_status"] != "stored":
         print(f"not stored: {info}", file=sys.stderr)
         return 1
     ok = info["sha256"] == digest.hexdigest()

@@ -221,7 +221,7 @@ class Server:
     def stored(self, url: str) -> Path:
         """Where the local storage element holds a stored upload's bytes."""
         info = self.status(url)
-        assert info["status"] == "stored", info
+        assert info["upload_status"] == "stored", info
         file = info["file"]
         storage: Path = self.settings.storage.local_storage_dir
         return storage / str(file["storage_path"]) / str(file["storage_filename"])
@@ -229,7 +229,7 @@ class Server:
     def content(self, url: str) -> bytes:
         """An upload's bytes: stored ones once the pipeline stored it, else the staged ones."""
         info = self.status(url)
-        if info["status"] != "stored":
+        if info["upload_status"] != "stored":
             staged = self.staged(url)
             # The staging file appears with the first bytes an upload receives.
             return staged.read_bytes() if staged.exists() else b""

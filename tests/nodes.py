@@ -124,10 +124,10 @@ class Node:
         deadline = time.monotonic() + seconds
         while True:
             info = self.session(upload_id)
-            if info["status"] in ("stored", "rejected", "failed"):
+            if info["upload_status"] in ("stored", "rejected", "failed"):
                 return info
             if time.monotonic() > deadline:
-                pytest.fail(f"{upload_id} still {info['status']} after {seconds} s: {info}")
+                pytest.fail(f"{upload_id} still {info['upload_status']} after {seconds} s: {info}")
             time.sleep(0.1)
 
     def upload(self, data: bytes, **meta: str) -> tuple[str, requests.Response]:

@@ -40,7 +40,7 @@ def _store(server: Server, data: bytes, **values: str) -> dict[str, object]:
 
 def test_sha256_only_records_no_md5(sha256_only: Server) -> None:
     status = _store(sha256_only, BODY)
-    assert status["status"] == "stored", status
+    assert status["upload_status"] == "stored", status
     assert status["sha256"] == hashlib.sha256(BODY).hexdigest()
     assert status["md5"] is None
     file = status["file"]
@@ -51,9 +51,9 @@ def test_sha256_only_records_no_md5(sha256_only: Server) -> None:
 
 def test_sha256_only_still_checks_a_declared_md5(sha256_only: Server) -> None:
     good = _store(sha256_only, BODY, checksum=f"md5 {hashlib.md5(BODY).hexdigest()}")
-    assert good["status"] == "stored", good
+    assert good["upload_status"] == "stored", good
     bad = _store(sha256_only, BODY, checksum=f"md5 {'0' * 32}")
-    assert bad["status"] == "rejected"
+    assert bad["upload_status"] == "rejected"
     verdict = bad["verdict"]
     assert isinstance(verdict, dict)
     assert verdict["error"] == "checksum_mismatch"
@@ -61,6 +61,6 @@ def test_sha256_only_still_checks_a_declared_md5(sha256_only: Server) -> None:
 
 def test_the_default_records_both(server: Server) -> None:
     status = _store(server, BODY)
-    assert status["status"] == "stored", status
+    assert status["upload_status"] == "stored", status
     assert status["md5"] == hashlib.md5(BODY).hexdigest()
     assert status["sha256"] == hashlib.sha256(BODY).hexdigest()

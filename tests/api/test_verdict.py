@@ -108,7 +108,7 @@ def test_a_clean_pdf_is_stored(scanning: Server) -> None:
     assert head.headers["Upload-Offset"] == head.headers["Upload-Length"] == str(len(PDF))
 
     info = scanning.status(url)
-    assert info["status"] == "stored"
+    assert info["upload_status"] == "stored"
     assert info["verdict"] is None
     assert info["file_id"] == file_id
     assert info["md5"] == hashlib.md5(PDF).hexdigest()
@@ -160,7 +160,7 @@ def test_eicar_is_rejected_and_stored_nowhere(scanning: Server) -> None:
     assert retried.headers["X-Upload-Error"] == "virus_detected"
 
     info = scanning.status(url)
-    assert info["status"] == "rejected"
+    assert info["upload_status"] == "rejected"
     assert info["verdict"]["error"] == "virus_detected"
     assert info["file_id"] is None
     assert info["file"] is None
@@ -259,7 +259,7 @@ def test_without_waiting_head_answers_423_until_stored(
     if last.headers["X-Upload-Status"] == "stored":
         assert last.headers["X-File-Id"] == file_id
     info = server.status(url)
-    assert (info["status"], info["file_id"]) == ("stored", file_id)
+    assert (info["upload_status"], info["file_id"]) == ("stored", file_id)
     assert server.content(url) == data
     # A retried empty PATCH repeats the verdict; the pipeline does not run again.
     again = server.patch(url, b"", len(data))

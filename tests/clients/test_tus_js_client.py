@@ -143,4 +143,4 @@ def test_eicar_is_refused_with_onerror(make_server: Callable[..., Server], tmp_p
     # The final PATCH was answered once with 422: no retry, no new upload.
     assert result["responses"] == [["POST", 201], ["PATCH", 422]]
     info = server.status(result["url"])
-    assert (info["status"], info["verdict"]["error"]) == ("rejected", "virus_detected")
+    assert (info["upload_status"], info["verdict"]["error"]) == ("rejected", "virus_detected")

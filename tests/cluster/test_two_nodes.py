@@ -57,7 +57,7 @@ class Cluster:
             headers={"Authorization": f"Bearer {self.token}"},
             timeout=10,
         ).json()
-        if info["status"] != "stored":
+        if info["upload_status"] != "stored":
             return self.staged(upload_url).read_bytes()
         file = info["file"]
         return (self.storage / file["storage_path"] / file["storage_filename"]).read_bytes()

@@ -122,7 +122,7 @@ def test_a_crash_at_each_step_is_finished_exactly_once_after_a_restart(
 
     node = _start(nodes, data_dir, keys, tmp_path)
     info = node.settled(upload_id)
-    assert info["status"] == "stored", (info, node.log_text())
+    assert info["upload_status"] == "stored", (info, node.log_text())
     file_id = info["file_id"]
     assert info["file"]["file_id"] == file_id
     assert info["sha256"] == hashlib.sha256(data).hexdigest()
@@ -158,7 +158,7 @@ def test_eicar_crash_at_scan_is_rejected_after_a_restart(
 
     node = _start(nodes, data_dir, keys, tmp_path, **scan)
     info = node.settled(upload_id)
-    assert info["status"] == "rejected", info
+    assert info["upload_status"] == "rejected", info
     assert info["verdict"]["error"] == "virus_detected"
     assert info["file_id"] is None
     assert [s for s, _ in _operation_done(data_dir, upload_id)] == ["done"]

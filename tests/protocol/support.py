@@ -162,7 +162,7 @@ def wait_unstaged(server: Server, url: str, timeout: float = 10.0) -> None:
 def content_as(server: Server, url: str, sub: str) -> bytes:
     """`server.content(url)` for an upload owned by `sub`: stored bytes once stored, else staged."""
     info = server.status(url, sub=sub)
-    if info["status"] != "stored":
+    if info["upload_status"] != "stored":
         staged = server.staged(url)
         # The staging file appears with the first bytes an upload receives.
         return staged.read_bytes() if staged.exists() else b""

@@ -88,7 +88,7 @@ def test_head_and_delete_without_version_are_412(server: Server, method: str) ->
     assert response.headers["Tus-Version"] == "1.0.0"
     assert "Upload-Offset" not in response.headers
     assert server.request("HEAD", url).status_code == 200  # DELETE did not run
-    assert server.status(url)["status"] == "receiving"
+    assert server.status(url)["upload_status"] == "receiving"
 
 
 @pytest.mark.parametrize("version", [None, "1.0.0", "0.2.2"])

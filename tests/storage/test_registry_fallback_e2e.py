@@ -53,7 +53,7 @@ def test_redis_down_then_admin_down(cluster: Cluster) -> None:
 
         admin.down = False
         info = node.settled(third, 30)
-        assert info["status"] == "stored", info
+        assert info["upload_status"] == "stored", info
         assert info["file"]["element_id"] == "se-1"
         assert info["sha256"] == hashlib.sha256(data).hexdigest()
         assert info["file_id"] in se.file_ids()
@@ -70,8 +70,8 @@ def test_no_element_anywhere_is_503_not_a_failure(cluster: Cluster) -> None:
     assert response.json()["error"] == "no_storage_available"
     assert int(response.headers["Retry-After"]) >= 1
     # The upload is not failed: it waits for storage.
-    assert node.session(upload_id)["status"] == "processing"
+    assert node.session(upload_id)["upload_status"] == "processing"
     se = cluster.element("se-late", priority=1)  # registered while the upload waits
     info = node.settled(upload_id, 30)
-    assert info["status"] == "stored", info
+    assert info["upload_status"] == "stored", info
     assert se.file_ids() == {info["file_id"]}

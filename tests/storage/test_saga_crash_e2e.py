@@ -54,7 +54,7 @@ def test_a_crash_at_each_saga_step_stores_exactly_once(cluster: Cluster, step: s
         upload_id = _crash_while_completing(cluster, data, step, admin.url)
         node = cluster.node(ADMIN_MODULE_URL=admin.url)
         info = node.settled(upload_id, 30)
-        assert info["status"] == "stored", info
+        assert info["upload_status"] == "stored", info
         file_id = info["file_id"]
         assert info["sha256"] == hashlib.sha256(data).hexdigest()
         _settle_orphans([first, second], {file_id})
@@ -80,7 +80,7 @@ def test_a_crash_after_upload_with_the_element_gone_leaves_no_orphan(cluster: Cl
         first.kill()
         node = cluster.node(ADMIN_MODULE_URL=admin.url)
         info = node.settled(upload_id, 30)
-        assert info["status"] == "stored", info
+        assert info["upload_status"] == "stored", info
         assert info["file"]["element_id"] == "se-2"
         assert second.file_ids() == {info["file_id"]}
         first.start()
@@ -101,7 +101,7 @@ def test_a_registration_failing_for_good_undoes_the_saga(cluster: Cluster) -> No
         assert response.status_code == 503, response.text
         assert response.json()["error"] == "processing_failed"
         info = node.settled(upload_id, 30)
-        assert info["status"] == "failed", info
+        assert info["upload_status"] == "failed", info
         assert info["file"] is None
         assert admin.count("POST", "/api/v1/files") == 2
         assert admin.files == {}
