@@ -252,6 +252,16 @@ def test_a_scanner_that_is_down_is_retried_then_the_upload_fails(
             assert "ScannerUnavailable" in op["error"]
             # The bytes stay staged: nothing was decided about them.
             assert (r.staging / upload.id).exists()
+            # The audit trail says so (written just after the verdict).
+            for _ in range(100):
+                event = await r.db.fetchrow(
+                    "SELECT action, outcome FROM audit_events WHERE subject = $1", upload.id
+                )
+                if event is not None:
+                    break
+                await asyncio.sleep(0.05)
+            assert event is not None
+            assert (event["action"], event["outcome"]) == ("upload_failed", "failed")
 
     asyncio.run(scenario())
 

@@ -277,6 +277,18 @@ class Ingest:
             error="processing_failed",
             detail=error,
         )
+        upload = await self._sessions.get(op.subject)
+        if upload is not None:
+            await self._catalog.audit(
+                AuditNote(
+                    upload.owner,
+                    "upload_failed",
+                    upload.id,
+                    {"error": error},
+                    address=upload.client_address,
+                    outcome="failed",
+                )
+            )
 
 
 def _stored_note(upload: Upload, entry: CatalogEntry) -> AuditNote:
