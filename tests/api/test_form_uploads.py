@@ -362,3 +362,19 @@ def _rss(pid: int) -> int:
 
 def _hwm(pid: int) -> int:
     return _status_kib(pid, "VmHWM")
+
+
+def test_a_batch_file_whose_name_cannot_be_stored_fails_alone(forms: Server) -> None:
+    response = _post(
+        forms,
+        "/api/files/batch/upload",
+        files=[
+            ("files", ("report." + "x" * 250, b"refused before its bytes are staged")),
+            ("files", ("fine.bin", os.urandom(1000))),
+        ],
+    )
+    assert response.status_code == 207, response.text
+    first, second = response.json()["results"]
+    assert (first["status"], first["error"]) == ("failed", "filename_too_long")
+    assert second["status"] == "success", second
+    assert not _staged(forms)

@@ -266,18 +266,27 @@ def test_patch_on_a_final_is_403_and_modifies_nothing(server: Server) -> None:
     assert server.content(final) == b"abcde"
 
 
-def test_partials_are_removed_once_concatenated(server: Server) -> None:
+def test_partials_stay_and_a_repeated_final_is_the_same_one(server: Server) -> None:
     a, b = _partial(server, b"abc"), _partial(server, b"def")
-    final = _location(server, _final(server, [a, b]))
-    for part in (a, b):
-        assert server.request("HEAD", part).status_code == 404
-        assert not server.staged(part).exists()
-        assert server.patch(part, b"x", 3).status_code == 404
+    first = _final(server, [a, b])
+    final = _location(server, first)
     assert server.content(final) == b"abcdef"
-    # A consumed partial cannot feed a second final.
-    again = _final(server, [a])
-    assert again.status_code == 400
-    assert a in again.text
+    # The partials stay until their own expiry ...
+    _assert_untouched(server, a, b"abc")
+    _assert_untouched(server, b, b"def")
+    # ... so a client whose answer was lost retries and gets the same final (one file).
+    again = _final(server, [a, b])
+    assert _location(server, again) == final
+    assert again.headers["X-File-Id"] == first.headers["X-File-Id"]
+    # Other parts, or the same in another order, make another final.
+    swapped = _location(server, _final(server, [b, a]))
+    assert swapped != final
+    assert server.content(swapped) == b"defabc"
+    # A deleted final is not given out again: the same parts make a new one.
+    assert server.request("DELETE", final).status_code == 204
+    renewed = _location(server, _final(server, [a, b]))
+    assert renewed != final
+    assert server.content(renewed) == b"abcdef"
 
 
 def test_delete_of_a_final_is_204(server: Server) -> None:
@@ -310,7 +319,7 @@ def test_final_row_state(server: Server) -> None:
     assert row["length"] == row["upload_offset"] == 6
     assert row["concat"] == f"final;{a} {a}"
     assert row["expires_at"] is None
-    assert upload_status(server, upload_id(a)) == "terminated"
+    assert upload_status(server, upload_id(a)) == "complete"  # kept until it expires
 
 
 def test_final_echoes_upload_concat_verbatim(server: Server) -> None:
@@ -341,7 +350,7 @@ def test_final_of_empty_partials_is_rejected_as_empty(server: Server) -> None:
     assert head.status_code == 422
     assert head.headers["X-Upload-Error"] == "empty_file"
     for part in parts:
-        assert server.request("HEAD", part).status_code == 404
+        assert server.request("HEAD", part).status_code == 200  # kept until it expires
 
 
 # --- races -------------------------------------------------------------------------------------
@@ -382,15 +391,17 @@ def test_delete_racing_a_final_is_serialised(server: Server) -> None:
             _send(server, "DELETE", parts[2]),
         )
         outcome = (final.status_code, delete.status_code)
-        # Either the final took the partial first (the DELETE then finds nothing) or the DELETE
-        # did (the final then names it); never a half-built final or a 5xx.
-        assert outcome in {(201, 404), (400, 204)}, (outcome, final.text)
-        if outcome == (201, 404):
+        # Either the final took the partial first (the DELETE then removes the partial, the
+        # final keeps its bytes) or the DELETE did (the final then names it); never a
+        # half-built final or a 5xx.
+        assert outcome in {(201, 204), (400, 204)}, (outcome, final.text)
+        if outcome == (201, 204):
             url = _location(server, final)
             assert sha256(server.content(url)) == sha256(b"".join(data))
-            # The partials went into the final, whose bytes left staging once stored.
+            # The final's bytes left staging once stored; the other partials stay.
             wait_unstaged(server, url)
-            assert not any(server.staged(p).exists() for p in parts)
+            _assert_untouched(server, parts[0], data[0])
+            _assert_untouched(server, parts[1], data[1])
         else:
             assert parts[2] in final.text
             _assert_untouched(server, parts[0], data[0])
@@ -399,23 +410,20 @@ def test_delete_racing_a_final_is_serialised(server: Server) -> None:
         assert not staged_since(server, before)
 
 
-def test_concurrent_finals_consume_the_partials_once(server: Server) -> None:
+def test_concurrent_finals_of_the_same_parts_make_one(server: Server) -> None:
     data = [os.urandom(1 << 20) for _ in range(3)]
     parts = [_partial(server, d) for d in data]
     concat = {"Upload-Concat": "final;" + " ".join(parts)}
     before = staged_names(server)
     responses = _concurrently(*[_send(server, "POST", server.endpoint, **concat)] * 4)
-    statuses = sorted(r.status_code for r in responses)
-    assert statuses == [201, 400, 400, 400], statuses
-    (winner,) = [r for r in responses if r.status_code == 201]
-    final = _location(server, winner)
-    assert winner.headers["X-Upload-Status"] == "stored"
+    assert [r.status_code for r in responses] == [201] * 4, [r.text for r in responses]
+    (final,) = {_location(server, r) for r in responses}
     assert sha256(server.content(final)) == sha256(b"".join(data))
-    # One final consumed the partials; its bytes left staging once stored, and the losers
-    # staged nothing.
+    # One final, its bytes gone from staging once stored; the partials stay until they expire.
     wait_unstaged(server, final)
-    assert not any(server.staged(p).exists() for p in parts)
     assert not staged_since(server, before)
+    for part, part_data in zip(parts, data, strict=True):
+        _assert_untouched(server, part, part_data)
 
 
 # --- limits and expiry -------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import BodyPartReader, MultipartReader, web
@@ -29,6 +30,7 @@ from tusingest.errors import (
     UnsupportedMediaType,
 )
 from tusingest.metadata import encode_metadata
+from tusingest.pipeline.validate import check_at_creation
 from tusingest.pipeline.verdicts import awaits_verdict, waits_for_storage
 from tusingest.services import SERVICES, Services
 
@@ -174,6 +176,12 @@ class _Form:
         content_type = part.headers.get("Content-Type")
         staged = _Staged(name, content_type)
         self.files.append(staged)
+        try:
+            check_at_creation({**self.metadata, "filename": name}, self.principal.sub, _now())
+        except BadRequest as refused:
+            staged.error = refused  # this file fails alone; the form goes on
+            await _drain(part)
+            return
         uploads = self.services.uploads
         upload = await uploads.create(
             self.principal, length=None, metadata_raw=None, address=self.address
@@ -301,6 +309,10 @@ async def _stored(services: Services, upload: Upload) -> dict[str, Any]:
         "content_type": entry.content_type,
         "retention_policy": entry.retention_policy,
     }
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
 
 
 def _refuse_resume(request: web.Request) -> None:

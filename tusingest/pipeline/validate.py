@@ -17,7 +17,7 @@ import magic
 
 from tusingest.artstore import build_attr, hour_path, storage_filename
 from tusingest.domain import FileToStore
-from tusingest.errors import TusingestError
+from tusingest.errors import BadRequest, TusingestError
 from tusingest.pipeline.jobstate import from_json
 from tusingest.settings.pipeline import ValidationSettings
 
@@ -126,6 +126,17 @@ def _inspect(path: Path, detector: MimeDetector) -> tuple[int, str]:
 async def detect_mime(path: Path, detector: MimeDetector | None = None) -> str:
     """The MIME type of `path` (`MimeDetector.detect`), off the event loop."""
     return await asyncio.to_thread((detector or MimeDetector()).detect, path)
+
+
+def check_at_creation(meta: dict[str, str], owner: str, when: datetime) -> None:
+    """What can be refused before a byte arrives: a name no element could store, a declared
+    checksum that is not one. 400 with the code the pipeline would give at completion."""
+    try:
+        check_name(meta.get("filename") or meta.get("name") or "file", owner, when)
+        if meta.get("checksum"):
+            parse_declared_checksum(meta["checksum"])
+    except Rejection as rejection:
+        raise BadRequest(rejection.message, code=rejection.code) from None
 
 
 def parse_declared_checksum(value: str) -> tuple[str, str]:

@@ -35,6 +35,14 @@ Clock = Callable[[], datetime]
 _UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
 
 
+# A final in one of these states is not given out again: the same parts make a new one.
+_GONE = (UploadStatus.TERMINATED, UploadStatus.EXPIRED)
+
+
+def _final_id(owner: str, part_ids: Sequence[str]) -> str:
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"tusingest:final/{owner}/{','.join(part_ids)}").hex
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -129,10 +137,13 @@ class UploadStore:
         metadata_raw: str | None,
         address: str | None = None,
     ) -> Upload:
-        """Concatenate complete partials (`(url, id)` in order) into a new, complete upload.
+        """Concatenate complete partials (`(url, id)` in order) into a new, complete upload;
+        the same owner and parts in the same order give the same final again (unless it was
+        terminated or expired: then a new one). The partials stay until their own expiry.
 
-        The partials' leases are held from the check to their removal, so a DELETE, the reaper
-        or another final cannot take a partial away halfway (ids in sorted order: no deadlock).
+        The partials' leases are held from the check to the final's creation, so a DELETE, the
+        reaper or another final cannot take a partial away halfway (ids in sorted order: no
+        deadlock).
         """
         # Check before taking leases: a bad reference must not disturb another upload's holder.
         for url, part_id in part_ids:
@@ -141,11 +152,17 @@ class UploadStore:
             for part_id in sorted({part_id for _, part_id in part_ids}):
                 await leases.enter_async_context(self._locker.hold(part_id))
             parts = [await self._concat_part(principal, url, part_id) for url, part_id in part_ids]
+            # The same parts in the same order make the same final: a client whose answer was
+            # lost retries and gets the upload it created (one file, not two).
+            final_id = _final_id(principal.sub, [p.id for p in parts])
+            earlier = await self._sessions.get(final_id)
+            if earlier is not None and earlier.status not in _GONE:
+                return earlier
             length = sum(part.length or 0 for part in parts)
             self._check_size(length)
             now = self._clock()
             final = Upload(
-                id=uuid.uuid4().hex,
+                id=final_id if earlier is None else uuid.uuid4().hex,
                 owner=principal.sub,
                 length=length,
                 offset=length,
@@ -165,15 +182,7 @@ class UploadStore:
                 await asyncio.shield(self._staging.delete(final.id))  # no half-built final
                 raise
             await self._sessions.insert(final)
-            for part_id in {p.id for p in parts}:
-                await self._sessions.transition(
-                    part_id,
-                    from_statuses=[UploadStatus.COMPLETE],
-                    to_status=UploadStatus.TERMINATED,
-                    now=now,
-                )
-                await self._staging.delete(part_id)
-                self._digests.drop(part_id)
+            # The partials stay until their own expiry: the final may be asked for again.
         self._on_complete(final.id)
         return final
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 
 from aiohttp import StreamReader, web
 
@@ -20,7 +21,8 @@ from tusingest.errors import (
     UnsupportedMediaType,
     UploadInterrupted,
 )
-from tusingest.metadata import parse_metadata
+from tusingest.metadata import metadata_text, parse_metadata
+from tusingest.pipeline.validate import check_at_creation
 from tusingest.services import SERVICES, Services
 from tusingest.tus import verdict
 from tusingest.tus.protocol import (
@@ -97,6 +99,7 @@ async def create(request: web.Request) -> web.StreamResponse:
     concat = parse_concat(concat_header) if concat_header is not None else None
     raw_metadata = request.headers.get("Upload-Metadata")
     metadata_raw = raw_metadata if parse_metadata(raw_metadata) else None
+    check_at_creation(metadata_text(metadata_raw), principal.sub, datetime.now(UTC))
     if concat is not None and concat[0] == "final":
         return await _create_final(request, services, principal, concat[1], metadata_raw)
     length = parse_non_negative("Upload-Length", request.headers.get("Upload-Length"))

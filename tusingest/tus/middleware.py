@@ -10,12 +10,25 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 from aiohttp.web_urldispatcher import AbstractResource
 
-from tusingest.errors import PreconditionFailed, TusingestError, UploadInterrupted
+from tusingest.errors import BadRequest, PreconditionFailed, TusingestError, UploadInterrupted
 from tusingest.tus.protocol import TUS_VERSION
 
 log = logging.getLogger(__name__)
 
 METHOD = web.RequestKey("tus_method", str)
+
+# Headers that carry one value: sent twice, a proxy reading the last copy would see another
+# request than this server does, so neither copy is trusted.
+SINGLE_VALUED = (
+    "Tus-Resumable",
+    "Upload-Length",
+    "Upload-Offset",
+    "Upload-Checksum",
+    "Upload-Defer-Length",
+    "Upload-Concat",
+    "Upload-Metadata",
+    "X-HTTP-Method-Override",
+)
 
 
 def effective_method(request: web.Request) -> str:
@@ -71,6 +84,9 @@ def tus_middleware(allowed: Mapping[AbstractResource, tuple[str, ...]]) -> Middl
 
 
 def _admit(request: web.Request, methods: tuple[str, ...] | None) -> None:
+    for name in SINGLE_VALUED:
+        if len(request.headers.getall(name, ())) > 1:
+            raise BadRequest(f"{name} is sent more than once", code="duplicate_header")
     method = request[METHOD] = effective_method(request)
     if methods is None:
         return  # no such resource: the router's 404 follows
