@@ -196,8 +196,12 @@ async def open_storage(settings: Settings, stack: contextlib.AsyncExitStack) -> 
     tasks: list[Task] = []
     if config.redis_url:
         client = open_redis(config, stack)
+        # The legacy keys and the Admin Module's `artstore:storage_elements`, one source.
         redis_registry = RedisRegistry(
-            client, prefix=config.key_prefix, cache_seconds=config.cache_seconds
+            client,
+            prefix=config.key_prefix,
+            cache_seconds=config.cache_seconds,
+            thresholds=config.thresholds,
         )
         links.append(("redis", redis_registry))
         tasks.append(redis_registry.listen)

@@ -1,9 +1,24 @@
-"""Registry in Redis, in the legacy per-element format, plus its writers.
+"""Registry in Redis: the legacy per-element keys and the Admin Module's published list, plus
+the legacy format's writers.
 
-Readers list `storage:{mode}:by_priority` (ZSET, score = priority; one per writable mode) and read
-`storage:elements:{id}` (HASH of strings, TTL 90 s) per member; a missing hash means the
-element is gone. Results are cached per mode for a few seconds; any message on
-`artstore:service_discovery` drops the cache.
+Two formats are read, with one cache and one listener:
+- legacy (contract §4.1): `storage:{mode}:by_priority` (ZSET, score = priority; one per writable
+  mode) lists the elements, `storage:elements:{id}` (HASH of strings, TTL 90 s) describes each;
+  a missing hash means the element is gone. tusingest's capacity monitor writes these.
+- published (contract §4.2, `registry/published.py`): the JSON document the Admin Module keeps
+  in `artstore:storage_elements`; its available edit/rw entries with `element_id` and `api_url`.
+
+Merge, per element id: the legacy keys win. An id with a legacy hash is the legacy writer's,
+listed or not (a FULL or ro/ar element leaves its ZSET but keeps its hash, and the Admin
+Module's view of it must not bring it back); every other published element is added. The
+answer is by ascending priority (ties: legacy first, then by id). `element(id)` reads the hash,
+else the published entry. Both formats are one chain source, "redis" in the metrics: the chain
+takes the first source with any element, so two links would hide one format whenever the other
+lists anything, and could not apply the per-id rule above.
+
+Results are cached per mode for a few seconds; any message on `artstore:service_discovery` (the
+legacy `announce` and the Admin Module's `storage_element_config_updated` alike) drops the
+cache. Every key and the channel take the REDIS_KEY_PREFIX in front.
 """
 
 from __future__ import annotations
@@ -19,7 +34,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from tusingest.domain import WRITABLE_MODES, CapacityStatus, ElementInfo, ElementMode
+from tusingest.domain import WRITABLE_MODES, CapacityStatus, ElementInfo, ElementMode, Thresholds
+from tusingest.registry import published
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +69,9 @@ def channel(prefix: str = "") -> str:
 
 
 class RedisRegistry:
-    """Implements `Registry` on the legacy per-element keys, cached `cache_seconds` per mode."""
+    """Implements `Registry` on the legacy per-element keys and the Admin Module's published
+    list (merged as the module says), cached `cache_seconds` per mode. `thresholds` (per mode)
+    turn a published element's capacity into its status."""
 
     def __init__(
         self,
@@ -62,9 +80,11 @@ class RedisRegistry:
         prefix: str = "",
         cache_seconds: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        thresholds: Mapping[ElementMode, Thresholds] | None = None,
     ) -> None:
         self._client = client
         self._prefix = prefix
+        self._thresholds = dict(thresholds or {})
         self._cache_seconds = cache_seconds
         self._clock = clock
         self._cache: dict[ElementMode, tuple[float, list[ElementInfo]]] = {}
@@ -82,10 +102,16 @@ class RedisRegistry:
         return list(found)
 
     async def element(self, element_id: str) -> ElementInfo | None:
-        """From the element's hash: FULL and ro/ar elements keep one, outside the ZSETs."""
-        raw = await self._client.hgetall(element_key(element_id, self._prefix))
+        """From the element's hash (FULL and ro/ar elements keep one, outside the ZSETs), else
+        from its published entry (any mode; unavailable: unhealthy)."""
+        async with self._client.pipeline(transaction=False) as pipe:
+            pipe.hgetall(element_key(element_id, self._prefix))
+            pipe.get(published.published_key(self._prefix))
+            raw, document = await pipe.execute(raise_on_error=False)
+        if isinstance(raw, Exception):
+            raise raw
         if not raw:
-            return None
+            return published.find(self._published(document), element_id)
         try:
             info = parse_element({text(k): text(v) for k, v in raw.items()})
         except (KeyError, ValueError) as exc:
@@ -98,7 +124,8 @@ class RedisRegistry:
         self._cache.clear()
 
     async def listen(self, *, retry_seconds: float = 1.0) -> None:
-        """Invalidate the cache on every message on the discovery channel; run as a task.
+        """Invalidate the cache on every message on the discovery channel (a legacy
+        announcement or the Admin Module's `storage_element_config_updated`); run as a task.
 
         Reconnects after `retry_seconds` on any error; returns only by cancellation.
         """
@@ -124,15 +151,42 @@ class RedisRegistry:
     async def _read(self, mode: ElementMode) -> list[ElementInfo]:
         if mode not in WRITABLE_MODES:
             return []  # writers never list ro/ar elements
-        members = [
-            text(m) for m in await self._client.zrange(priority_key(mode, self._prefix), 0, -1)
-        ]
-        if not members:
+        async with self._client.pipeline(transaction=False) as pipe:
+            pipe.zrange(priority_key(mode, self._prefix), 0, -1)
+            pipe.get(published.published_key(self._prefix))
+            listing, document = await pipe.execute(raise_on_error=False)
+        if isinstance(listing, Exception):
+            raise listing
+        members = [text(m) for m in listing]
+        candidates = published.listed(self._published(document), mode)
+        zset = set(members)
+        unlisted = [info.element_id for info in candidates if info.element_id not in zset]
+        if not members and not candidates:
             return []
         async with self._client.pipeline(transaction=False) as pipe:
             for member in members:
                 pipe.hgetall(element_key(member, self._prefix))
-            hashes = await pipe.execute()
+            for element_id in unlisted:
+                pipe.exists(element_key(element_id, self._prefix))
+            replies = await pipe.execute()
+        hashes = replies[: len(members)]
+        legacy = {m for m, raw in zip(members, hashes, strict=True) if raw}
+        legacy.update(i for i, n in zip(unlisted, replies[len(members) :], strict=True) if n)
+        found = self._legacy(mode, members, hashes)
+        found.extend(info for info in candidates if info.element_id not in legacy)
+        found.sort(key=lambda info: info.priority)  # stable: legacy (ZSET order) first on ties
+        return found
+
+    def _published(self, document: object) -> list[ElementInfo]:
+        """The published elements of a GET reply (an error reply: none, with a warning)."""
+        if isinstance(document, Exception):
+            log.warning("registry: cannot read %s: %s", published.KEY, document)
+            return []
+        return published.parse_document(document, self._thresholds)
+
+    def _legacy(
+        self, mode: ElementMode, members: list[str], hashes: list[Any]
+    ) -> list[ElementInfo]:
         found: list[ElementInfo] = []
         for member, raw in zip(members, hashes, strict=True):
             if not raw:
@@ -149,7 +203,6 @@ class RedisRegistry:
                 log.debug("registry: %r is %s, listed under %s; skipped", member, info.mode, mode)
                 continue
             found.append(info)
-        found.sort(key=lambda info: info.priority)  # stable: ZSET order breaks ties
         return found
 
 
