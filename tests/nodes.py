@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
+import resource
 import socket
 import subprocess
 import sys
@@ -24,10 +25,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _limit_files(count: int) -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (count, count))
+
+
 class Node:
     """One `tusingest serve` process on a data dir (SQLite), started and stopped by the test."""
 
-    def __init__(self, data_dir: Path, keys: Keys, log: Path, **env: str) -> None:
+    def __init__(
+        self, data_dir: Path, keys: Keys, log: Path, *, open_files: int | None = None, **env: str
+    ) -> None:
         self.data_dir = data_dir
         self.keys = keys
         self.port = free_port()
@@ -53,6 +60,7 @@ class Node:
             env={**base, **values},
             stdout=self._log,
             stderr=subprocess.STDOUT,
+            preexec_fn=None if open_files is None else lambda: _limit_files(open_files),
         )
 
     def wait_ready(self) -> Node:

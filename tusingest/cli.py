@@ -22,6 +22,7 @@ from tusingest.app import create_app
 from tusingest.domain import ElementMode, Role
 from tusingest.errors import ConfigError
 from tusingest.keys import ensure_dev_keys, mint_token
+from tusingest.listener import CappedSite, connection_cap, raise_open_files_limit
 from tusingest.observability import configure_logging
 from tusingest.refelement.app import run_element_server
 from tusingest.refelement.state import ElementServerSettings
@@ -298,7 +299,14 @@ def _token(settings: Settings, args: argparse.Namespace) -> int:
 async def _serve(settings: Settings) -> int:
     # Bind first: a busy port must stop startup before any service (database, runner) starts.
     sock = _listen(settings)
-    runner = web.AppRunner(create_app(settings), access_log=logging.getLogger("aiohttp.access"))
+    open_files = raise_open_files_limit()
+    runner = web.AppRunner(
+        create_app(settings),
+        access_log=logging.getLogger("aiohttp.access"),
+        # Also the first request's deadline: a connection that sends no complete request
+        # (idle, or stuck in its headers) is closed.
+        keepalive_timeout=settings.server.idle_timeout_seconds,
+    )
     try:
         await runner.setup()
     except ConfigError:
@@ -310,7 +318,8 @@ async def _serve(settings: Settings) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     try:
-        await web.SockSite(runner, sock).start()
+        cap = connection_cap(settings.server.max_connections, open_files)
+        await CappedSite(runner, sock, max_connections=cap).start()
         _banner(settings, runner)
         await stop.wait()
         log.info("shutting down")

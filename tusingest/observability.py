@@ -6,8 +6,11 @@ import contextlib
 import json
 import logging
 import sys
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
+from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 
@@ -24,6 +27,52 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+class NoiseFilter(logging.Filter):
+    """What clients cause by the thousand (malformed requests, refused accepts when the
+    descriptors run out) is logged as one WARNING line per kind and interval, with a count and
+    the latest case, never as a traceback per event."""
+
+    def __init__(self, interval: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self._interval = interval
+        self._clock = clock
+        self._counts: dict[str, int] = {}
+        self._last: dict[str, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        kind = _noise_kind(record)
+        if kind is None:
+            return True
+        self._counts[kind] = self._counts.get(kind, 0) + 1
+        now = self._clock()
+        if now - self._last.get(kind, -self._interval) < self._interval:
+            return False
+        count, self._counts[kind], self._last[kind] = self._counts[kind], 0, now
+        latest = _first_line(record)
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        record.msg = "%s: %d since the last report (latest: %s)"
+        record.args = (kind, count, latest)
+        record.exc_info = record.exc_text = None
+        record.stack_info = None
+        return True
+
+
+def _noise_kind(record: logging.LogRecord) -> str | None:
+    if record.name == "aiohttp.server" and record.exc_info:
+        error = record.exc_info[1]
+        if isinstance(error, HttpProcessingError):
+            return "malformed requests"
+    if record.name == "asyncio" and "socket.accept() out of system resource" in str(record.msg):
+        return "refused connections (out of descriptors)"
+    return None
+
+
+def _first_line(record: logging.LogRecord) -> str:
+    error = record.exc_info[1] if record.exc_info else None
+    text = str(error) if error is not None else record.getMessage()
+    return " ".join(text.split())[:200]
+
+
 def configure_logging(level: str, fmt: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
@@ -35,6 +84,9 @@ def configure_logging(level: str, fmt: str) -> None:
     root.setLevel(level)
     # Access logs are noise at INFO for an upload server; keep them one level down.
     logging.getLogger("aiohttp.access").setLevel(max(logging.getLevelName(level), logging.WARNING))
+    noise = NoiseFilter()
+    for name in ("aiohttp.server", "asyncio"):
+        logging.getLogger(name).addFilter(noise)
 
 
 _BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}

@@ -128,6 +128,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
                 md5=config.md5,
                 max_batch_files=config.max_batch_files,
                 max_batch_bytes=config.max_batch_size,
+                body_timeout=config.body_timeout_seconds,
             ),
             on_complete=lambda upload_id: runner.adopt(
                 ingest_operation_id(upload_id), OperationKind.INGEST, upload_id

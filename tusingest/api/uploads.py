@@ -40,6 +40,7 @@ CHUNK = 256 * 1024
 FORM_OVERHEAD = 256 * 1024  # part headers, boundaries and small fields around the files
 METADATA_LIMIT = 16 * 1024  # the `metadata` field, as JSON
 BATCH_PARALLELISM = 4  # files of one batch completed and checked at a time
+_FIELD_SILENCE = 60.0  # small fields and skipped parts: a silent client is not waited for longer
 FILE_FIELDS = ("file", "files")
 
 
@@ -206,11 +207,9 @@ class _Form:
             await _drain(part)
 
     async def _chunks(self, part: BodyPartReader) -> AsyncIterator[bytes]:
+        silence = self.services.uploads.policy.body_timeout
         while True:
-            try:
-                chunk = await part.read_chunk(CHUNK)
-            except Exception as exc:
-                raise BodyInterrupted(f"the request body ended early: {exc!r}") from None
+            chunk = await _read(part, silence)
             if not chunk:
                 return
             self.received += len(chunk)
@@ -355,7 +354,7 @@ async def _next_part(reader: MultipartReader) -> Any:
 
 async def _small_field(part: BodyPartReader) -> str:
     data = bytearray()
-    while chunk := await _read(part):
+    while chunk := await _read(part, _FIELD_SILENCE):
         data += chunk
         if len(data) > METADATA_LIMIT:
             raise PayloadTooLarge(
@@ -368,12 +367,19 @@ async def _small_field(part: BodyPartReader) -> str:
 
 
 async def _drain(part: BodyPartReader) -> None:
-    while await _read(part):
+    while await _read(part, _FIELD_SILENCE):
         pass
 
 
-async def _read(part: BodyPartReader) -> bytes:
+async def _read(part: BodyPartReader, silence: float) -> bytes:
+    """The next chunk of `part`; a client silent for `silence` seconds, or gone, ends the
+    body (`BodyInterrupted`)."""
     try:
-        return await part.read_chunk(CHUNK)
+        async with asyncio.timeout(silence):
+            return await part.read_chunk(CHUNK)
+    except TimeoutError:
+        raise BodyInterrupted(
+            f"the client sent nothing for {silence:g} s", code="body_timeout"
+        ) from None
     except Exception as exc:
         raise BodyInterrupted(f"the request body ended early: {exc!r}") from None

@@ -33,6 +33,12 @@ class ServerSettings:
     cors_allowed_origins: tuple[str, ...]  # CORS_ALLOWED_ORIGINS, lower case, `*` for any
     log_level: str  # LOG_LEVEL
     log_format: str  # LOG_FORMAT: text | json
+    # HTTP_IDLE_TIMEOUT_SECONDS: a connection with no complete request for this long (new, idle
+    # between requests, or stuck in its headers) is closed.
+    idle_timeout_seconds: float = 15.0
+    # MAX_CONNECTIONS: open connections beyond which new ones get a 503 at once; 0 derives it
+    # from the open-file limit.
+    max_connections: int = 0
 
 
 @dataclass(frozen=True)
@@ -78,6 +84,8 @@ def _server(env: Env, data_dir: Path) -> ServerSettings:
         cors_allowed_origins=_origins(env),
         log_level=log_level,
         log_format=env.choice("LOG_FORMAT", "text", _LOG_FORMATS, fold=str.lower),
+        idle_timeout_seconds=env.number("HTTP_IDLE_TIMEOUT_SECONDS", 15, positive=True),
+        max_connections=env.integer("MAX_CONNECTIONS", 0, low=0),
     )
 
 

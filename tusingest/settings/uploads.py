@@ -32,6 +32,9 @@ class UploadSettings:
     md5: bool = True  # UPLOAD_DIGESTS lists md5 (SHA-256 is always computed)
     max_batch_files: int = 100  # MAX_BATCH_FILES: files in one batch upload request
     max_batch_size: int = 1 << 30  # MAX_BATCH_SIZE_MB, in bytes: one batch upload request
+    # BODY_TIMEOUT_SECONDS: a request body that sends nothing for this long is ended (what
+    # arrived is kept).
+    body_timeout_seconds: float = 60.0
 
 
 def parse_database(env: Env, data_dir: Path) -> DatabaseSettings:
@@ -51,6 +54,7 @@ def parse_uploads(env: Env, data_dir: Path) -> UploadSettings:
         md5=_digests(env),
         max_batch_files=env.integer("MAX_BATCH_FILES", 100, low=1, high=10_000),
         max_batch_size=env.integer("MAX_BATCH_SIZE_MB", 1024, low=1) * 1024 * 1024,
+        body_timeout_seconds=env.number("BODY_TIMEOUT_SECONDS", 60, positive=True),
     )
 
 

@@ -58,6 +58,7 @@ class UploadPolicy:
     md5: bool = True  # MD5 computed inline beside SHA-256
     max_batch_files: int = 100  # files in one batch upload request
     max_batch_bytes: int = 1 << 30  # bytes of one batch upload request
+    body_timeout: float = 60.0  # seconds a request body may send nothing before it is ended
 
 
 class UploadStore:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -256,11 +257,18 @@ async def patch(request: web.Request) -> web.StreamResponse:
 
 
 async def _body(request: web.Request) -> AsyncIterator[bytes]:
-    """The request body as it arrives; a lost connection becomes `BodyInterrupted`."""
+    """The request body as it arrives; a lost connection, or one that sends nothing for the
+    body timeout, becomes `BodyInterrupted` (what arrived before is kept)."""
     content = request.content
+    timeout = request.config_dict[SERVICES].uploads.policy.body_timeout
     while True:
         try:
-            chunk = await content.readany()
+            async with asyncio.timeout(timeout):
+                chunk = await content.readany()
+        except TimeoutError:
+            raise BodyInterrupted(
+                f"the client sent nothing for {timeout:g} s", code="body_timeout"
+            ) from None
         except Exception as exc:
             rest = _buffered(content)
             if rest:

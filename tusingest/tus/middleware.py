@@ -10,7 +10,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 from aiohttp.web_urldispatcher import AbstractResource
 
-from tusingest.errors import BadRequest, PreconditionFailed, TusingestError, UploadInterrupted
+from tusingest.errors import BadRequest, BodyInterrupted, PreconditionFailed, TusingestError
 from tusingest.tus.protocol import TUS_VERSION
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ def tus_middleware(allowed: Mapping[AbstractResource, tuple[str, ...]]) -> Middl
             resource = request.match_info.route.resource
             _admit(request, None if resource is None else allowed.get(resource))
             response = await handler(request)
-        except UploadInterrupted as exc:
+        except BodyInterrupted as exc:
             return await _answer_and_close(request, exc)
         except TusingestError as exc:
             response = error_response(exc)
@@ -98,9 +98,10 @@ def _admit(request: web.Request, methods: tuple[str, ...] | None) -> None:
         )
 
 
-async def _answer_and_close(request: web.Request, error: UploadInterrupted) -> web.StreamResponse:
+async def _answer_and_close(request: web.Request, error: BodyInterrupted) -> web.StreamResponse:
     """Tell an interrupted request why, then drop its connection: the rest of its body is
-    not wanted, and draining it would only delay the request that took over."""
+    not wanted (a newer request took over, or the client went silent), and draining it would
+    only hold the connection."""
     response = error_response(error)
     response.headers["Tus-Resumable"] = TUS_VERSION
     response.force_close()
