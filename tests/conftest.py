@@ -30,9 +30,15 @@ BACKENDS = ("sqlite", "postgres")
 
 
 def pg_admin_dsn() -> str:
-    return os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test").replace(
-        "postgresql+asyncpg://", "postgresql://"
+    """The server the tests create their databases in: TEST_DATABASE_URL (a given server), else
+    DATABASE_URL (`scripts/services start pg` exports its private cluster's; `scripts/test` does
+    this), else the machine's server on 5432, which other clients share."""
+    dsn = (
+        os.environ.get("TEST_DATABASE_URL")
+        or os.environ.get("DATABASE_URL")
+        or "postgresql://postgres@127.0.0.1:5432/test"
     )
+    return dsn.replace("postgresql+asyncpg://", "postgresql://")
 
 
 async def _create_database(name: str) -> str:
@@ -40,7 +46,10 @@ async def _create_database(name: str) -> str:
     try:
         conn = await asyncpg.connect(admin, timeout=5)
     except (OSError, asyncpg.PostgresError) as exc:
-        pytest.fail(f"PostgreSQL is required for the tests and not reachable at {admin}: {exc}")
+        pytest.fail(
+            f"PostgreSQL is required for the tests and not reachable at {admin}: {exc} "
+            '(eval "$(scripts/services start pg)" starts a private one, or set TEST_DATABASE_URL)'
+        )
     try:
         await conn.execute(f'CREATE DATABASE "{name}"')
     finally:
