@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -22,13 +23,25 @@ log = logging.getLogger(__name__)
 CHANNEL = "tusingest_lock_release"
 _POLL_SECONDS = 0.02
 
+# A holder is `{node}:{request}`; `node` is the key of the advisory lock its node holds on its
+# listener connection for as long as it lives. A lease whose node lock is gone (the node was
+# killed: PostgreSQL dropped its connection, and the lock with it) is free at once.
+_NODE_ALIVE = (
+    "EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted "
+    "AND l.objsubid = 1 "
+    "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+    "AND ((l.classid::bigint << 32) | l.objid::bigint) "
+    "= split_part(upload_locks.holder, ':', 1)::bigint)"
+)
 _ACQUIRE = (
     "INSERT INTO upload_locks (key, holder, expires_at) "
     "VALUES ($1, $2, now() + make_interval(secs => $3::float8)) "
     "ON CONFLICT (key) DO UPDATE SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at "
     "WHERE upload_locks.expires_at < now() "
+    f"OR (upload_locks.holder ~ '^[0-9]{{1,19}}:' AND NOT {_NODE_ALIVE}) "
     "RETURNING holder"
 )
+_NODE_LOCK = "SELECT pg_advisory_lock($1)"
 _RELEASE = "DELETE FROM upload_locks WHERE key = $1 AND holder = $2"
 _BUSY = "SELECT 1 AS busy FROM upload_locks WHERE key = $1 AND expires_at > now()"
 _RENEW = (
@@ -52,8 +65,9 @@ class _Held:
 class PgLocker:
     """Implements `Locker` for a cluster sharing one PostgreSQL database.
 
-    A lease is a row with an expiry, renewed in the background while held, so a crashed
-    node's leases lapse by themselves. Each statement is its own short transaction: no pooled
+    A lease is a row with an expiry, renewed in the background while held; a node killed
+    outright loses its leases at once (its node lock dies with its connection), and any
+    lease lapses by itself in the end. Each statement is its own short transaction: no pooled
     connection stays pinned while a request streams. One dedicated connection per node
     LISTENs for release requests addressed to the leases it holds.
     """
@@ -68,6 +82,8 @@ class PgLocker:
         self._held: dict[str, _Held] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._listening = asyncio.Event()
+        # This node's liveness: an advisory lock on the listener connection (see _ACQUIRE).
+        self._node = secrets.randbelow(1 << 62) + 1
 
     async def start(self) -> None:
         self._tasks = [
@@ -97,7 +113,7 @@ class PgLocker:
     async def hold(
         self, key: str, *, on_release: ReleaseRequest | None = None, patient: bool = True
     ) -> AsyncIterator[None]:
-        holder = f"{uuid.uuid4().hex}"
+        holder = f"{self._node}:{uuid.uuid4().hex}"
         if not await self._try_acquire(key, holder):
             if not patient:
                 raise locked_error()
@@ -144,6 +160,7 @@ class PgLocker:
                 conn = await asyncpg.connect(self._dsn)
                 closed = asyncio.Event()
                 conn.add_termination_listener(_setter(closed))
+                await conn.execute(_NODE_LOCK, self._node)
                 await conn.add_listener(CHANNEL, self._on_notify)
                 self._listening.set()
                 await closed.wait()
@@ -152,11 +169,20 @@ class PgLocker:
             except Exception as exc:
                 log.warning("lock release listener: %s; reconnecting", exc)
             finally:
+                if self._listening.is_set():
+                    # Without its node lock this node looks dead to the others, who may take
+                    # its leases at once: stop writing, commit what arrived.
+                    self._release_all()
                 self._listening.clear()
                 if conn is not None and not conn.is_closed():
                     with contextlib.suppress(Exception):
                         await asyncio.shield(conn.close(timeout=2))
             await asyncio.sleep(1)
+
+    def _release_all(self) -> None:
+        for held in list(self._held.values()):
+            if held.on_release is not None:
+                held.on_release()
 
     async def _renew_forever(self) -> None:
         while True:
