@@ -24,7 +24,11 @@ log = logging.getLogger(__name__)
 
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
-        middlewares=[cors_middleware(settings.server.cors_allowed_origins), json_errors]
+        middlewares=[
+            cors_middleware(settings.server.cors_allowed_origins),
+            json_errors,
+            refuse_while_draining,
+        ]
     )
 
     async def services_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -68,12 +72,33 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         )
 
 
+@web.middleware
+async def refuse_while_draining(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A draining node takes no new work: 503 and the connection closed, so the client (or the
+    load balancer) goes to another node. The probes still answer."""
+    services = request.config_dict.get(SERVICES)
+    draining = services is not None and services.lifecycle.draining
+    if draining and not request.path.startswith("/health/"):
+        response = web.json_response(
+            {"error": "shutting_down", "message": "this node is shutting down: retry"},
+            status=503,
+            headers={"Retry-After": "1", "Connection": "close"},
+        )
+        response.force_close()
+        return response
+    return await handler(request)
+
+
 async def live(_request: web.Request) -> web.StreamResponse:
     return web.json_response({"status": "ok"})
 
 
 async def ready(request: web.Request) -> web.StreamResponse:
     services = request.app[SERVICES]
+    if services.lifecycle.draining:
+        return web.json_response(
+            {"status": "draining", "checks": {"node": "shutting down"}}, status=503
+        )
     try:
         await services.sessions.ping()
     except Exception as exc:

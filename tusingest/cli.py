@@ -29,7 +29,7 @@ from tusingest.refelement.state import ElementServerSettings
 from tusingest.registry.configs import ElementConfig, InvalidElementConfig, RedisElementConfigs
 from tusingest.registry.monitor import CapacityMonitor, Published, published
 from tusingest.registry.redis import announce, publish, withdraw
-from tusingest.services import open_element_admin
+from tusingest.services import SERVICES, open_element_admin
 from tusingest.settings.app import Settings
 from tusingest.store.database import migrate
 
@@ -300,12 +300,15 @@ async def _serve(settings: Settings) -> int:
     # Bind first: a busy port must stop startup before any service (database, runner) starts.
     sock = _listen(settings)
     open_files = raise_open_files_limit()
+    grace = settings.server.shutdown_grace_seconds
+    app = create_app(settings)
     runner = web.AppRunner(
-        create_app(settings),
+        app,
         access_log=logging.getLogger("aiohttp.access"),
         # Also the first request's deadline: a connection that sends no complete request
         # (idle, or stuck in its headers) is closed.
         keepalive_timeout=settings.server.idle_timeout_seconds,
+        shutdown_timeout=grace,
     )
     try:
         await runner.setup()
@@ -322,10 +325,14 @@ async def _serve(settings: Settings) -> int:
         await CappedSite(runner, sock, max_connections=cap).start()
         _banner(settings, runner)
         await stop.wait()
-        log.info("shutting down")
+        log.info("shutting down: draining for up to %g s", grace)
+        # Readiness fails and new requests are refused first; uploads commit what arrived;
+        # running operations finish or hand their lease back; then the listener closes.
+        await app[SERVICES].lifecycle.drain(grace)
         return 0
     finally:
         await runner.cleanup()
+        log.info("stopped")
 
 
 def _listen(settings: Settings) -> socket.socket:

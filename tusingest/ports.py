@@ -163,6 +163,11 @@ class Locker(Protocol):
         """Whether a request in this process holds the lease for `key` now (no I/O)."""
         ...
 
+    def interrupt_all(self) -> None:
+        """Ask every request of this process that holds a lease to release it (the node is
+        shutting down: they commit what arrived)."""
+        ...
+
 
 class Scanner(Protocol):
     """A virus scanner. Anything but a definite answer raises `ScannerUnavailable`."""

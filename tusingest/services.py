@@ -67,6 +67,23 @@ log = logging.getLogger(__name__)
 Task = Callable[[], Coroutine[Any, Any, None]]
 
 
+class Lifecycle:
+    """Draining a node before it stops (a rolling deploy behind a load balancer)."""
+
+    def __init__(self, locker: Locker, runner: Runner) -> None:
+        self._locker = locker
+        self._runner = runner
+        self.draining = False
+
+    async def drain(self, grace_seconds: float) -> None:
+        """Readiness fails and new requests are refused from now on; requests streaming into
+        uploads commit what arrived and end; running operations get `grace_seconds` to finish,
+        then hand their lease back."""
+        self.draining = True
+        self._locker.interrupt_all()
+        await self._runner.stop(grace_seconds)
+
+
 @dataclass(frozen=True)
 class Services:
     """What the HTTP surface uses."""
@@ -79,6 +96,7 @@ class Services:
     transfers: Transfers
     authenticator: Authenticator
     storage: Storage
+    lifecycle: Lifecycle
 
 
 SERVICES = web.AppKey("services", Services)
@@ -169,6 +187,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             transfers=Transfers(deletions, storage.chain, storage.elements, operations, runner),
             authenticator=authenticator,
             storage=storage,
+            lifecycle=Lifecycle(locker, runner),
         )
 
 

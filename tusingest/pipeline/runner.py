@@ -69,6 +69,7 @@ class Runner:
         self._wake = asyncio.Event()
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._running: set[asyncio.Task[None]] = set()
+        self._stopping = False
 
     def wake(self) -> None:
         self._wake.set()
@@ -101,9 +102,20 @@ class Runner:
             if not future.done():
                 future.set_result(None)
 
+    async def stop(self, grace_seconds: float) -> None:
+        """Claim nothing more; let running operations finish for up to `grace_seconds`, then
+        cancel the rest, which hand their lease back (another node resumes them at once)."""
+        self._stopping = True
+        self._wake.set()
+        if self._running:
+            await asyncio.wait(set(self._running), timeout=grace_seconds)
+        for task in set(self._running):
+            task.cancel()
+        await asyncio.gather(*self._running, return_exceptions=True)
+
     async def run_forever(self) -> None:
         try:
-            while True:
+            while not self._stopping:
                 try:
                     claimed = await self._claim()
                 except Exception:
@@ -121,6 +133,8 @@ class Runner:
             await asyncio.gather(*self._running, return_exceptions=True)
 
     async def _claim(self) -> int:
+        if self._stopping:
+            return 0
         free = self._policy.concurrency - len(self._running)
         if free <= 0:
             await asyncio.wait(self._running, return_when=asyncio.FIRST_COMPLETED)
@@ -151,6 +165,11 @@ class Runner:
                 async with asyncio.timeout(self._policy.attempt_timeout):
                     outcome = await handler.run(op, progress)
             except asyncio.CancelledError:
+                # This node stops: hand the lease back so that another node resumes at once.
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(
+                        self._store.defer(op, self.node, "handed back: its node stopped", 0)
+                    )
                 raise
             except Exception as exc:
                 if isinstance(exc, TransientError) and exc.retry_after is not None:

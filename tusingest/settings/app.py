@@ -39,6 +39,8 @@ class ServerSettings:
     # MAX_CONNECTIONS: open connections beyond which new ones get a 503 at once; 0 derives it
     # from the open-file limit.
     max_connections: int = 0
+    # SHUTDOWN_GRACE_SECONDS: after SIGTERM, how long running work may take to finish.
+    shutdown_grace_seconds: float = 25.0
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,7 @@ def _server(env: Env, data_dir: Path) -> ServerSettings:
         log_format=env.choice("LOG_FORMAT", "text", _LOG_FORMATS, fold=str.lower),
         idle_timeout_seconds=env.number("HTTP_IDLE_TIMEOUT_SECONDS", 15, positive=True),
         max_connections=env.integer("MAX_CONNECTIONS", 0, low=0),
+        shutdown_grace_seconds=env.number("SHUTDOWN_GRACE_SECONDS", 25, low=0),
     )
 
 

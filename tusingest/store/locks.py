@@ -36,6 +36,11 @@ class MemoryLocker:
         entry = self._entries.get(key)
         return entry is not None and entry.lock.locked()
 
+    def interrupt_all(self) -> None:
+        for entry in list(self._entries.values()):
+            if entry.on_release is not None:
+                entry.on_release()
+
     @asynccontextmanager
     async def hold(
         self, key: str, *, on_release: ReleaseRequest | None = None, patient: bool = True

@@ -172,14 +172,14 @@ class PgLocker:
                 if self._listening.is_set():
                     # Without its node lock this node looks dead to the others, who may take
                     # its leases at once: stop writing, commit what arrived.
-                    self._release_all()
+                    self.interrupt_all()
                 self._listening.clear()
                 if conn is not None and not conn.is_closed():
                     with contextlib.suppress(Exception):
                         await asyncio.shield(conn.close(timeout=2))
             await asyncio.sleep(1)
 
-    def _release_all(self) -> None:
+    def interrupt_all(self) -> None:
         for held in list(self._held.values()):
             if held.on_release is not None:
                 held.on_release()
