@@ -20,12 +20,17 @@ MAX_NAME_BYTES = 255 - len(ATTR_SUFFIX)
 ELLIPSIS = "..."
 MAX_ATTR_BYTES = 4096
 TRUNCATED = "_truncated"
+# attr.json `metadata` keys that say what a stored object is (its codec, the name and type it
+# had before): kept when other keys must go to fit 4096 bytes.
+DESCRIBING_KEYS = frozenset({"codec", "original_filename", "original_content_type"})
 
-# A real SE fails with 500 "File name too long" when the UTF-8 bytes of the sent
-# stem + its token's `name` + the extension pass 191; 64 bytes are kept for the name.
-SE_NAME_BYTES = 191
+# A real SE builds its storage_filename by the contract's rule (stem cut to 200 characters)
+# and fails with 500 "File name too long" when that name, or its attr.json beside it, passes
+# NAME_MAX bytes on disk. When the token's `name` is unknown this many bytes are kept for it.
 SE_TOKEN_NAME_RESERVE = 64
 _UNSAFE_TO_SEND = str.maketrans("", "", '"\\\r\n')
+_PROBE_TIME = datetime(2000, 1, 1, tzinfo=UTC)  # every timestamp has the same length
+_PROBE_ID = "00000000-0000-4000-8000-000000000000"
 
 _FORBIDDEN = frozenset('<>:"/\\|?*')
 _UNDERSCORES = re.compile(r"_{2,}")
@@ -75,26 +80,55 @@ def split_name(original: str) -> tuple[str, str]:
     return original, ""
 
 
-def sendable_filename(original: str) -> str:
-    """The filename to send an SE: `"`, `\\`, CR and LF removed (they break its multipart
-    parsing), the stem cut on a character boundary so that stem + extension stay within the
-    SE's budget."""
+def sendable_filename(original: str, username: str | None = None) -> str:
+    """The filename to send an SE whose token carries the `name` `username`: `"`, `\\`, CR
+    and LF removed (they break its multipart parsing), and the stem cut on a character boundary
+    only when the storage_filename the SE would build from it could not be a file on its disk
+    (`se_name_fits`). Long names that fit (ASCII ones always do: the SE cuts them to 200
+    characters itself) go whole. Without `username`, a name of `SE_TOKEN_NAME_RESERVE` bytes is
+    assumed."""
     name = original.translate(_UNSAFE_TO_SEND) or "file"
-    stem, ext = split_name(name)
-    budget = SE_NAME_BYTES - SE_TOKEN_NAME_RESERVE - len(ext.encode("utf-8", "surrogateescape"))
-    if len(stem.encode("utf-8", "surrogateescape")) <= budget:
+    user = username if username is not None else "x" * SE_TOKEN_NAME_RESERVE
+    if se_name_fits(name, user):
         return name
-    cut = stem.encode("utf-8", "surrogateescape")[: max(budget, 1)]
-    return cut.decode("utf-8", "ignore").rstrip() + ext
+    stem, ext = split_name(name)
+    low, high = 1, len(stem)  # the longest prefix of the stem that fits, by bisection
+    while low < high:
+        middle = (low + high + 1) // 2
+        if se_name_fits(stem[:middle].rstrip() + ext, user):
+            low = middle
+        else:
+            high = middle - 1
+    return (stem[:low].rstrip() or stem[:1]) + ext
+
+
+def se_name_fits(original: str, username: str) -> bool:
+    """Whether the storage_filename a real SE builds for `original` (with the token `name`
+    `username`) and its attr.json fit NAME_MAX bytes."""
+    return _fits_bytes(se_storage_filename(original, username, _PROBE_TIME, _PROBE_ID))
+
+
+def se_storage_filename(original: str, username: str, when: datetime, file_id: str) -> str:
+    """The storage_filename of the contract's rule as a real SE applies it: the stem cut to
+    `stem[:n-3] + "..."` when the whole passes 200 characters, however many bytes remain."""
+    stem, rest = _name_parts(original, username, when, file_id)
+    name = stem + rest
+    if len(name) <= MAX_CHARS:
+        return name
+    return stem[: max(MAX_CHARS - len(rest) - len(ELLIPSIS), 0)] + ELLIPSIS + rest
+
+
+def _name_parts(original: str, username: str, when: datetime, file_id: str) -> tuple[str, str]:
+    """(sanitised stem, `_{username}_{YYYYMMDDTHHMMSS}_{file_id}{ext}`)."""
+    raw_stem, ext = split_name(original)
+    return sanitise(raw_stem), f"_{sanitise(username)}_{utc(when):%Y%m%dT%H%M%S}_{file_id}{ext}"
 
 
 def storage_filename(original: str, username: str, when: datetime, file_id: str) -> str:
     """`{stem}_{username}_{YYYYMMDDTHHMMSS}_{file_id}{ext}`, at most 200 characters (and
     245 UTF-8 bytes, so that it and its `.attr.json` fit NAME_MAX); a long stem is cut to
     `stem[:n-3] + "..."`."""
-    raw_stem, ext = split_name(original)
-    stem = sanitise(raw_stem)
-    rest = f"_{sanitise(username)}_{utc(when):%Y%m%dT%H%M%S}_{file_id}{ext}"
+    stem, rest = _name_parts(original, username, when, file_id)
     name = stem + rest
     if len(name) <= MAX_CHARS and _fits_bytes(name):
         return name
@@ -117,8 +151,8 @@ def _fits_bytes(name: str) -> bool:
 
 def build_attr(item: FileToStore, file_id: str, name: str, rel: str) -> dict[str, Any]:
     """The attr.json of `item`, in the contract's key order, its metadata cut to fit 4096
-    bytes (largest keys dropped first, `"_truncated": true` recorded). `checksum` is a
-    placeholder of the final length until the stored bytes are hashed."""
+    bytes (`fit_metadata`). `checksum` is a placeholder of the final length until the stored
+    bytes are hashed."""
     created = utc(item.uploaded_at).isoformat(timespec="microseconds")
     attr: dict[str, Any] = {
         "file_id": file_id,
@@ -137,32 +171,36 @@ def build_attr(item: FileToStore, file_id: str, name: str, rel: str) -> dict[str
         "checksum": "0" * 64,
         "metadata": {},
     }
-    metadata = dict(item.metadata)
-    attr["metadata"] = metadata
-    if len(encode_attr(attr)) <= MAX_ATTR_BYTES:
-        return attr  # the usual case: one encoding
-    attr["metadata"] = {}
-    if len(encode_attr(attr)) > MAX_ATTR_BYTES:
+    metadata = fit_metadata(attr, item.metadata)
+    if metadata is None:
+        bare = len(encode_attr(attr)) > MAX_ATTR_BYTES
         raise TusingestError(
-            f"attr.json of {file_id} exceeds {MAX_ATTR_BYTES} bytes even without metadata",
+            f"attr.json of {file_id} exceeds {MAX_ATTR_BYTES} bytes"
+            + (" even without metadata" if bare else ""),
             code="attr_too_large",
             status=500,
         )
     attr["metadata"] = metadata
-    by_size = sorted(
-        (key for key in metadata if key != TRUNCATED),
-        key=lambda key: len(encode_attr({key: metadata[key]})),
-    )
-    while len(encode_attr(attr)) > MAX_ATTR_BYTES:
-        if not by_size:
-            raise TusingestError(
-                f"attr.json of {file_id} exceeds {MAX_ATTR_BYTES} bytes",
-                code="attr_too_large",
-                status=500,
-            )
-        del metadata[by_size.pop()]
-        metadata[TRUNCATED] = True
     return attr
+
+
+def fit_metadata(attr: dict[str, Any], metadata: dict[str, Any]) -> dict[str, Any] | None:
+    """`metadata`, cut so that `attr` with it as its `metadata` encodes in 4096 bytes: largest
+    keys dropped first, `DESCRIBING_KEYS` last, `"_truncated": true` recorded; None if that
+    cannot fit (not even an empty one)."""
+    fitted = dict(metadata)
+    if len(encode_attr({**attr, "metadata": fitted})) <= MAX_ATTR_BYTES:
+        return fitted  # the usual case: one encoding
+    by_size = sorted(  # popped from the end: what describes the stored bytes goes last
+        (key for key in fitted if key != TRUNCATED),
+        key=lambda key: (key not in DESCRIBING_KEYS, len(encode_attr({key: fitted[key]}))),
+    )
+    while len(encode_attr({**attr, "metadata": fitted})) > MAX_ATTR_BYTES:
+        if not by_size:
+            return None
+        del fitted[by_size.pop()]
+        fitted[TRUNCATED] = True
+    return fitted
 
 
 def encode_attr(attr: dict[str, Any]) -> bytes:

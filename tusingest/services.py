@@ -210,7 +210,12 @@ async def open_storage(settings: Settings, stack: contextlib.AsyncExitStack) -> 
     session = _element_session(config, stack)
     token = await _token_source(settings, session)
     elements = ElementDirectory(
-        session, token, config.breaker, timeout=config.se_timeout, max_retries=config.se_max_retries
+        session,
+        token,
+        config.breaker,
+        timeout=config.se_timeout,
+        max_retries=config.se_max_retries,
+        slow_answer=config.se_slow_answer_seconds,
     )
     links: list[tuple[str, Registry]] = []
     tasks: list[Task] = []
@@ -304,7 +309,7 @@ async def _token_source(settings: Settings, session: aiohttp.ClientSession) -> T
     for the embedded local element."""
     config = settings.storage
     if config.sa_private_key_path is not None:
-        return MintedToken(config.sa_private_key_path, name=config.sa_name)
+        return MintedToken(config.sa_private_key_path, name=config.sa_name, subject=config.sa_id)
     if config.sa_client_id and config.sa_client_secret and config.admin_module_url:
         return AdminToken(
             config.admin_module_url, session, config.sa_client_id, config.sa_client_secret
@@ -314,7 +319,7 @@ async def _token_source(settings: Settings, session: aiohttp.ClientSession) -> T
     private = settings.auth.dev_private_key_path
     log.info("storage elements get service-account tokens signed with the dev key %s", private)
     await asyncio.to_thread(ensure_dev_keys, private)
-    return MintedToken(private, name=config.sa_name)
+    return MintedToken(private, name=config.sa_name, subject=config.sa_id)
 
 
 def _runner(

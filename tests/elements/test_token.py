@@ -7,6 +7,7 @@ import asyncio
 import shutil
 import socket
 import time
+import uuid
 from pathlib import Path
 
 import aiohttp
@@ -17,6 +18,7 @@ from tests.adminmodule import serve_admin_module
 from tests.conftest import Keys
 from tusingest.elements.token import AdminToken, MintedToken, ServiceAccountRejected
 from tusingest.errors import TransientError
+from tusingest.settings.storage import SERVICE_ACCOUNT_NAMESPACE
 
 TOKEN_PATH = "/api/v1/auth/token"
 
@@ -49,7 +51,8 @@ def test_minted_token_carries_the_service_account_claims(keys: Keys) -> None:
     token = asyncio.run(MintedToken(keys.private, name="ingest", ttl_seconds=600).token())
     claims = decode(token, keys)
     assert {k: claims[k] for k in ("sub", "name", "type", "role", "client_id")} == {
-        "sub": "ingest",
+        # ArtStore's `sub` is the account's UUID (attr.json `created_by_id`): stable, from the name
+        "sub": str(uuid.uuid5(SERVICE_ACCOUNT_NAMESPACE, "ingest")),
         "name": "ingest",
         "type": "service_account",
         "role": "admin",

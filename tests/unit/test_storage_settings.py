@@ -3,11 +3,14 @@ variable."""
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
 from tusingest.domain import ElementMode
 from tusingest.errors import ConfigError
 from tusingest.settings.app import Settings
+from tusingest.settings.storage import SERVICE_ACCOUNT_NAMESPACE
 
 
 def storage(**env: str):  # type: ignore[no-untyped-def]
@@ -52,9 +55,26 @@ def test_thresholds_globally_and_per_mode() -> None:
         ({"STORAGE_ELEMENT_MAX_RETRIES": "-1"}, "STORAGE_ELEMENT_MAX_RETRIES"),
         ({"TEMPORARY_FILE_TTL_DAYS": "400"}, "TEMPORARY_FILE_TTL_DAYS"),
         ({"CAPACITY_MONITOR_ENABLED": "maybe"}, "CAPACITY_MONITOR_ENABLED"),
+        ({"STORAGE_ELEMENT_SLOW_ANSWER_SECONDS": "0"}, "STORAGE_ELEMENT_SLOW_ANSWER_SECONDS"),
+        ({"SERVICE_ACCOUNT_ID": "tusingest"}, "SERVICE_ACCOUNT_ID"),
     ],
 )
 def test_bad_values_name_their_variable(env: dict[str, str], variable: str) -> None:
     with pytest.raises(ConfigError) as caught:
         storage(**env)
     assert caught.value.variable == variable
+
+
+def test_service_account_id_and_slow_answers() -> None:
+    default = storage()
+    assert default.se_slow_answer_seconds == 10
+    assert default.sa_id == str(uuid.uuid5(SERVICE_ACCOUNT_NAMESPACE, "tusingest"))
+    assert storage(SERVICE_ACCOUNT_NAME="ingest-2").sa_id == str(
+        uuid.uuid5(SERVICE_ACCOUNT_NAMESPACE, "ingest-2")
+    )
+    chosen = storage(
+        SERVICE_ACCOUNT_ID="0F8FAD5B-D9CB-469F-A165-70867728950E",
+        STORAGE_ELEMENT_SLOW_ANSWER_SECONDS="2.5",
+    )
+    assert chosen.sa_id == "0f8fad5b-d9cb-469f-a165-70867728950e"
+    assert chosen.se_slow_answer_seconds == 2.5

@@ -30,6 +30,7 @@ class ElementDirectory:
         *,
         timeout: float = 60.0,
         max_retries: int = 3,
+        slow_answer: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._session = session
@@ -37,6 +38,7 @@ class ElementDirectory:
         self._breakers = Breakers(breakers, clock)
         self._timeout = timeout
         self._max_retries = max_retries
+        self._slow_answer = slow_answer  # seconds after which an SE's answer proves nothing
         self._clients: dict[tuple[str, str, ElementMode], StorageElement] = {}
 
     def element(self, info: ElementInfo) -> StorageElement:
@@ -77,5 +79,6 @@ class ElementDirectory:
                 self._token,
                 timeout=self._timeout,
                 max_retries=self._max_retries,
+                slow_answer=self._slow_answer,
             )
         raise ValueError(f"{info.element_id}: unsupported endpoint {info.endpoint!r}")

@@ -4,6 +4,10 @@ Store sequence: GET metadata of the pre-assigned `file_id` (an earlier attempt m
 stored it) → streamed multipart upload → verify the returned size and SHA-256 → GET metadata
 for `storage_filename`/`storage_path` → PATCH the attr.json `metadata`. A copy that does not
 match is deleted (edit SEs: `DELETE /files/{id}`, others: `DELETE /gc/{id}`).
+
+A real SE whose database is unhealthy reports existing files as absent after a long stall
+(contract §7.4): an answer slower than `slow_answer` seconds proves nothing. A slow "not found"
+is a `TransientError`, and a slow delete is confirmed by a fast lookup or retried later.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import hashlib
 import logging
 import os
 import random
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,8 +25,9 @@ from typing import IO, Any
 
 import aiohttp
 
-from tusingest.artstore import canonical_file_id, sendable_filename
+from tusingest.artstore import canonical_file_id, fit_metadata, sendable_filename
 from tusingest.domain import ElementMode, FetchedFile, FileToStore, StoredFile
+from tusingest.elements.token import token_name
 from tusingest.errors import TransientError, TusingestError
 from tusingest.ports import TokenSource
 from tusingest.replies import Reply, detail, read_reply
@@ -29,6 +35,21 @@ from tusingest.replies import Reply, detail, read_reply
 log = logging.getLogger(__name__)
 
 API_PREFIX = "/api/v1"
+# attr.json keys the SE's metadata object repeats (`updated_at` and `created_by_id` it lacks).
+_ATTR_KEYS = (
+    "file_id",
+    "original_filename",
+    "storage_filename",
+    "file_size",
+    "content_type",
+    "created_at",
+    "created_by_username",
+    "created_by_fullname",
+    "description",
+    "version",
+    "storage_path",
+    "checksum",
+)
 _BACKOFF_CAP = 10.0
 _DOWNLOAD_CHUNK = 1 << 20
 
@@ -60,6 +81,7 @@ class HttpElement:
         timeout: float = 60,
         max_retries: int = 3,
         backoff: float = 0.2,
+        slow_answer: float = 10.0,
     ) -> None:
         base = base_url.rstrip("/")
         self._api = base if base.endswith(API_PREFIX) else base + API_PREFIX
@@ -74,6 +96,7 @@ class HttpElement:
         )
         self._max_retries = max_retries
         self._backoff = backoff
+        self._slow_answer = slow_answer
 
     @property
     def element_id(self) -> str:
@@ -95,15 +118,16 @@ class HttpElement:
             await self.delete(file_id)
             found = None
         if found is None:
-            await self._upload(file_id, item)
+            await self._upload(file_id, item, await self._sendable_name(item.original_filename))
             found = await self.metadata(file_id)
             if found is None or not _matches(found, item):
                 raise TransientError(f"{file_id} vanished from {self._element_id} after upload")
         metadata = item.metadata
-        if sendable_filename(item.original_filename) != item.original_filename:
-            # The SE got a shortened name (it fails on long ones): keep the real one with the file.
-            metadata = {**metadata, "original_filename": item.original_filename}
-        await self._patch_metadata(file_id, metadata)
+        if found.get("original_filename") != item.original_filename:
+            # The SE got a shortened name (it fails on long ones): keep the real one with the
+            # file, unless the metadata already names the one the user uploaded.
+            metadata = {"original_filename": item.original_filename, **metadata}
+        await self._patch_metadata(file_id, _fitted(found, metadata))
         return StoredFile(
             file_id=file_id,
             element_id=self._element_id,
@@ -114,20 +138,58 @@ class HttpElement:
         )
 
     async def delete(self, file_id: str) -> None:
+        """Gone from the SE (absent counts as done), or an error. A slow answer, "deleted" or
+        "not found", is only believed once a fast lookup finds the file absent."""
         canonical = canonical_file_id(file_id)
         if canonical is None:
             return  # nothing can be stored under a non-UUID id
         if self._mode is ElementMode.EDIT:
-            status, body = await self._request("DELETE", f"/files/{canonical}")
+            status, body, took = await self._timed("DELETE", f"/files/{canonical}")
             if status in (200, 204, 404):
+                await self._confirm_gone(canonical, f"DELETE /files: {status}", took)
                 return
             if status != 403:  # 403: our token lacks operator/admin; gc works for either
                 raise self._rejected("DELETE /files", status, body)
-        status, body = await self._request(
+        status, body, took = await self._timed(
             "DELETE", f"/gc/{canonical}", {"reason": "gc_cleanup", "cleanup_type": None}
         )
         if status not in (200, 204, 404):
             raise self._rejected("DELETE /gc", status, body)
+        answer = body.get("status") if isinstance(body, dict) else None
+        await self._confirm_gone(canonical, f"DELETE /gc: {status} {answer}", took, gc=True)
+
+    async def _confirm_gone(
+        self, file_id: str, answer: str, took: float, *, gc: bool = False
+    ) -> None:
+        """Accept a fast answer; check a slow one with a lookup that must be fast and find
+        nothing (`GET /gc/{id}/exists` after a gc delete, else `GET /files/{id}`)."""
+        if took <= self._slow_answer:
+            return
+        log.warning("%s on %s took %.1f s: checking that %s is gone", answer, self._element_id,
+                    took, file_id)  # fmt: skip
+        if gc:
+            status, body, checked = await self._timed("GET", f"/gc/{file_id}/exists")
+            if (
+                status != 200
+                or not isinstance(body, dict)
+                or not isinstance(body.get("exists"), bool)
+            ):
+                raise self._rejected("GET /gc/exists", status, body)
+            exists = body["exists"]
+        else:
+            status, body, checked = await self._timed("GET", f"/files/{file_id}")
+            if status not in (200, 404):
+                raise self._rejected("GET /files", status, body)
+            exists = status == 200
+        if checked > self._slow_answer:
+            raise TransientError(
+                f"{self._element_id} is stalling ({answer} after {took:.1f} s, a lookup after "
+                f"{checked:.1f} s): {file_id} may still be there; retrying later"
+            )
+        if exists:
+            raise TransientError(
+                f"{self._element_id} still holds {file_id} after {answer} ({took:.1f} s)"
+            )
 
     async def fetch(self, file_id: str, target: Path) -> FetchedFile | None:
         canonical = canonical_file_id(file_id)
@@ -187,9 +249,15 @@ class HttpElement:
         raise self._rejected("GET /files/download", status, body)
 
     async def metadata(self, file_id: str) -> dict[str, Any] | None:
-        """The SE's metadata object of `file_id`, or None if it does not hold it."""
-        status, body = await self._request("GET", f"/files/{file_id}")
+        """The SE's metadata object of `file_id`, or None if it does not hold it (a fast 404;
+        a slow one is a `TransientError`: a stalling SE reports every file as absent)."""
+        status, body, took = await self._timed("GET", f"/files/{file_id}")
         if status == 404:
+            if took > self._slow_answer:
+                raise TransientError(
+                    f"{self._element_id} answered 404 for {file_id} after {took:.1f} s: "
+                    "no proof of absence"
+                )
             return None
         if status != 200 or not isinstance(body, dict):
             raise self._rejected("GET /files", status, body)
@@ -197,11 +265,18 @@ class HttpElement:
 
     # Steps of `store`.
 
-    async def _upload(self, file_id: str, item: FileToStore) -> None:
+    async def _sendable_name(self, original: str) -> str:
+        """`original` as it can be sent: cut only if the SE's storage_filename for it, with the
+        `name` our token actually carries, would not fit its disk."""
+        return sendable_filename(original, token_name(await self._token.token()))
+
+    async def _upload(self, file_id: str, item: FileToStore, filename: str) -> None:
         """POST the file (never retried here: a duplicate `file_id` is a 500 on the SE)."""
         failure: BaseException | None = None
         try:
-            status, body = await self._authed(lambda token: self._post(file_id, item, token))
+            status, body = await self._authed(
+                lambda token: self._post(file_id, item, filename, token)
+            )
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             status, body, failure = 0, None, exc
         if status == 201 and isinstance(body, dict):
@@ -221,7 +296,7 @@ class HttpElement:
             raise TransientError(f"upload of {file_id} to {self._element_id} failed: {what}")
         raise self._rejected("POST /files/upload", status, body)
 
-    async def _post(self, file_id: str, item: FileToStore, token: str) -> Reply:
+    async def _post(self, file_id: str, item: FileToStore, filename: str, token: str) -> Reply:
         source: IO[bytes] = await asyncio.to_thread(open, item.source, "rb")
         try:
             # The SE reads the filename as raw UTF-8: aiohttp would percent-encode it otherwise.
@@ -230,7 +305,7 @@ class HttpElement:
             form.add_field(
                 "file",
                 source,  # streamed in chunks by aiohttp, never read whole
-                filename=sendable_filename(item.original_filename),
+                filename=filename,
                 content_type=item.content_type or "application/octet-stream",
             )
             return await self._send(
@@ -251,14 +326,28 @@ class HttpElement:
     async def _request(self, method: str, path: str, json_body: Any = None) -> Reply:
         """An idempotent call: retried with backoff on connection errors, timeouts and 5xx.
         Returns any reply below 500 (401 only after a fresh token failed too)."""
+        status, body, _ = await self._timed(method, path, json_body)
+        return status, body
+
+    async def _timed(self, method: str, path: str, json_body: Any = None) -> tuple[int, Any, float]:
+        """`_request`, with the seconds the SE took to give the answer it returns (monotonic
+        clock; getting a token does not count)."""
+        took = 0.0
+
+        async def send(token: str) -> Reply:
+            nonlocal took
+            started = time.monotonic()
+            try:
+                return await self._send(method, path, token, json=json_body)
+            finally:
+                took = time.monotonic() - started
+
         attempt = 0
         while True:
             try:
-                status, body = await self._authed(
-                    lambda token: self._send(method, path, token, json=json_body)
-                )
+                status, body = await self._authed(send)
                 if status < 500:
-                    return status, body
+                    return status, body, took
                 error = TransientError(
                     f"{method} {path} on {self._element_id}: {status} {detail(body)}"
                 )
@@ -324,6 +413,15 @@ def _created_at(value: Any) -> datetime:
     except ValueError:
         return datetime.now(UTC)
     return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+
+
+def _fitted(found: dict[str, Any], metadata: dict[str, Any]) -> dict[str, Any]:
+    """`metadata` cut to what the SE's attr.json of `found` can take: it answers 500 to a
+    PATCH that would pass 4096 bytes."""
+    attr = {key: found.get(key) for key in _ATTR_KEYS}
+    attr["updated_at"] = found.get("created_at")  # rewritten by the PATCH, in the same format
+    attr["created_by_id"] = "0" * 64  # our token's `sub`: room for any
+    return fit_metadata(attr, metadata) or {}
 
 
 def _matches(found: dict[str, Any], item: FileToStore) -> bool:

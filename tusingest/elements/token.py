@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
 from tusingest.errors import TransientError, TusingestError
 from tusingest.replies import detail, read_reply
+from tusingest.settings.storage import service_account_id
 
 log = logging.getLogger(__name__)
 
@@ -92,13 +93,15 @@ class _Cached:
 
 class MintedToken(_Cached):
     """Implements `TokenSource` by signing tokens as the Admin Module issues them for a service
-    account, with the private key whose public half the SEs hold."""
+    account, with the private key whose public half the SEs hold. `sub` is the account's UUID
+    (ArtStore records it as `created_by_id`), `subject` or else derived from `name`."""
 
     def __init__(
         self,
         private_key_path: Path,
         *,
         name: str,
+        subject: str | None = None,
         ttl_seconds: int = 1800,
         algorithm: str = "RS256",
         clock: Callable[[], float] = time.time,
@@ -108,6 +111,7 @@ class MintedToken(_Cached):
         super().__init__(clock)
         self._path = private_key_path
         self._name = name
+        self._subject = subject or service_account_id(name)
         self._ttl = ttl_seconds
         self._algorithm = algorithm
         self._key: _SigningKey | None = None
@@ -117,7 +121,7 @@ class MintedToken(_Cached):
             self._key = await asyncio.to_thread(_load_key, self._path)
         now = int(self._clock())
         claims: dict[str, Any] = {
-            "sub": self._name,
+            "sub": self._subject,
             "name": self._name,
             "type": "service_account",
             "role": "admin",  # admin: DELETE on edit SEs and file registration
@@ -129,6 +133,17 @@ class MintedToken(_Cached):
         }
         value = jwt.encode(claims, self._key, algorithm=self._algorithm)
         return value, self._ttl, max(60.0, self._ttl / 6)
+
+
+def token_name(token: str) -> str | None:
+    """The `name` claim of a JWT (`sub` when it has none, as the SE takes it), read without
+    verifying it: what the SE will write into names; None for a token that is no JWT."""
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except jwt.InvalidTokenError:
+        return None
+    name = claims.get("name") or claims.get("sub")
+    return name if isinstance(name, str) and name else None
 
 
 _SigningKey = (

@@ -24,6 +24,7 @@ T = TypeVar("T")
 _CHUNK = 1 << 20
 _SAMPLE = 1 << 20
 _SUFFIXES = {"brotli": ".br", "gzip": ".gz"}
+_MEDIA_TYPES = {"brotli": "application/x-brotli", "gzip": "application/gzip"}
 
 _TEXT_LIKE = frozenset(
     {
@@ -65,6 +66,17 @@ class Compressed:
             return self.path.stat().st_size == self.size
         except FileNotFoundError:
             return False
+
+
+def stored_form(name: str, content_type: str, codec: str | None) -> tuple[str, str]:
+    """The filename and content type a copy compressed with `codec` is stored under: the
+    codec's suffix and media type (`notes.txt` → `notes.txt.br`, `application/x-brotli`), so
+    that every reader of the element sees what the bytes are. Unchanged without a codec."""
+    if codec is None:
+        return name, content_type
+    if codec not in _SUFFIXES:
+        raise ValueError(f"unknown codec {codec!r}")
+    return name + _SUFFIXES[codec], _MEDIA_TYPES[codec]
 
 
 def is_compressible(content_type: str) -> bool:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from tusingest.domain import CatalogEntry, FileToStore, Retention, StoredFile, Upload
-from tusingest.pipeline.compress import Compressed
+from tusingest.pipeline.compress import Compressed, stored_form
 from tusingest.pipeline.jobstate import VERSION, VERSION_KEY
 from tusingest.pipeline.saga import PlacementLog
 from tusingest.pipeline.validate import Validated
@@ -38,12 +38,16 @@ class Prepared:
         return self.compressed.sha256 if self.compressed else self.validated.sha256
 
     def item(self, file_id: str, upload: Upload, source: Path) -> FileToStore:
+        """What the element gets: a compressed copy goes under the codec's name and type
+        (self-describing), the name and type the user uploaded in its attr.json metadata."""
         compressed, validated = self.compressed, self.validated
+        codec = compressed.codec if compressed else None
+        name, content_type = stored_form(self.name, validated.detected_type, codec)
         return FileToStore(
             file_id=file_id,
             source=compressed.path if compressed else source,
-            original_filename=self.name,
-            content_type=validated.detected_type,
+            original_filename=name,
+            content_type=content_type,
             size=self.size,
             sha256=self.sha256,
             owner_sub=upload.owner,
@@ -55,13 +59,17 @@ class Prepared:
                 md5=validated.md5,
                 size=validated.size,
                 sha256=validated.sha256,
-                codec=compressed.codec if compressed else None,
+                codec=codec,
                 owner=upload.owner,
                 described=self.described,
+                filename=self.name,
+                content_type=validated.detected_type,
             ),
         )
 
     def entry(self, upload: Upload, stored: StoredFile) -> CatalogEntry:
+        """The catalog keeps what the user uploaded (name, type, size, digests) and where the
+        element put it (`storage_filename` as the element named it, stored size and digest)."""
         validated = self.validated
         return CatalogEntry(
             file_id=stored.file_id,
@@ -162,8 +170,18 @@ def file_metadata(
     codec: str | None,
     owner: str,
     described: Mapping[str, str],
+    filename: str | None = None,
+    content_type: str | None = None,
 ) -> dict[str, Any]:
-    """The attr.json `metadata` of a file the ingester stores (or moves)."""
+    """The attr.json `metadata` of a file the ingester stores (or moves). A compressed file
+    records the name and type it was uploaded with (`filename`, `content_type`): the element
+    holds it under the codec's."""
+    original: dict[str, Any] = {}
+    if codec is not None:
+        if filename is not None:
+            original["original_filename"] = filename
+        if content_type is not None:
+            original["original_content_type"] = content_type
     return {
         "upload_id": upload_id,
         "retention_policy": retention.value,
@@ -171,6 +189,7 @@ def file_metadata(
         "original_size": size,
         "original_sha256": sha256,
         "codec": codec,
+        **original,
         "owner": owner,
         **_described(described),
     }

@@ -44,6 +44,7 @@ from tusingest.errors import (
 )
 from tusingest.metadata import metadata_text
 from tusingest.pipeline import jobstate
+from tusingest.pipeline.compress import stored_form
 from tusingest.pipeline.delete import Deletions
 from tusingest.pipeline.discard import remove_from_element
 from tusingest.pipeline.faults import crash_point
@@ -211,11 +212,15 @@ class Transfer:
             state = replace(state, status="verifying", bytes_transferred=fetched.size)
             upload = await self._sessions.get(entry.upload_id)
             described = client_metadata(metadata_text(upload.metadata_raw if upload else None))
+            # A compressed file stays self-describing on its new element too.
+            name, content_type = stored_form(
+                entry.original_filename, entry.content_type, entry.codec
+            )
             item = FileToStore(
                 file_id=state.file_id,
                 source=spool,
-                original_filename=entry.original_filename,
-                content_type=entry.content_type,
+                original_filename=name,
+                content_type=content_type,
                 size=fetched.size,
                 sha256=fetched.sha256,
                 owner_sub=entry.owner,
@@ -230,6 +235,8 @@ class Transfer:
                     codec=entry.codec,
                     owner=entry.owner,
                     described=described,
+                    filename=entry.original_filename,
+                    content_type=entry.content_type,
                 ),
             )
             stored = await self._store(state, item)

@@ -1,5 +1,6 @@
 """The reference element's file endpoints: upload, metadata, list, PATCH, download, delete and
-gc delete."""
+gc delete; with the real SE's quirks a client must survive: names too long for its disk fail
+with 500, and (when a test asks for it) a stalled lookup reports a file as absent."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import IO, Any
 
 from aiohttp import BodyPartReader, hdrs, web
 
+from tusingest.artstore import se_name_fits
 from tusingest.domain import WRITABLE_MODES, ElementMode, FileToStore
 from tusingest.refelement.auth import Caller, authenticate
 from tusingest.refelement.replies import SEError, parse_file_id, validation_error
@@ -61,6 +63,15 @@ def _not_found(file_id: str) -> SEError:
     return SEError(404, f"File {file_id} not found")
 
 
+async def _lookup(state: ElementState, endpoint: str, file_id: str) -> dict[str, Any] | None:
+    """`file_id`'s attr.json; None after the stall of a stalled endpoint, whatever is stored."""
+    stall = state.stalls.get(endpoint)
+    if stall is not None:
+        await asyncio.sleep(stall)
+        return None
+    return await state.element.read_attr(file_id)
+
+
 def _refuse_mode(state: ElementState, action: str) -> None:
     mode = state.settings.mode
     if mode not in WRITABLE_MODES:
@@ -102,6 +113,9 @@ async def _store(
         raise SEError(500, f"File with ID {file_id} already exists")
     if spooled.size == 0:
         raise SEError(500, "File upload failed: file_size must be greater than 0")
+    if not se_name_fits(spooled.filename, caller.name):
+        # The real SE cuts names to 200 characters, not to the 255 bytes its disk takes.
+        raise SEError(500, "File upload failed: [Errno 36] File name too long")
     state.busy.add(file_id)
     try:
         item = FileToStore(
@@ -232,7 +246,7 @@ async def metadata(request: web.Request) -> web.StreamResponse:
     state = request.app[ELEMENT]
     authenticate(request)
     file_id = parse_file_id(request)
-    attr = await state.element.read_attr(file_id)
+    attr = await _lookup(state, "metadata", file_id)
     if attr is None:
         raise _not_found(file_id)
     return web.json_response(metadata_body(attr))
@@ -274,8 +288,8 @@ async def download(request: web.Request) -> web.StreamResponse:
     state = request.app[ELEMENT]
     authenticate(request)
     file_id = parse_file_id(request)
-    attr = await state.element.read_attr(file_id)
-    stored = await state.element.find(file_id)
+    attr = await _lookup(state, "download", file_id)
+    stored = None if attr is None else await state.element.find(file_id)
     if attr is None or stored is None:
         raise _not_found(file_id)
     disposition = f'attachment; filename="{attr["original_filename"]}"'
@@ -313,7 +327,7 @@ async def delete(request: web.Request) -> web.StreamResponse:
         raise SEError(
             400, f"File deletion not allowed in {mode.value} mode. Only EDIT mode allows deletion."
         )
-    if await state.element.read_attr(file_id) is None:
+    if await _lookup(state, "delete", file_id) is None:
         raise _not_found(file_id)
     await state.element.delete(file_id)
     return web.Response(status=204)
@@ -337,7 +351,7 @@ async def gc_delete(request: web.Request) -> web.StreamResponse:
             raise _missing("body", "a JSON object") from None
         if isinstance(body, dict) and isinstance(body.get("reason"), str):
             reason = body["reason"]
-    exists = await state.element.read_attr(file_id) is not None
+    exists = await _lookup(state, "gc_delete", file_id) is not None
     if exists:
         await state.element.delete(file_id)
     return web.json_response(
@@ -356,5 +370,5 @@ async def gc_exists(request: web.Request) -> web.StreamResponse:
     caller = authenticate(request)
     _require_service_account(caller)
     file_id = parse_file_id(request)
-    exists = await state.element.read_attr(file_id) is not None
+    exists = await _lookup(state, "gc_exists", file_id) is not None
     return web.json_response({"exists": exists, "file_id": file_id})

@@ -31,6 +31,10 @@ class ElementState:
     key: RSAPublicKey | None
     busy: set[str] = field(default_factory=set)  # file_ids being uploaded
     attr_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # A quirk tests switch on: endpoint (`metadata`, `download`, `delete`, `gc_delete`,
+    # `gc_exists`) → seconds it stalls before it reports the file absent without touching it,
+    # as a real SE does while its database pool is exhausted (contract §7.4).
+    stalls: dict[str, float] = field(default_factory=dict)
 
     @property
     def incoming(self) -> Path:

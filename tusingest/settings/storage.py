@@ -3,6 +3,7 @@ and the service account."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,6 +11,15 @@ from pathlib import Path
 from tusingest.domain import DEFAULT_THRESHOLDS, WRITABLE_MODES, ElementMode, Thresholds
 from tusingest.errors import ConfigError
 from tusingest.settings.env import Env
+
+# SERVICE_ACCOUNT_ID's default is the UUIDv5 of SERVICE_ACCOUNT_NAME in this namespace: stable
+# across restarts and nodes, and the same for every deployment using the same name.
+SERVICE_ACCOUNT_NAMESPACE = uuid.UUID("488c6a47-d85a-5424-a5de-e48cb5100bce")
+
+
+def service_account_id(name: str) -> str:
+    """The default `sub` of the service account called `name` (a UUID, as ArtStore uses)."""
+    return str(uuid.uuid5(SERVICE_ACCOUNT_NAMESPACE, name))
 
 
 @dataclass(frozen=True)
@@ -34,8 +44,13 @@ class StorageSettings:
     sa_private_key_path: Path | None = None  # SERVICE_ACCOUNT_PRIVATE_KEY_PATH: mint SA tokens
     sa_client_id: str | None = None  # SERVICE_ACCOUNT_CLIENT_ID (Admin Module token endpoint)
     sa_client_secret: str | None = None  # SERVICE_ACCOUNT_CLIENT_SECRET
-    sa_name: str = "tusingest"  # SERVICE_ACCOUNT_NAME: `name`/`sub` of minted tokens
+    sa_name: str = "tusingest"  # SERVICE_ACCOUNT_NAME: `name` of minted tokens
+    # SERVICE_ACCOUNT_ID: `sub` of minted tokens (a UUID; default derived from the name)
+    sa_id: str = field(default_factory=lambda: service_account_id("tusingest"))
     se_timeout: float = 60.0  # STORAGE_ELEMENT_TIMEOUT (seconds of silence)
+    # STORAGE_ELEMENT_SLOW_ANSWER_SECONDS: an SE answer slower than this proves nothing (a
+    # stalled SE reports files as absent); it is confirmed by a fast one or retried later.
+    se_slow_answer_seconds: float = 10.0
     se_pool_size: int = 20  # STORAGE_ELEMENT_CONNECTION_POOL_SIZE (per SE host)
     se_max_retries: int = 3  # STORAGE_ELEMENT_MAX_RETRIES (idempotent calls)
     breaker: BreakerSettings = field(default_factory=BreakerSettings)
@@ -62,6 +77,7 @@ def parse_storage(env: Env, data_dir: Path) -> StorageSettings:
     if client_id is not None and admin is None:
         raise ConfigError("ADMIN_MODULE_URL", "client credentials need the Admin Module")
     key_path = env.optional("SERVICE_ACCOUNT_PRIVATE_KEY_PATH")
+    sa_name = env.text("SERVICE_ACCOUNT_NAME", "tusingest")
     return StorageSettings(
         local_storage_dir=env.path("LOCAL_STORAGE_DIR", data_dir / "storage"),
         local_element_id=env.text("LOCAL_ELEMENT_ID", "se-local"),
@@ -71,8 +87,10 @@ def parse_storage(env: Env, data_dir: Path) -> StorageSettings:
         sa_private_key_path=Path(key_path).expanduser().absolute() if key_path else None,
         sa_client_id=client_id,
         sa_client_secret=secret,
-        sa_name=env.text("SERVICE_ACCOUNT_NAME", "tusingest"),
+        sa_name=sa_name,
+        sa_id=_uuid(env, "SERVICE_ACCOUNT_ID", service_account_id(sa_name)),
         se_timeout=env.number("STORAGE_ELEMENT_TIMEOUT", 60, positive=True),
+        se_slow_answer_seconds=env.number("STORAGE_ELEMENT_SLOW_ANSWER_SECONDS", 10, positive=True),
         se_pool_size=env.integer("STORAGE_ELEMENT_CONNECTION_POOL_SIZE", 20, low=1),
         se_max_retries=env.integer("STORAGE_ELEMENT_MAX_RETRIES", 3, low=0),
         breaker=BreakerSettings(
@@ -90,6 +108,17 @@ def parse_storage(env: Env, data_dir: Path) -> StorageSettings:
         # The Admin Module takes 1–365 days.
         temporary_ttl_days=env.integer("TEMPORARY_FILE_TTL_DAYS", 30, low=1, high=365),
     )
+
+
+def _uuid(env: Env, name: str, default: str) -> str:
+    """A UUID in its canonical 36-char lowercase form."""
+    raw = env.optional(name)
+    if raw is None:
+        return default
+    try:
+        return str(uuid.UUID(raw))
+    except ValueError:
+        raise ConfigError(name, f"{raw!r} is not a UUID") from None
 
 
 def _thresholds(env: Env) -> dict[ElementMode, Thresholds]:
