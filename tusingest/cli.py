@@ -296,6 +296,9 @@ def _token(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+_DRAIN_WINDOW_SECONDS = 1.0
+
+
 async def _serve(settings: Settings) -> int:
     # Bind first: a busy port must stop startup before any service (database, runner) starts.
     sock = _listen(settings)
@@ -329,6 +332,9 @@ async def _serve(settings: Settings) -> int:
         # Readiness fails and new requests are refused first; uploads commit what arrived;
         # running operations finish or hand their lease back; then the listener closes.
         await app[SERVICES].lifecycle.drain(grace)
+        # A moment more with the listener open, answering 503, so that load balancers and
+        # clients see the node leave rather than a refused connection mid-request.
+        await asyncio.sleep(min(_DRAIN_WINDOW_SECONDS, grace))
         return 0
     finally:
         await runner.cleanup()

@@ -81,7 +81,7 @@ def test_sigterm_during_a_1_gib_patch_commits_what_arrived(
         a.process.send_signal(signal.SIGTERM)
         # Readiness fails first, new requests are refused (until the listener closes).
         with contextlib.suppress(requests.ConnectionError):
-            ready = requests.get(f"{a.url}/health/ready", timeout=5)
+            ready = requests.get(f"{a.url}/health/ready", timeout=3)
             assert ready.status_code == 503
         _, stderr = a.process.communicate(timeout=30)
         assert a.process.returncode == 0, stderr[-3000:]

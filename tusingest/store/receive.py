@@ -25,23 +25,42 @@ BATCH_BYTES = 512 << 10
 _SYNC_EVERY_BYTES = 256 << 20  # bounds the work left for the final fsync of a long PATCH
 
 
+SMALL_BATCH_BYTES = 64 << 10
+# Full-size batch buffers out at once, all requests together: past it a request streams in
+# small batches (more writes, the same bytes), so memory stays bounded however many uploads
+# stream at once.
+BATCH_BUDGET_BYTES = 32 << 20
+
+
 class BufferPool:
     """Batch buffers reused across requests: no large allocation per batch, so memory stays
-    flat (freed large blocks would otherwise linger in the heap) and pages stay warm."""
+    flat (freed large blocks would otherwise linger in the heap) and pages stay warm. At most
+    `budget` bytes of full-size buffers are out at once; beyond, `take` hands out small ones."""
 
-    def __init__(self, keep: int = 4) -> None:
+    def __init__(self, keep: int = 8, budget: int = BATCH_BUDGET_BYTES) -> None:
         self._free: list[bytearray] = []
+        self._small: list[bytearray] = []
         self._keep = keep
+        self._max_out = max(1, budget // BATCH_BYTES)
+        self.out = 0  # full-size buffers handed out and not given back
 
     def take(self, size: int) -> bytearray:
-        """A buffer of `size` bytes (at most BATCH_BYTES); small ones are not pooled."""
-        if size < BATCH_BYTES:
+        """A buffer of `size` bytes (at most BATCH_BYTES; a small batch when the budget is
+        spent); buffers below the small batch size are not pooled."""
+        if size < SMALL_BATCH_BYTES:
             return bytearray(size)
+        if size < BATCH_BYTES or self.out >= self._max_out:
+            return self._small.pop() if self._small else bytearray(SMALL_BATCH_BYTES)
+        self.out += 1
         return self._free.pop() if self._free else bytearray(BATCH_BYTES)
 
     def give(self, buffer: bytearray) -> None:
-        if len(buffer) == BATCH_BYTES and len(self._free) < self._keep:
-            self._free.append(buffer)
+        if len(buffer) == BATCH_BYTES:
+            self.out -= 1
+            if len(self._free) < self._keep:
+                self._free.append(buffer)
+        elif len(buffer) == SMALL_BATCH_BYTES and len(self._small) < self._keep * 8:
+            self._small.append(buffer)
 
 
 class Receiver:

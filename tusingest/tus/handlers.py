@@ -86,7 +86,10 @@ def _interrupter(request: web.Request) -> Callable[[], None]:
     def interrupt() -> None:
         if not request.content.is_eof():
             request.content.set_exception(
-                UploadInterrupted("a newer request on this upload took over")
+                UploadInterrupted(
+                    "the upload was handed over (a newer request took it, or this node is "
+                    "shutting down): resume it"
+                )
             )
 
     return interrupt
