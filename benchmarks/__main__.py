@@ -34,6 +34,7 @@ from benchmarks.peer_servers import PEERS
 from benchmarks.specs import Spec, heads, many, single
 
 WORKLOADS = ("W1", "W2", "W3", "W4")
+CROWD_CONCURRENCY = 200
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,14 @@ def _parser() -> argparse.ArgumentParser:
         "(e.g. 4096; needs the disk space; default off)",
     )
 
+    sizes.add_argument(
+        "--crowd",
+        type=int,
+        default=0,
+        help=f"also W5: this many uploads of 4 MiB at concurrency {CROWD_CONCURRENCY}, for "
+        "the peak RSS with many uploads streaming at once (e.g. 600; default off)",
+    )
+
     run = parser.add_argument_group("run")
     run.add_argument(
         "--repeat",
@@ -158,6 +167,8 @@ def _specs(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[Sp
             parser.error(f"{name} must be > 0")
     if args.big_mib < 0:
         parser.error("--big-mib must be >= 0")
+    if args.crowd < 0:
+        parser.error("--crowd must be >= 0")
     if args.url and not (args.token and args.staging_dir):
         parser.error("--url needs --token and --staging-dir (to verify the stored bytes)")
     if args.url and args.database_url:
@@ -185,6 +196,8 @@ def _specs(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[Sp
     chosen_specs = [specs[w] for w in WORKLOADS if w in chosen]
     if args.big_mib:
         chosen_specs.append(single("BIG", args.big_mib, args.w1_patch_mib, target=None))
+    if args.crowd:
+        chosen_specs.append(many(args.crowd, 4096, CROWD_CONCURRENCY, key="W5"))
     return chosen_specs
 
 

@@ -41,9 +41,9 @@ def single(key: str, mib: int, patch_mib: int, target: float | None) -> Spec:
     )
 
 
-def many(count: int, kib: int, concurrency: int) -> Spec:
+def many(count: int, kib: int, concurrency: int, key: str = "W2") -> Spec:
     return Spec(
-        key="W2",
+        key=key,
         kind="many",
         title=f"{count} uploads of {kib} KiB (POST + PATCH) at concurrency {concurrency}",
         size=kib * KiB,

@@ -163,3 +163,13 @@ def test_tusingest_env_options_parse_and_are_checked(capsys: pytest.CaptureFixtu
         with pytest.raises(SystemExit):
             _specs(bad, parser)
     assert "--markdown writes the --peers tables" in capsys.readouterr().err
+
+
+def test_crowd_adds_w5_at_concurrency_200() -> None:
+    parser = _parser()
+    specs = _specs(parser.parse_args(["--quick", "--workloads", "W2", "--crowd", "50"]), parser)
+    crowd = specs[-1]
+    assert (crowd.key, crowd.count, crowd.concurrency, crowd.size) == ("W5", 50, 200, 4 << 20)
+    assert [s.key for s in _specs(parser.parse_args(["--quick"]), parser)] == [
+        "W1", "W2", "W3", "W4",
+    ]  # fmt: skip
