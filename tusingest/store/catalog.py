@@ -61,9 +61,7 @@ class SqlCatalog:
             if note is None:
                 await self._db.execute(_RECORD, *values)
             else:
-                async with self._db.transaction() as tx:
-                    await tx.execute(_RECORD, *values)
-                    await _audit(tx, note)
+                await self._db.execute_all([(_RECORD, values), _audit_statement(note)])
         except Duplicate:
             if await self.by_upload(entry.upload_id) is None:
                 raise
@@ -158,8 +156,12 @@ class SqlCatalog:
 
 
 async def _audit(queries: Queries, note: AuditNote) -> None:
-    await queries.execute(
-        _AUDIT,
+    sql, args = _audit_statement(note)
+    await queries.execute(sql, *args)
+
+
+def _audit_statement(note: AuditNote) -> tuple[str, list[Any]]:
+    return _AUDIT, [
         datetime.now(UTC),
         note.actor,
         note.action,
@@ -167,7 +169,7 @@ async def _audit(queries: Queries, note: AuditNote) -> None:
         json.dumps(note.detail, ensure_ascii=False),
         note.address,
         note.outcome,
-    )
+    ]
 
 
 def _entry(row: Row) -> CatalogEntry:

@@ -51,6 +51,11 @@ class Database(Queries, Protocol):
 
     def transaction(self) -> AbstractAsyncContextManager[Queries]: ...
 
+    async def execute_all(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[int]:
+        """Run `statements` in one transaction (one round trip where the driver allows);
+        the rows each changed."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -122,6 +127,27 @@ class SqliteDatabase:
                 await asyncio.shield(self._call(lambda conn: conn.rollback()))
                 raise
             await self._call(lambda conn: conn.commit())
+
+    async def execute_all(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[int]:
+        texts = []
+        for sql, args in statements:
+            text = self._sql.get(sql)
+            if text is None:
+                text = self._sql[sql] = _PARAM.sub(r"?\1", sql)
+            texts.append((text, [_sqlite_value(a) for a in args]))
+
+        def run(conn: sqlite3.Connection) -> list[int]:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                counts = [_count(conn.execute(text, params)) for text, params in texts]
+            except BaseException:
+                conn.rollback()
+                raise
+            conn.commit()
+            return counts
+
+        async with self._turn:
+            return await self._call(run)
 
     async def close(self) -> None:
         if self._thread.is_alive():
@@ -271,6 +297,10 @@ class PgDatabase(_PgQueries):
     async def transaction(self) -> AsyncIterator[Queries]:
         async with self._pool.acquire() as conn, conn.transaction():
             yield _PgQueries(conn)
+
+    async def execute_all(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[int]:
+        async with self.transaction() as tx:
+            return [await tx.execute(sql, *args) for sql, args in statements]
 
     async def close(self) -> None:
         await self._pool.close()
