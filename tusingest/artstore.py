@@ -47,6 +47,24 @@ def hour_path(when: datetime) -> str:
     return utc(when).strftime("%Y/%m/%d/%H/")
 
 
+# The attr.json keys an SE's metadata object (`GET /api/v1/files/{id}`) repeats; it lacks
+# `updated_at`, `created_by_id` and `metadata`.
+METADATA_KEYS = (
+    "file_id",
+    "original_filename",
+    "storage_filename",
+    "file_size",
+    "content_type",
+    "created_at",
+    "created_by_username",
+    "created_by_fullname",
+    "description",
+    "version",
+    "storage_path",
+    "checksum",
+)
+
+
 def canonical_file_id(file_id: str) -> str | None:
     """The 36-char lowercase form of a UUID string, or None if `file_id` is not one."""
     try:

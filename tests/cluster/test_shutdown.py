@@ -8,15 +8,13 @@ import contextlib
 import hashlib
 import os
 import signal
-import subprocess
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import requests
 
-from tests.cluster.test_two_nodes import OCTET, Cluster, _create, _start
+from tests.cluster.test_two_nodes import OCTET, Cluster, _create, _start, migrated_env
 from tests.conftest import Keys
 
 MiB = 1 << 20
@@ -38,22 +36,14 @@ def _data(block: bytes, start: int, sent: list[int], halfway: threading.Event) -
 def test_sigterm_during_a_1_gib_patch_commits_what_arrived(
     tmp_path: Path, new_pg_database: Callable[[], str], keys: Keys
 ) -> None:
-    database = new_pg_database()
-    env = {
-        **{k: v for k, v in os.environ.items() if k != "REDIS_URL"},
-        "DATABASE_URL": database,
-        "STAGING_DIR": str(tmp_path / "staging"),
-        "LOCAL_STORAGE_DIR": str(tmp_path / "storage"),
-        "ALLOWED_MIME_TYPES": "*",
-        "AUTH_PUBLIC_KEY_PATH": str(keys.public),
-        "LOG_LEVEL": "INFO",
-        "SHUTDOWN_GRACE_SECONDS": "10",
-        "MAX_FILE_SIZE_MB": "2048",
-    }
-    subprocess.run(
-        [sys.executable, "-m", "tusingest", "migrate"], env=env, check=True, timeout=60,
-        capture_output=True,
-    )  # fmt: skip
+    env = migrated_env(
+        new_pg_database(),
+        tmp_path,
+        keys,
+        LOG_LEVEL="INFO",
+        SHUTDOWN_GRACE_SECONDS="10",
+        MAX_FILE_SIZE_MB="2048",
+    )
     a, b = _start(env, tmp_path / "a"), _start(env, tmp_path / "b")
     try:
         cluster = Cluster(b, b, tmp_path / "staging", tmp_path / "storage", keys.token("alice"))

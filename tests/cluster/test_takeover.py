@@ -7,8 +7,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -16,7 +14,7 @@ from pathlib import Path
 
 import requests
 
-from tests.cluster.test_two_nodes import OCTET, Cluster, _create, _patch, _start
+from tests.cluster.test_two_nodes import OCTET, Cluster, _create, _patch, _start, migrated_env
 from tests.conftest import Keys
 from tests.nodes import Node
 
@@ -42,21 +40,8 @@ def _stalled_patch(url: str, headers: dict[str, str], first: bytes) -> threading
 def test_a_killed_postgresql_node_s_upload_is_taken_over_in_2_s(
     tmp_path: Path, new_pg_database: Callable[[], str], keys: Keys
 ) -> None:
-    database = new_pg_database()
-    env = {
-        **{k: v for k, v in os.environ.items() if k != "REDIS_URL"},
-        "DATABASE_URL": database,
-        "STAGING_DIR": str(tmp_path / "staging"),
-        "LOCAL_STORAGE_DIR": str(tmp_path / "storage"),
-        "ALLOWED_MIME_TYPES": "*",
-        "AUTH_PUBLIC_KEY_PATH": str(keys.public),
-        "LOG_LEVEL": "WARNING",
-        "LOCK_TIMEOUT_SECONDS": "30",  # a wait for the lease to lapse would show
-    }
-    subprocess.run(
-        [sys.executable, "-m", "tusingest", "migrate"], env=env, check=True, timeout=60,
-        capture_output=True,
-    )  # fmt: skip
+    # A long lock wait: waiting for the dead node's lease to lapse would show.
+    env = migrated_env(new_pg_database(), tmp_path, keys, LOCK_TIMEOUT_SECONDS="30")
     a, b = _start(env, tmp_path / "a"), _start(env, tmp_path / "b")
     try:
         cluster = Cluster(a, b, tmp_path / "staging", tmp_path / "storage", keys.token("alice"))

@@ -86,27 +86,33 @@ def _start(env: dict[str, str], data_dir: Path) -> Node:
         time.sleep(0.1)
 
 
-@pytest.fixture(scope="module")
-def cluster(
-    tmp_path_factory: pytest.TempPathFactory, new_pg_database: Callable[[], str], keys: Keys
-) -> Iterator[Cluster]:
-    database = new_pg_database()
-    root = tmp_path_factory.mktemp("cluster")
-    staging = root / "staging"
+def migrated_env(database: str, root: Path, keys: Keys, **extra: str) -> dict[str, str]:
+    """The environment of nodes sharing `database` (migrated here), one staging directory and
+    one storage element under `root`."""
     env = {
         **{k: v for k, v in os.environ.items() if k != "REDIS_URL"},
         "DATABASE_URL": database,
-        "STAGING_DIR": str(staging),
+        "STAGING_DIR": str(root / "staging"),
         "LOCAL_STORAGE_DIR": str(root / "storage"),
         "ALLOWED_MIME_TYPES": "*",
         "AUTH_PUBLIC_KEY_PATH": str(keys.public),
         "LOG_LEVEL": "WARNING",
-        "LOCK_TIMEOUT_SECONDS": "5",
+        **extra,
     }
     subprocess.run(
         [sys.executable, "-m", "tusingest", "migrate"], env=env, check=True, timeout=60,
         capture_output=True,
     )  # fmt: skip
+    return env
+
+
+@pytest.fixture(scope="module")
+def cluster(
+    tmp_path_factory: pytest.TempPathFactory, new_pg_database: Callable[[], str], keys: Keys
+) -> Iterator[Cluster]:
+    root = tmp_path_factory.mktemp("cluster")
+    staging = root / "staging"
+    env = migrated_env(new_pg_database(), root, keys, LOCK_TIMEOUT_SECONDS="5")
     nodes: list[Node] = []
     try:
         nodes.append(_start(env, root / "a"))

@@ -25,7 +25,7 @@ from typing import IO, Any
 
 import aiohttp
 
-from tusingest.artstore import canonical_file_id, fit_metadata, sendable_filename
+from tusingest.artstore import METADATA_KEYS, canonical_file_id, fit_metadata, sendable_filename
 from tusingest.domain import ElementMode, FetchedFile, FileToStore, StoredFile
 from tusingest.elements.token import token_name
 from tusingest.errors import TransientError, TusingestError
@@ -35,21 +35,6 @@ from tusingest.replies import Reply, detail, read_reply
 log = logging.getLogger(__name__)
 
 API_PREFIX = "/api/v1"
-# attr.json keys the SE's metadata object repeats (`updated_at` and `created_by_id` it lacks).
-_ATTR_KEYS = (
-    "file_id",
-    "original_filename",
-    "storage_filename",
-    "file_size",
-    "content_type",
-    "created_at",
-    "created_by_username",
-    "created_by_fullname",
-    "description",
-    "version",
-    "storage_path",
-    "checksum",
-)
 _BACKOFF_CAP = 10.0
 _DOWNLOAD_CHUNK = 1 << 20
 
@@ -418,7 +403,7 @@ def _created_at(value: Any) -> datetime:
 def _fitted(found: dict[str, Any], metadata: dict[str, Any]) -> dict[str, Any]:
     """`metadata` cut to what the SE's attr.json of `found` can take: it answers 500 to a
     PATCH that would pass 4096 bytes."""
-    attr = {key: found.get(key) for key in _ATTR_KEYS}
+    attr = {key: found.get(key) for key in METADATA_KEYS}
     attr["updated_at"] = found.get("created_at")  # rewritten by the PATCH, in the same format
     attr["created_by_id"] = "0" * 64  # our token's `sub`: room for any
     return fit_metadata(attr, metadata) or {}

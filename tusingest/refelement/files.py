@@ -15,7 +15,7 @@ from typing import IO, Any
 
 from aiohttp import BodyPartReader, hdrs, web
 
-from tusingest.artstore import se_name_fits
+from tusingest.artstore import METADATA_KEYS, se_name_fits
 from tusingest.domain import WRITABLE_MODES, ElementMode, FileToStore
 from tusingest.refelement.auth import Caller, authenticate
 from tusingest.refelement.replies import SEError, parse_file_id, validation_error
@@ -25,20 +25,6 @@ _CHUNK = 1 << 20
 _MAX_FIELD = 1 << 20  # bytes of one non-file form field
 _MAX_VERSION = 50
 _CACHE_TTL_HOURS = 24
-_METADATA_KEYS = (
-    "file_id",
-    "original_filename",
-    "storage_filename",
-    "file_size",
-    "content_type",
-    "created_at",
-    "created_by_username",
-    "created_by_fullname",
-    "description",
-    "version",
-    "storage_path",
-    "checksum",
-)
 
 
 @dataclass(frozen=True)
@@ -52,7 +38,7 @@ class _Spooled:
 
 def metadata_body(attr: dict[str, Any]) -> dict[str, Any]:
     """The metadata object of a file, from its attr.json (our "cache" never expires)."""
-    body = {key: attr.get(key) for key in _METADATA_KEYS}
+    body = {key: attr.get(key) for key in METADATA_KEYS}
     body["cache_updated_at"] = now().isoformat()
     body["cache_ttl_hours"] = _CACHE_TTL_HOURS
     body["cache_expired"] = False
