@@ -3,8 +3,10 @@ sub-applications, the service graph's lifetime, probes and metrics."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -13,6 +15,7 @@ from tusingest.api.app import PREFIX as API_PREFIX
 from tusingest.api.app import create_api_app
 from tusingest.auth import AUTHENTICATOR
 from tusingest.cors import cors_middleware
+from tusingest.domain import WRITABLE_MODES, CapacityStatus, ElementInfo
 from tusingest.errors import TusingestError
 from tusingest.services import SERVICES, open_services
 from tusingest.settings.app import Settings
@@ -93,20 +96,70 @@ async def live(_request: web.Request) -> web.StreamResponse:
     return web.json_response({"status": "ok"})
 
 
+_PROBE_SECONDS = 3.0
+_ORDER = ("ok", "degraded", "fail")
+
+
 async def ready(request: web.Request) -> web.StreamResponse:
+    """`ok` (200), `degraded` (200: Redis or some element is down, uploads can still be
+    stored) or `fail` (503: no database, no element to store on, or shutting down), with what
+    each component said."""
     services = request.app[SERVICES]
     if services.lifecycle.draining:
-        return web.json_response(
-            {"status": "draining", "checks": {"node": "shutting down"}}, status=503
-        )
+        return web.json_response({"status": "fail", "checks": {"node": "draining"}}, status=503)
+    status = "ok"
+
+    def worse(level: str) -> None:
+        nonlocal status
+        status = max(status, level, key=_ORDER.index)
+
+    checks: dict[str, Any] = {}
     try:
-        await services.sessions.ping()
+        async with asyncio.timeout(_PROBE_SECONDS):
+            await services.sessions.ping()
+        checks["database"] = "ok"
     except Exception as exc:
-        return web.json_response(
-            {"status": "unavailable", "checks": {"database": f"error: {exc.__class__.__name__}"}},
-            status=503,
-        )
-    return web.json_response({"status": "ok", "checks": {"database": "ok"}})
+        checks["database"] = f"error: {exc.__class__.__name__}"
+        worse("fail")
+    storage = services.storage
+    if storage.redis is not None:
+        try:
+            async with asyncio.timeout(_PROBE_SECONDS):
+                await storage.redis.ping()
+            checks["redis"] = "ok"
+        except Exception as exc:
+            checks["redis"] = f"error: {exc.__class__.__name__}"
+            worse("degraded")
+    found: dict[str, ElementInfo] = {}
+    sources: dict[str, str] = {}
+    for mode in WRITABLE_MODES:
+        try:
+            async with asyncio.timeout(_PROBE_SECONDS):
+                listed = await storage.chain.elements(mode)
+            sources[mode.value] = storage.chain.last_source
+        except Exception as exc:
+            listed, sources[mode.value] = [], f"error: {exc.__class__.__name__}"
+        found.update((info.element_id, info) for info in listed)
+    elements: dict[str, Any] = {}
+    for element_id, info in sorted(found.items()):
+        breaker = storage.elements.breaker(element_id).state
+        usable = info.healthy and info.status is not CapacityStatus.FULL and breaker != "open"
+        elements[element_id] = {
+            "mode": info.mode.value,
+            "capacity_status": info.status.value,
+            "healthy": info.healthy,
+            "breaker": breaker,
+            "usable": usable,
+        }
+        if not usable:
+            worse("degraded")
+    checks["elements"] = elements
+    checks["registry"] = sources  # which source listed the elements of each mode
+    if not any(e["usable"] for e in elements.values()):
+        worse("fail")  # nothing could be stored
+    return web.json_response(
+        {"status": status, "checks": checks}, status=503 if status == "fail" else 200
+    )
 
 
 async def metrics(request: web.Request) -> web.StreamResponse:

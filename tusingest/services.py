@@ -111,6 +111,7 @@ class Storage:
     registrar: FileRegistrar | None
     metrics: PrometheusMetrics
     tasks: list[Task]
+    redis: aioredis.Redis | None = None  # the registry's Redis, when configured (readiness)
 
 
 @contextlib.asynccontextmanager
@@ -219,6 +220,7 @@ async def open_storage(settings: Settings, stack: contextlib.AsyncExitStack) -> 
     )
     links: list[tuple[str, Registry]] = []
     tasks: list[Task] = []
+    client: aioredis.Redis | None = None
     if config.redis_url:
         client = open_redis(config, stack)
         # The legacy keys and the Admin Module's `artstore:storage_elements`, one source.
@@ -249,7 +251,7 @@ async def open_storage(settings: Settings, stack: contextlib.AsyncExitStack) -> 
     chain = ChainRegistry(links)
     if config.reload_enabled:
         tasks.append(ConfigReloader(chain, elements, metrics, config.reload_interval).run_forever)
-    return Storage(chain, elements, registrar, metrics, tasks)
+    return Storage(chain, elements, registrar, metrics, tasks, redis=client)
 
 
 def open_redis(config: StorageSettings, stack: contextlib.AsyncExitStack) -> aioredis.Redis:

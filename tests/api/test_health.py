@@ -1,4 +1,5 @@
-"""Health probes: liveness always, readiness only while the database answers."""
+"""Health probes: liveness always; readiness aggregated over the database, Redis and the
+writable elements (`ok`, `degraded`, `fail`)."""
 
 from __future__ import annotations
 
@@ -19,12 +20,18 @@ def test_live(server: Server) -> None:
     assert response.json() == {"status": "ok"}
 
 
-def test_ready_checks_the_database(server: Server) -> None:
+def test_ready_checks_the_database_and_the_elements(server: Server) -> None:
     response = requests.get(f"{server.url}/health/ready", timeout=30)
     assert response.status_code == 200
     body = response.json()
     assert body["status"] == "ok"
-    assert body["checks"]["database"] == "ok"
+    checks = body["checks"]
+    assert checks["database"] == "ok"
+    assert checks["registry"] == {"edit": "memory", "rw": "memory"}
+    element = checks["elements"][server.settings.storage.local_element_id]
+    assert element["usable"] is True
+    assert element["breaker"] == "closed"
+    assert "redis" not in checks  # not configured
 
 
 def test_wrong_method_is_405_with_allow(server: Server) -> None:
@@ -56,7 +63,7 @@ def test_ready_is_503_when_the_database_is_gone(
     response = requests.get(f"{server.url}/health/ready", timeout=30)
     assert response.status_code == 503
     body = response.json()
-    assert body["status"] == "unavailable"
+    assert body["status"] == "fail"
     assert body["checks"]["database"].startswith("error")
     # Liveness does not depend on the database: the process is fine, only not ready.
     assert requests.get(f"{server.url}/health/live", timeout=30).status_code == 200

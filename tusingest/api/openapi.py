@@ -830,10 +830,28 @@ def _api_paths() -> Json:
 
 
 def _root_paths() -> Json:
+    element = _object(
+        {
+            "mode": _string(),
+            "capacity_status": _string(),
+            "healthy": {"type": "boolean"},
+            "breaker": _string(enum=["closed", "half_open", "open"]),
+            "usable": {"type": "boolean"},
+        }
+    )
     health = _object(
         {
-            "status": _string(enum=["ok", "unavailable"]),
-            "checks": _object({"database": _string()}),
+            "status": _string(enum=["ok", "degraded", "fail"]),
+            "checks": _object(
+                {
+                    "database": _string(),
+                    "redis": _string(),
+                    "elements": {"type": "object", "additionalProperties": element},
+                    "registry": {"type": "object", "additionalProperties": _string()},
+                    "node": _string(enum=["draining"]),
+                },
+                optional=("database", "redis", "elements", "registry", "node"),
+            ),
         }
     )
     return {
@@ -850,10 +868,13 @@ def _root_paths() -> Json:
             "get": _operation(
                 "ready",
                 "health",
-                "Readiness: the database answers",
+                "Readiness: database, Redis (when configured) and the writable elements",
                 {
-                    200: _response("Ready", _json(health)),
-                    503: _response("The database does not answer", _json(health)),
+                    200: _response("ok, or degraded (uploads can still be stored)", _json(health)),
+                    503: _response(
+                        "fail: no database, no element to store on, or shutting down",
+                        _json(health),
+                    ),
                 },
                 public=True,
             )
