@@ -69,7 +69,8 @@ class Node:
             if self.proc.poll() is not None:
                 pytest.fail(f"tusingest serve exited {self.proc.returncode}: {self.log_text()}")
             with contextlib.suppress(requests.ConnectionError):
-                if requests.get(f"{self.url}/health/ready", timeout=1).status_code == 200:
+                # Live, not ready: a node with no element to store on is up but not ready.
+                if requests.get(f"{self.url}/health/live", timeout=1).status_code == 200:
                     return self
             time.sleep(0.05)
         pytest.fail(f"tusingest serve did not become ready: {self.log_text()}")

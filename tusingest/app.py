@@ -17,6 +17,7 @@ from tusingest.auth import AUTHENTICATOR
 from tusingest.cors import cors_middleware
 from tusingest.domain import WRITABLE_MODES, CapacityStatus, ElementInfo
 from tusingest.errors import TusingestError
+from tusingest.logcontext import REQUEST_ID, USER, request_id
 from tusingest.services import SERVICES, open_services
 from tusingest.settings.app import Settings
 from tusingest.tus.app import PREFIX as TUS_PREFIX
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
         middlewares=[
+            request_context,
             cors_middleware(settings.server.cors_allowed_origins),
             json_errors,
             refuse_while_draining,
@@ -41,6 +43,7 @@ def create_app(settings: Settings) -> web.Application:
             yield
 
     app.cleanup_ctx.append(services_ctx)
+    app.on_response_prepare.append(_echo_request_id)
     app.add_subapp(TUS_PREFIX, create_tus_app())
     app.add_subapp(API_PREFIX, create_api_app())
     app.router.add_get("/health/live", live)
@@ -73,6 +76,25 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return web.json_response(
             {"error": "internal_error", "message": "unexpected server error"}, status=500
         )
+
+
+REQUEST_ID_KEY = web.RequestKey("request_id", str)
+
+
+@web.middleware
+async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every request gets an id (the client's `X-Request-ID` when it is a plain token), on each
+    log line it causes and echoed in the response."""
+    rid = request[REQUEST_ID_KEY] = request_id(request.headers.get("X-Request-ID"))
+    REQUEST_ID.set(rid)
+    USER.set("-")
+    return await handler(request)
+
+
+async def _echo_request_id(request: web.Request, response: web.StreamResponse) -> None:
+    rid = request.get(REQUEST_ID_KEY)
+    if rid is not None:
+        response.headers["X-Request-ID"] = rid
 
 
 @web.middleware

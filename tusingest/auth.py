@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
 from tusingest.domain import Principal, Role
 from tusingest.errors import ConfigError, Unauthorized
+from tusingest.logcontext import USER, loggable_user
 from tusingest.settings.auth import AuthSettings
 
 log = logging.getLogger(__name__)
@@ -117,7 +118,9 @@ def auth_middleware(exempt: Callable[[web.Request], bool] | None = None) -> Midd
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         if exempt is None or not exempt(request):
             authenticator = request.config_dict[AUTHENTICATOR]
-            request[PRINCIPAL] = authenticator.authenticate(request.headers.get("Authorization"))
+            principal = authenticator.authenticate(request.headers.get("Authorization"))
+            request[PRINCIPAL] = principal
+            USER.set(loggable_user(principal.sub))
         return await handler(request)
 
     return middleware

@@ -114,6 +114,8 @@ class Ingest:
             file_id=entry.file_id,
             digests=(prepared.validated.md5, prepared.validated.sha256),
         )
+        log.info("stored upload %s as file %s on %s (%d bytes)", upload.id, entry.file_id,
+                 entry.element_id, entry.size)  # fmt: skip
         self._step("cleanup")
         await self._cleanup(upload, copies=self._compressible(prepared.validated))
         return replace(state, verdict="stored", file_id=entry.file_id)
