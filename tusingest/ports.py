@@ -67,8 +67,9 @@ class SessionStore(Protocol):
         detail: str | None = None,
         file_id: str | None = None,
         digests: tuple[str | None, str] | None = None,
-    ) -> None:
-        """Record the completion pipeline's progress or verdict on the upload."""
+    ) -> bool:
+        """Record the completion pipeline's progress or verdict on the upload; False (and
+        nothing changed) when the client terminated it meanwhile."""
         ...
 
     async def transition(

@@ -10,6 +10,7 @@ import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -23,16 +24,19 @@ from tusingest.domain import (
     OperationKind,
     Principal,
     Role,
+    ScanResult,
     Upload,
     UploadStatus,
 )
 from tusingest.elements.directory import ElementDirectory
 from tusingest.elements.local import LocalElement
 from tusingest.observability import PrometheusMetrics
+from tusingest.pipeline.discard import Discard
 from tusingest.pipeline.ingest import Ingest, IngestPolicy
 from tusingest.pipeline.runner import Runner, RunnerPolicy
 from tusingest.pipeline.saga import SagaPolicy, StoreSaga
 from tusingest.pipeline.scan import ClamdScanner
+from tusingest.ports import Scanner
 from tusingest.registry.chain import ChainRegistry
 from tusingest.registry.memory import MemoryRegistry
 from tusingest.settings.app import Settings
@@ -107,7 +111,12 @@ def local_info(root: Path) -> ElementInfo:
 
 @asynccontextmanager
 async def rig(
-    url: str, root: Path, scanner_url: str | None, *, max_attempts: int = 3, empty: bool = False
+    url: str,
+    root: Path,
+    scanner_url: str | Scanner | None,
+    *,
+    max_attempts: int = 3,
+    empty: bool = False,
 ) -> AsyncIterator[Rig]:
     await schema.upgrade(url)
     db = await open_database(url)
@@ -120,9 +129,10 @@ async def rig(
     element = LocalElement(root / "se", "se-local")
     operations = SqlOperationStore(db)
     registry = MemoryRegistry([] if empty else [local_info(element.root)])
+    elements = ElementDirectory(None, None, BreakerSettings())
     saga = StoreSaga(
         ChainRegistry([("memory", registry)]),
-        ElementDirectory(None, None, BreakerSettings()),
+        elements,
         operations,
         PrometheusMetrics(),
         SagaPolicy(thresholds={}, retry_after=1),
@@ -133,7 +143,7 @@ async def rig(
         SqlCatalog(db),
         saga,
         None,
-        ClamdScanner(scanner_url, timeout=5) if scanner_url else None,
+        ClamdScanner(scanner_url, timeout=5) if isinstance(scanner_url, str) else scanner_url,
         IngestPolicy(
             validation=parse_validation(Env({"ALLOWED_MIME_TYPES": "*"}), 1 << 30),
             compression=parse_compression(Env({})),
@@ -142,7 +152,10 @@ async def rig(
     )
     runner = Runner(
         operations,
-        {OperationKind.INGEST: ingest},
+        {
+            OperationKind.INGEST: ingest,
+            OperationKind.DISCARD: Discard(elements, SqlCatalog(db), PrometheusMetrics(), 0.1),
+        },
         RunnerPolicy(max_attempts=max_attempts, attempt_timeout=30, lease_seconds=30,
                      poll_seconds=0.1, base_delay=0.05, max_delay=0.1),
     )  # fmt: skip
@@ -308,5 +321,57 @@ def test_waiting_for_storage_keeps_the_checks_and_stores_once_an_element_appears
             assert done.status is UploadStatus.STORED, (done.error, done.error_detail)
             [stored] = _stored_files(r.element_root)
             assert stored.read_bytes() == PDF
+
+    asyncio.run(scenario())
+
+
+class TerminatingScanner:
+    """A `Scanner` double: while it "scans", the upload's row turns `terminated` (a client's
+    DELETE landing in the middle of the pipeline, before it removed the staged bytes); then it
+    says clean, and the ingest goes on to store the file."""
+
+    def __init__(self) -> None:
+        self.sessions: SqlSessionStore | None = None
+
+    async def scan(self, path: Path) -> ScanResult:
+        assert self.sessions is not None
+        await self.sessions.transition(
+            path.name,
+            from_statuses=[UploadStatus.PROCESSING],
+            to_status=UploadStatus.TERMINATED,
+            now=datetime.now(UTC),
+        )
+        return ScanResult(clean=True)
+
+    async def ping(self) -> None:
+        return None
+
+
+def test_an_upload_terminated_while_processed_is_not_stored(database: str, tmp_path: Path) -> None:
+    async def scenario() -> None:
+        scanner = TerminatingScanner()
+        async with rig(database, tmp_path, scanner) as r:
+            scanner.sessions = r.sessions
+            upload = await r.upload(b"terminated in the middle\n" * 100)
+            for _ in range(200):
+                op = await r.db.fetchrow(
+                    "SELECT status, result FROM operations WHERE subject = $1", upload.id
+                )
+                if op is not None and op["status"] == "done":
+                    break
+                await asyncio.sleep(0.05)
+            assert op is not None
+            assert op["status"] == "done"
+            assert json.loads(op["result"])["verdict"] == "terminated"
+            current = await r.sessions.get(upload.id)
+            assert current is not None
+            assert current.status is UploadStatus.TERMINATED  # not overwritten by "stored"
+            entry = await r.db.fetchrow("SELECT 1 FROM files WHERE upload_id = $1", upload.id)
+            assert entry is None
+            for _ in range(100):  # the copy it placed is discarded
+                if not _stored_files(r.element_root):
+                    break
+                await asyncio.sleep(0.05)
+            assert _stored_files(r.element_root) == []
 
     asyncio.run(scenario())

@@ -81,10 +81,12 @@ class Ingest:
             await self._cleanup(upload)  # a crash may have come between verdict and cleanup
             return replace(state, verdict=upload.status.value)
         if upload.status in (UploadStatus.TERMINATED, UploadStatus.EXPIRED):
-            return replace(state, verdict=upload.status.value)
-        await self._sessions.settle(
+            # Terminated while an earlier attempt ran: nothing it placed may stay.
+            return await self._withdraw(state, upload)
+        if not await self._sessions.settle(
             upload.id, status=UploadStatus.PROCESSING, now=datetime.now(UTC)
-        )
+        ):
+            return await self._withdraw(state, upload)
         meta = metadata_text(upload.metadata_raw)
         source = self._staging.path(upload.id)
         try:
@@ -97,7 +99,7 @@ class Ingest:
         entry = await self._catalog.by_upload(upload.id) if placed else None
         if entry is None:
             self._step("store")
-            stored = await self._store(state, upload, prepared, source, progress, unsaved)
+            stored, state = await self._store(state, upload, prepared, source, progress, unsaved)
             self._step("catalog")
             entry = prepared.entry(upload, stored)
             await self._catalog.record(entry, _stored_note(upload, entry))
@@ -107,13 +109,15 @@ class Ingest:
             ttl = self._policy.temporary_ttl_days if temporary else None
             await self._registrar.register(entry, ttl_days=ttl)
         self._step("stored")
-        await self._sessions.settle(
+        settled = await self._sessions.settle(
             upload.id,
             status=UploadStatus.STORED,
             now=datetime.now(UTC),
             file_id=entry.file_id,
             digests=(prepared.validated.md5, prepared.validated.sha256),
         )
+        if not settled:  # the client terminated the upload while it was being stored
+            return await self._withdraw(state, upload)
         log.info("stored upload %s as file %s on %s (%d bytes)", upload.id, entry.file_id,
                  entry.element_id, entry.size)  # fmt: skip
         self._step("cleanup")
@@ -168,7 +172,7 @@ class Ingest:
         source: Path,
         progress: Progress,
         unsaved: bool,
-    ) -> StoredFile:
+    ) -> tuple[StoredFile, IngestState]:
         async def persist(log: PlacementLog) -> None:
             nonlocal state, unsaved
             state = replace(state, log=log)
@@ -202,7 +206,7 @@ class Ingest:
         if stored.sha256 != prepared.sha256:
             # Retried: the store is idempotent by file id and redoes a copy that differs.
             raise OSError(f"{stored.element_id} holds {stored.sha256}, expected {prepared.sha256}")
-        return stored
+        return stored, state
 
     async def _check(self, upload: Upload, meta: dict[str, str], source: Path) -> Validated:
         """Validate and scan the staged file; raises `Rejection`."""
@@ -245,6 +249,18 @@ class Ingest:
         )
         await self._cleanup(upload)
         return replace(state, verdict="rejected", code=rejection.code)
+
+    async def _withdraw(self, state: IngestState, upload: Upload) -> IngestState:
+        """The client terminated the upload while it was processed: undo what the saga did
+        (catalog entry, registration, every copy on an element) and keep nothing staged."""
+        entry = await self._catalog.by_upload(upload.id)
+        if entry is not None and self._registrar is not None:
+            await self._registrar.unregister(entry.file_id)
+        await self._catalog.remove(upload.id)
+        await self._saga.compensate(state.log)
+        await self._cleanup(upload)
+        log.info("upload %s was terminated while being processed: withdrawn", upload.id)
+        return replace(state, verdict=UploadStatus.TERMINATED.value)
 
     async def _cleanup(self, upload: Upload, *, copies: bool = True) -> None:
         """Remove the staged bytes and (`copies`) what compressing may have left."""

@@ -34,7 +34,7 @@ _ADVANCE = (
 _SETTLE = (
     "UPDATE uploads SET status = $1, updated_at = $2, error = $3, error_detail = $4, "
     "file_id = COALESCE($5, file_id), md5 = COALESCE($6, md5), sha256 = COALESCE($7, sha256) "
-    "WHERE id = $8"
+    "WHERE id = $8 AND status <> 'terminated'"
 )
 _EXPIRED = (
     "SELECT id FROM uploads WHERE (status = 'receiving' OR (status = 'complete' AND "
@@ -134,11 +134,12 @@ class SqlSessionStore:
         detail: str | None = None,
         file_id: str | None = None,
         digests: tuple[str | None, str] | None = None,
-    ) -> None:
+    ) -> bool:
         md5, sha256 = digests if digests is not None else (None, None)
-        await self._db.execute(
+        changed = await self._db.execute(
             _SETTLE, status.value, now, error, detail, file_id, md5, sha256, upload_id
         )
+        return changed > 0
 
     async def transition(
         self,
