@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -79,6 +80,8 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 
 
 REQUEST_ID_KEY = web.RequestKey("request_id", str)
+# Metric labels take only these (a client chooses the method: no unbounded label values).
+_METHODS = frozenset({"GET", "HEAD", "POST", "PATCH", "PUT", "DELETE", "OPTIONS"})
 
 
 @web.middleware
@@ -88,7 +91,22 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     rid = request[REQUEST_ID_KEY] = request_id(request.headers.get("X-Request-ID"))
     REQUEST_ID.set(rid)
     USER.set("-")
-    return await handler(request)
+    started = time.monotonic()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        services = request.config_dict.get(SERVICES)
+        if services is not None:
+            resource = request.match_info.route.resource
+            route = resource.canonical if resource is not None else "unmatched"
+            method = request.method if request.method in _METHODS else "other"
+            services.storage.metrics.http_request(route, method, status, time.monotonic() - started)
 
 
 async def _echo_request_id(request: web.Request, response: web.StreamResponse) -> None:

@@ -164,6 +164,68 @@ class PrometheusMetrics:
             registry=r,
         )
 
+        self._uploads = Counter(
+            "artstore_ingester_uploads_total",
+            "Uploads by the pipeline's verdict",
+            ["status"],
+            registry=r,
+        )
+        self._upload_seconds = Histogram(
+            "artstore_ingester_upload_duration_seconds",
+            "From an upload's creation to its file being stored",
+            buckets=(0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 1800, 7200),
+            registry=r,
+        )
+        self._upload_bytes = Histogram(
+            "artstore_ingester_upload_size_bytes",
+            "Size of the stored files (as uploaded)",
+            buckets=tuple(float(1 << n) for n in range(10, 41, 3)),
+            registry=r,
+        )
+        self._sagas = Counter(
+            "artstore_ingester_saga_transactions_total",
+            "Durable operations ended, by kind and outcome",
+            ["kind", "status"],
+            registry=r,
+        )
+        self._compensations = Counter(
+            "artstore_ingester_saga_compensations_total",
+            "Copies queued for removal by a saga being undone",
+            registry=r,
+        )
+        self._requests = Counter(
+            "artstore_ingester_http_requests_total",
+            "HTTP requests by route, method and status",
+            ["route", "method", "status"],
+            registry=r,
+        )
+        self._request_seconds = Histogram(
+            "artstore_ingester_http_request_duration_seconds",
+            "HTTP request latency by route and method",
+            ["route", "method"],
+            buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 300),
+            registry=r,
+        )
+
+    def upload_finished(self, status: str, size: int | None, seconds: float | None) -> None:
+        """A verdict: `stored` (with the size and the time since creation), `rejected`,
+        `failed` or `terminated`."""
+        self._uploads.labels(status).inc()
+        if size is not None:
+            self._upload_bytes.observe(size)
+        if seconds is not None:
+            self._upload_seconds.observe(seconds)
+
+    def operation_finished(self, kind: str, status: str) -> None:
+        self._sagas.labels(kind, status).inc()
+
+    def compensations(self, count: int) -> None:
+        self._compensations.inc(count)
+
+    def http_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        self._requests.labels(route, method, str(status)).inc()
+        self._request_seconds.labels(route, method).observe(seconds)
+
     def selection(self, retention_policy: str, status: str, source: str, seconds: float) -> None:
         self._selections.labels(retention_policy, status, source).inc()
         self._selection_seconds.observe(seconds)

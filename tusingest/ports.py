@@ -401,3 +401,16 @@ class Metrics(Protocol):
     def forget_element(self, element_id: str) -> None:
         """Drop the series of an element that left the registry."""
         ...
+
+    def upload_finished(self, status: str, size: int | None, seconds: float | None) -> None:
+        """`artstore_ingester_uploads_total{status}`, and for a stored file its size and the
+        time from the upload's creation."""
+        ...
+
+    def operation_finished(self, kind: str, status: str) -> None:
+        """`artstore_ingester_saga_transactions_total{kind,status}` (success | failed)."""
+        ...
+
+    def compensations(self, count: int) -> None:
+        """`artstore_ingester_saga_compensations_total`."""
+        ...

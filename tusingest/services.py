@@ -365,6 +365,7 @@ def _runner(
             temporary_ttl_days=settings.storage.temporary_ttl_days,
             crash_at=pipeline.crash_at_step,
         ),
+        metrics=storage.metrics,
     )
     # A copy left on a dead element is retried about when its breaker lets calls through.
     discard_wait = min(60.0, max(1.0, settings.storage.breaker.timeout_seconds))
@@ -402,6 +403,7 @@ def _runner(
             lease_seconds=pipeline.lease_seconds,
         ),
         node=node,
+        on_end=lambda kind, status: storage.metrics.operation_finished(kind.value, status),
     )
 
 

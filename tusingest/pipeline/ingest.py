@@ -32,7 +32,7 @@ from tusingest.pipeline.validate import (
     check_name,
     validate,
 )
-from tusingest.ports import Catalog, FileRegistrar, Scanner, SessionStore, Staging
+from tusingest.ports import Catalog, FileRegistrar, Metrics, Scanner, SessionStore, Staging
 from tusingest.settings.pipeline import CompressionSettings, ValidationSettings
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,7 @@ class Ingest:
         registrar: FileRegistrar | None,
         scanner: Scanner | None,
         policy: IngestPolicy,
+        metrics: Metrics | None = None,
     ) -> None:
         self._sessions = sessions
         self._staging = staging
@@ -67,6 +68,7 @@ class Ingest:
         self._registrar = registrar
         self._scanner = scanner
         self._policy = policy
+        self._metrics = metrics
         self._detector = MimeDetector()
 
     def _step(self, name: str) -> None:
@@ -120,6 +122,7 @@ class Ingest:
             return await self._withdraw(state, upload)
         log.info("stored upload %s as file %s on %s (%d bytes)", upload.id, entry.file_id,
                  entry.element_id, entry.size)  # fmt: skip
+        self._count("stored", entry.size, (datetime.now(UTC) - upload.created_at).total_seconds())
         self._step("cleanup")
         await self._cleanup(upload, copies=self._compressible(prepared.validated))
         return replace(state, verdict="stored", file_id=entry.file_id)
@@ -248,6 +251,7 @@ class Ingest:
             )
         )
         await self._cleanup(upload)
+        self._count("rejected")
         return replace(state, verdict="rejected", code=rejection.code)
 
     async def _withdraw(self, state: IngestState, upload: Upload) -> IngestState:
@@ -260,7 +264,12 @@ class Ingest:
         await self._saga.compensate(state.log)
         await self._cleanup(upload)
         log.info("upload %s was terminated while being processed: withdrawn", upload.id)
+        self._count("terminated")
         return replace(state, verdict=UploadStatus.TERMINATED.value)
+
+    def _count(self, status: str, size: int | None = None, seconds: float | None = None) -> None:
+        if self._metrics is not None:
+            self._metrics.upload_finished(status, size, seconds)
 
     async def _cleanup(self, upload: Upload, *, copies: bool = True) -> None:
         """Remove the staged bytes and (`copies`) what compressing may have left."""
@@ -295,6 +304,7 @@ class Ingest:
             error="processing_failed",
             detail=error,
         )
+        self._count("failed")
         upload = await self._sessions.get(op.subject)
         if upload is not None:
             await self._catalog.audit(

@@ -61,8 +61,10 @@ class Runner:
         policy: RunnerPolicy,
         *,
         node: str | None = None,
+        on_end: Callable[[OperationKind, str], None] | None = None,
     ) -> None:
         self._store = store
+        self._on_end = on_end or (lambda _kind, _status: None)
         self._handlers = handlers
         self._policy = policy
         self.node = node or f"node-{uuid.uuid4().hex[:12]}"
@@ -186,6 +188,7 @@ class Runner:
                 await self._after_failure(attempted, handler, f"{type(exc).__name__}: {exc}")
                 return
             await self._store.finish(op, self.node, outcome.to_json())
+            self._on_end(op.kind, "success")
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -198,6 +201,7 @@ class Runner:
             log.error("operation %s (%s %s) failed for good: %s", op.id, op.kind, op.subject, error)
             await handler.give_up(op, error)
             await self._store.fail(op, self.node, error)
+            self._on_end(op.kind, "failed")
             return
         delay = min(self._policy.max_delay, self._policy.base_delay * 2 ** (op.attempts - 1))
         delay *= random.uniform(0.5, 1.5)  # jitter: nodes retrying together drift apart

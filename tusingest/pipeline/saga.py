@@ -226,6 +226,8 @@ class StoreSaga:
         """Queue discards for every placement of `placed` (the saga is being undone)."""
         for placement in placed.all:
             await self._discard(placement)
+        if placed.all:
+            self._metrics.compensations(len(placed.all))
 
     async def _choose(
         self, mode: ElementMode, size: int, retention: Retention
