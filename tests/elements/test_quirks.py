@@ -1,4 +1,4 @@
-"""The real storage element's measured quirks (contract §7) against the reference element over
+"""The real storage element's measured quirks against the reference element over
 real HTTP: a slow "not found" proves nothing (a stalled SE reports files absent), the name
 budget comes from the token's actual `name`, and the service account's `sub` is a UUID."""
 
@@ -84,7 +84,7 @@ def token(keys: Keys, name: str = "ingester") -> MintedToken:
     return MintedToken(keys.private, name=name)
 
 
-# A slow answer is no proof (§7.4).
+# A slow answer is no proof: a stalling SE reports existing files as absent.
 
 
 def test_a_slow_gc_answer_counts_only_once_a_fast_lookup_confirms_it(
@@ -223,7 +223,9 @@ def test_a_discard_on_a_stalling_element_is_retried_not_marked_done(
     asyncio.run(main())
 
 
-# The name budget in bytes, from the token's actual `name` (§7.2, §7.9).
+# The name budget in bytes, from the token's actual `name`: the SE builds its storage
+# filename from the stem, the uploader's name, a timestamp and the file id, and fails on names
+# over 255 bytes on disk.
 
 
 def test_a_300_byte_ascii_name_reaches_the_element_whole(tmp_path: Path, keys: Keys) -> None:
@@ -327,7 +329,7 @@ def test_the_metadata_patch_is_cut_to_the_4_kib_attr_json_describing_keys_last(
     asyncio.run(main())
 
 
-# The service account's `sub` (§7.13).
+# The service account's `sub`: ArtStore records it as `created_by_id`, a UUID.
 
 
 def test_minted_tokens_carry_a_uuid_sub(keys: Keys) -> None:

@@ -1,4 +1,4 @@
-"""The Redis registry reads the Admin Module's `artstore:storage_elements` (contract §4.2) next to
+"""The Redis registry reads the Admin Module's `artstore:storage_elements` next to
 the legacy keys: which entries it uses, capacity and status, the per-id merge with the legacy
 keys, the Admin Module's events on `artstore:service_discovery`, the key prefix, malformed
 documents, and the wiring in `services.open_storage`. Real Redis, one key prefix per test."""
@@ -30,7 +30,7 @@ EDIT, RW = ElementMode.EDIT, ElementMode.RW
 
 
 def entry(element_id: str | None, /, **fields: Any) -> dict[str, Any]:
-    """One element as the Admin Module writes it (contract §4.2), `fields` overriding."""
+    """One element as the Admin Module writes it, `fields` overriding."""
     mode = fields.get("mode", "edit")
     available = fields.pop("is_available", True)
     return {

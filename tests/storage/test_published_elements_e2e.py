@@ -60,7 +60,7 @@ def test_a_node_stores_on_an_element_published_only_by_the_admin_module(
         assert response.status_code == 503, response.text
         assert response.json()["error"] == "no_storage_available"
 
-        # The Admin Module writes its list, then announces it (two steps, contract §4.2).
+        # The Admin Module writes its list, then announces it (two steps: the key, then an event).
         entries = [_as_published(se)]
         document = {"version": 1, "timestamp": "2025-01-02T15:30:45Z", "count": 1,
                     "storage_elements": entries}  # fmt: skip

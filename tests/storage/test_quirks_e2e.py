@@ -1,4 +1,4 @@
-"""The real storage element's quirks end to end (contract §7): an ingester process storing on a
+"""The real storage element's quirks end to end: an ingester process storing on a
 reference SE process. A compressed file is self-describing on the element (the codec's suffix
 and type, the original name and type in attr.json), a long ASCII name reaches the element whole,
 and the service account is recorded by its UUID."""

@@ -11,6 +11,7 @@ from typing import Any
 
 import requests
 
+from tests.adminmodule import running_admin_module
 from tests.nodes import Node
 from tests.storage.conftest import Cluster
 from tests.storage.rig import SEProcess
@@ -193,3 +194,18 @@ def test_a_destination_killed_mid_transfer_rolls_back(cluster: Cluster) -> None:
         time.sleep(0.2)
     assert file_id not in rw.file_ids()
     assert file_id in edit.file_ids()
+
+
+def test_the_admin_module_registration_follows_the_file(cluster: Cluster) -> None:
+    cluster.element("se-edit", mode="edit", priority=1)
+    cluster.element("se-rw", mode="rw", priority=1)
+    with running_admin_module(cluster.keys.private) as admin:
+        node = cluster.node(ADMIN_MODULE_URL=admin.url)
+        file_id = _store(node, os.urandom(100_000), "a.bin", "application/octet-stream")["file_id"]
+        assert admin.files[file_id]["storage_element_id"] == "se-edit"
+        response = _transfer(node, file_id, "se-rw", delete_source=True)
+        assert response.status_code == 202, response.text
+        assert _finished(node, response.json()["transfer_id"])["status"] == "completed"
+        record = admin.files[file_id]
+        assert record["storage_element_id"] == "se-rw"
+        assert record["retention_policy"] == "permanent"

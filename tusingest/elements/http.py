@@ -6,8 +6,9 @@ for `storage_filename`/`storage_path` → PATCH the attr.json `metadata`. A copy
 match is deleted (edit SEs: `DELETE /files/{id}`, others: `DELETE /gc/{id}`).
 
 A real SE whose database is unhealthy reports existing files as absent after a long stall
-(contract §7.4): an answer slower than `slow_answer` seconds proves nothing. A slow "not found"
-is a `TransientError`, and a slow delete is confirmed by a fast lookup or retried later.
+(its database pool exhausted, the error turned into "not found"): an answer slower than
+`slow_answer` seconds proves nothing. A slow "not found" is a `TransientError`, and a slow
+delete is confirmed by a fast lookup or retried later.
 """
 
 from __future__ import annotations

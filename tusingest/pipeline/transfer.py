@@ -16,7 +16,7 @@ import asyncio
 import logging
 import math
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,6 @@ from tusingest.domain import (
     WRITABLE_MODES,
     AuditNote,
     CapacityStatus,
-    ElementMode,
     FileToStore,
     Operation,
     OperationKind,
@@ -43,14 +42,14 @@ from tusingest.errors import (
     TusingestError,
 )
 from tusingest.metadata import metadata_text
-from tusingest.pipeline import jobstate
 from tusingest.pipeline.compress import stored_form
 from tusingest.pipeline.delete import Deletions
 from tusingest.pipeline.discard import remove_from_element
 from tusingest.pipeline.faults import crash_point
 from tusingest.pipeline.ingest_state import client_metadata, file_metadata
 from tusingest.pipeline.runner import Progress, Runner
-from tusingest.pipeline.saga import DiscardState, Placement
+from tusingest.pipeline.saga import DiscardState
+from tusingest.pipeline.transfer_state import TransferState
 from tusingest.ports import (
     Catalog,
     Elements,
@@ -72,59 +71,6 @@ class TransferFailed(TusingestError):
 
     status = 409
     code = "transfer_failed"
-
-
-@dataclass(frozen=True)
-class TransferState:
-    """The `transfer` operation's state: the request, where it got, what the status shows."""
-
-    transfer_id: str
-    file_id: str
-    source_id: str
-    source_endpoint: str
-    source_mode: str
-    destination_id: str
-    destination_endpoint: str
-    destination_mode: str
-    delete_source: bool
-    verify_checksum: bool
-    actor: str
-    address: str | None = None
-    size: int = 0
-    status: str = "queued"  # queued | in_progress | verifying | completed | failed
-    bytes_transferred: int = 0
-    started_at: str | None = None
-    completed_at: str | None = None
-    error: str | None = None
-    repointed: bool = False
-    registered: bool = False
-    source_deleted: bool = False
-
-    def to_json(self) -> dict[str, Any]:
-        return jobstate.dump(self)
-
-    @classmethod
-    def from_json(cls, raw: Any) -> TransferState:
-        return jobstate.load(cls, raw)
-
-    @property
-    def source(self) -> Placement:
-        return Placement(
-            self.source_id, self.source_endpoint, ElementMode(self.source_mode), self.file_id
-        )
-
-    @property
-    def destination(self) -> Placement:
-        return Placement(
-            self.destination_id,
-            self.destination_endpoint,
-            ElementMode(self.destination_mode),
-            self.file_id,
-        )
-
-    @property
-    def retention(self) -> Retention:
-        return Retention.TEMPORARY if self.destination_mode == "edit" else Retention.PERMANENT
 
 
 class Transfer:

@@ -33,7 +33,7 @@ class ElementState:
     attr_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     # A quirk tests switch on: endpoint (`metadata`, `download`, `delete`, `gc_delete`,
     # `gc_exists`) → seconds it stalls before it reports the file absent without touching it,
-    # as a real SE does while its database pool is exhausted (contract §7.4).
+    # as a real SE does while its database pool is exhausted.
     stalls: dict[str, float] = field(default_factory=dict)
 
     @property

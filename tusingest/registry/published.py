@@ -1,4 +1,4 @@
-"""The storage elements the Admin Module publishes in Redis (contract §4.2), as `ElementInfo`.
+"""The storage elements the Admin Module publishes in Redis as `ElementInfo`.
 
 `artstore:storage_elements` is a STRING holding one JSON document (TTL 3600 s, rewritten on
 every change and every 30 s):
@@ -14,8 +14,9 @@ asked for (edit or rw); by id (`find`) it is found whatever its mode or availabi
 unavailable one as unhealthy (a delete from it waits instead of failing as unknown). Capacity:
 `capacity_bytes` and `used_bytes` give the totals and the status by the mode's thresholds; an
 element without `capacity_bytes` has no known room, counts as FULL and is never chosen (the
-element has no size limit of its own; contract §6.1). A malformed document or entry is skipped
-with a warning, never an error: the legacy keys and the next sources still answer.
+element itself enforces no size limit, so nothing else bounds what it would take). A malformed
+document or entry is skipped with a warning, never an error: the legacy keys and the next
+sources still answer.
 """
 
 from __future__ import annotations

@@ -2,10 +2,10 @@
 the legacy format's writers.
 
 Two formats are read, with one cache and one listener:
-- legacy (contract §4.1): `storage:{mode}:by_priority` (ZSET, score = priority; one per writable
+- legacy: `storage:{mode}:by_priority` (ZSET, score = priority; one per writable
   mode) lists the elements, `storage:elements:{id}` (HASH of strings, TTL 90 s) describes each;
   a missing hash means the element is gone. tusingest's capacity monitor writes these.
-- published (contract §4.2, `registry/published.py`): the JSON document the Admin Module keeps
+- published (`registry/published.py`): the JSON document the Admin Module keeps
   in `artstore:storage_elements`; its available edit/rw entries with `element_id` and `api_url`.
 
 Merge, per element id: the legacy keys win. An id with a legacy hash is the legacy writer's,
