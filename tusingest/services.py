@@ -185,7 +185,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             ),
             catalog=catalog,
             deletions=deletions,
-            transfers=Transfers(deletions, storage.chain, storage.elements, operations, runner),
+            transfers=Transfers(catalog, storage.chain, storage.elements, operations, runner),
             authenticator=authenticator,
             storage=storage,
             lifecycle=Lifecycle(locker, runner),

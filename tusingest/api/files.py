@@ -12,6 +12,7 @@ from aiohttp import web
 from tusingest.auth import PRINCIPAL, client_address
 from tusingest.domain import CatalogEntry
 from tusingest.errors import BadRequest
+from tusingest.pipeline.files import find_live
 from tusingest.services import SERVICES
 
 DEFAULT_LIMIT = 100
@@ -20,7 +21,7 @@ MAX_LIMIT = 1000
 
 async def get_file(request: web.Request) -> web.StreamResponse:
     services = request.config_dict[SERVICES]
-    entry = await services.deletions.find(request[PRINCIPAL], request.match_info["file_id"])
+    entry = await find_live(services.catalog, request[PRINCIPAL], request.match_info["file_id"])
     return web.json_response(describe(entry))
 
 

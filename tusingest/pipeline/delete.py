@@ -11,20 +11,19 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from tusingest.artstore import canonical_file_id
 from tusingest.domain import (
     AuditNote,
-    CatalogEntry,
     ElementInfo,
     ElementMode,
     Operation,
     OperationKind,
     Principal,
 )
-from tusingest.errors import BadRequest, ElementUnavailable, NotFound
+from tusingest.errors import BadRequest, ElementUnavailable
 from tusingest.pipeline import jobstate
 from tusingest.pipeline.discard import remove_from_element
 from tusingest.pipeline.faults import crash_point
+from tusingest.pipeline.files import find_live
 from tusingest.pipeline.runner import Progress, Runner
 from tusingest.pipeline.saga import Placement
 from tusingest.ports import Catalog, Elements, FileRegistrar, Metrics, OperationStore, RegistryChain
@@ -133,14 +132,6 @@ class Deletions:
         self._runner = runner
         self._wait = wait_seconds
 
-    async def find(self, principal: Principal, file_id: str) -> CatalogEntry:
-        """The live file as `principal` may see it; 404 when unknown, deleted or foreign."""
-        canonical = canonical_file_id(file_id)
-        entry = await self._catalog.by_file(canonical) if canonical else None
-        if entry is None or entry.deleted_at is not None or not principal.may_access(entry.owner):
-            raise NotFound("file not found", code="file_not_found")
-        return entry
-
     async def _element(self, element_id: str) -> ElementInfo:
         """The file's element, which must be in edit mode (400 otherwise); 503 when no
         registry knows it now."""
@@ -157,7 +148,7 @@ class Deletions:
     async def delete(self, principal: Principal, file_id: str, address: str | None) -> bool:
         """Start deleting the file; True once it is gone, False while the operation still
         runs (the element is slow or down: it goes on in the background)."""
-        entry = await self.find(principal, file_id)
+        entry = await find_live(self._catalog, principal, file_id)
         info = await self._element(entry.element_id)
         state = DeleteState(
             file_id=entry.file_id,

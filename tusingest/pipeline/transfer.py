@@ -43,9 +43,9 @@ from tusingest.errors import (
 )
 from tusingest.metadata import metadata_text
 from tusingest.pipeline.compress import stored_form
-from tusingest.pipeline.delete import Deletions
 from tusingest.pipeline.discard import remove_from_element
 from tusingest.pipeline.faults import crash_point
+from tusingest.pipeline.files import find_live
 from tusingest.pipeline.ingest_state import client_metadata, file_metadata
 from tusingest.pipeline.runner import Progress, Runner
 from tusingest.pipeline.saga import DiscardState
@@ -266,13 +266,13 @@ class Transfers:
 
     def __init__(
         self,
-        deletions: Deletions,
+        catalog: Catalog,
         registry: RegistryChain,
         elements: Elements,
         operations: OperationStore,
         runner: Runner,
     ) -> None:
-        self._deletions = deletions
+        self._catalog = catalog
         self._registry = registry
         self._elements = elements
         self._operations = operations
@@ -289,7 +289,7 @@ class Transfers:
         address: str | None,
     ) -> tuple[str, int]:
         """Queue the transfer; its id and an estimate of its duration in seconds."""
-        entry = await self._deletions.find(principal, file_id)
+        entry = await find_live(self._catalog, principal, file_id)
         source = await self._registry.element(entry.element_id)
         if source is None:
             raise ElementUnavailable(entry.element_id)
