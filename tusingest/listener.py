@@ -14,9 +14,10 @@ from aiohttp import web
 log = logging.getLogger(__name__)
 
 # Descriptors kept for everything but client connections: the database pool, staging files
-# being written, clamd and storage-element connections, the logs. The cap is checked as connections are accepted, but asyncio accepts up to `backlog` (128) of
-# them in one go before any registers, and the refused ones close a moment later: room for two
-# such bursts, plus the answered refusals.
+# being written, clamd and storage-element connections, the logs. The cap is checked as
+# connections are accepted, but asyncio accepts up to `backlog` (128) of them in one go before
+# any registers, and the refused ones close a moment later: room for two such bursts, plus the
+# answered refusals.
 _ACCEPT_BURST = 128
 RESERVED_DESCRIPTORS = 256 + 64 + 2 * _ACCEPT_BURST
 _BUSY_TEXT = b"server_busy: too many open connections, retry soon\n"
