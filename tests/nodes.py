@@ -68,7 +68,8 @@ class Node:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 pytest.fail(f"tusingest serve exited {self.proc.returncode}: {self.log_text()}")
-            with contextlib.suppress(requests.ConnectionError):
+            # A node starting on a busy machine may be slow to answer its first request.
+            with contextlib.suppress(requests.ConnectionError, requests.Timeout):
                 # Live, not ready: a node with no element to store on is up but not ready.
                 if requests.get(f"{self.url}/health/live", timeout=1).status_code == 200:
                     return self

@@ -12,15 +12,16 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from tusingest import status as status_page
 from tusingest.api.app import PREFIX as API_PREFIX
 from tusingest.api.app import create_api_app
 from tusingest.auth import AUTHENTICATOR
 from tusingest.cors import cors_middleware
-from tusingest.domain import WRITABLE_MODES, CapacityStatus, ElementInfo
 from tusingest.errors import TusingestError
 from tusingest.logcontext import REQUEST_ID, USER, request_id
 from tusingest.services import SERVICES, open_services
 from tusingest.settings.app import Settings
+from tusingest.statusreport import element_view, writable_elements
 from tusingest.tus.app import PREFIX as TUS_PREFIX
 from tusingest.tus.app import create_tus_app
 
@@ -49,7 +50,9 @@ def create_app(settings: Settings) -> web.Application:
     app.add_subapp(API_PREFIX, create_api_app())
     app.router.add_get("/health/live", live)
     app.router.add_get("/health/ready", ready)
-    app.router.add_get("/metrics", metrics)
+    if settings.server.metrics_enabled:
+        app.router.add_get("/metrics", metrics)
+    status_page.install(app)
     return app
 
 
@@ -170,28 +173,22 @@ async def ready(request: web.Request) -> web.StreamResponse:
         except Exception as exc:
             checks["redis"] = f"error: {exc.__class__.__name__}"
             worse("degraded")
-    found: dict[str, ElementInfo] = {}
-    sources: dict[str, str] = {}
-    for mode in WRITABLE_MODES:
+    if storage.admin is not None:
         try:
             async with asyncio.timeout(_PROBE_SECONDS):
-                listed = await storage.chain.elements(mode)
-            sources[mode.value] = storage.chain.last_source
+                await storage.admin.ping()
+            checks["admin_module"] = "ok"
         except Exception as exc:
-            listed, sources[mode.value] = [], f"error: {exc.__class__.__name__}"
-        found.update((info.element_id, info) for info in listed)
+            checks["admin_module"] = f"error: {exc.__class__.__name__}"
+            worse("degraded")
+    found, sources = await writable_elements(storage.chain)
     elements: dict[str, Any] = {}
     for element_id, info in sorted(found.items()):
-        breaker = storage.elements.breaker(element_id).state
-        usable = info.healthy and info.status is not CapacityStatus.FULL and breaker != "open"
+        view = element_view(info, storage.elements)
         elements[element_id] = {
-            "mode": info.mode.value,
-            "capacity_status": info.status.value,
-            "healthy": info.healthy,
-            "breaker": breaker,
-            "usable": usable,
+            key: view[key] for key in ("mode", "capacity_status", "healthy", "breaker", "usable")
         }
-        if not usable:
+        if not view["usable"]:
             worse("degraded")
     checks["elements"] = elements
     checks["registry"] = sources  # which source listed the elements of each mode

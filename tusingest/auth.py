@@ -126,6 +126,22 @@ def auth_middleware(exempt: Callable[[web.Request], bool] | None = None) -> Midd
     return middleware
 
 
+# The status page's session: an admin's token in an HttpOnly, SameSite=Strict cookie.
+STATUS_COOKIE = "tusingest_status"
+
+
+def authenticate_with_cookie(request: web.Request) -> Principal:
+    """The caller by its bearer token, else by the status page's cookie (which holds one)."""
+    authorization = request.headers.get("Authorization")
+    cookie = request.cookies.get(STATUS_COOKIE)
+    if not authorization and cookie:
+        authorization = f"Bearer {cookie}"
+    principal = request.config_dict[AUTHENTICATOR].authenticate(authorization)
+    request[PRINCIPAL] = principal
+    USER.set(loggable_user(principal.sub))
+    return principal
+
+
 def client_address(request: web.Request) -> str | None:
     """The peer's address as the audit trail records it (at most an IPv6 address long)."""
     return request.remote[:45] if request.remote else None

@@ -295,3 +295,18 @@ def capacity_status(
     if percent_used >= warning:
         return CapacityStatus.WARNING
     return CapacityStatus.OK
+
+
+@dataclass(frozen=True)
+class PendingWork:
+    """An operation not done yet (queued, retrying, running) or given up, as operators see it."""
+
+    id: str
+    kind: str
+    subject: str
+    status: OperationStatus
+    step: str | None
+    attempts: int
+    next_attempt_at: datetime
+    error: str | None  # the last attempt's failure (a queued one with an error is retrying)
+    updated_at: datetime

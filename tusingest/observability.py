@@ -122,10 +122,19 @@ class PrometheusMetrics:
             ["retention_policy", "status", "source"],
             registry=r,
         )
+        selection_buckets = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5)
         self._selection_seconds = Histogram(
             "storage_selection_duration_seconds",
             "Time to choose a storage element",
-            buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5),
+            ["retention_policy"],
+            buckets=selection_buckets,
+            registry=r,
+        )
+        self._selection_seconds_seed = Histogram(
+            "artstore_ingester_storage_selection_duration_seconds",
+            "Time to choose a storage element",
+            ["retention_policy"],
+            buckets=selection_buckets,
             registry=r,
         )
         self._reloads = Counter(
@@ -137,6 +146,7 @@ class PrometheusMetrics:
         self._reload_seconds = Histogram(
             "ingester_se_config_reload_duration_seconds",
             "Time to reload the storage-element list",
+            ["source"],
             buckets=(0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10),
             registry=r,
         )
@@ -161,6 +171,25 @@ class PrometheusMetrics:
             "ingester_se_circuit_breaker_state",
             "Circuit breaker per storage element (0 closed, 1 half-open, 2 open)",
             ["element_id"],
+            registry=r,
+        )
+        self._breakers_seed = Gauge(
+            "artstore_ingester_circuit_breaker_state",
+            "Circuit breaker per storage element (0 closed, 1 half-open, 2 open)",
+            ["element"],
+            registry=r,
+        )
+        self._capacity_fallbacks = Counter(
+            "ingester_capacity_fallback_total",
+            "Element lists answered by a fallback source (the Admin Module) "
+            "because the first (Redis) failed or had none",
+            registry=r,
+        )
+        self._capacity_seconds = Histogram(
+            "ingester_capacity_latency_seconds",
+            "Time to read the element list and capacities, by registry source",
+            ["source"],
+            buckets=(0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5),
             registry=r,
         )
 
@@ -191,6 +220,22 @@ class PrometheusMetrics:
         self._compensations = Counter(
             "artstore_ingester_saga_compensations_total",
             "Copies queued for removal by a saga being undone",
+            registry=r,
+        )
+        self._compression = Histogram(
+            "artstore_ingester_compression_ratio",
+            "Stored size over original size of the files compressed",
+            buckets=(0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
+            registry=r,
+        )
+        self._received = Counter(
+            "artstore_ingester_bytes_received_total",
+            "Upload bytes received and handed to staging",
+            registry=r,
+        )
+        self._in_progress = Gauge(
+            "artstore_ingester_uploads_in_progress",
+            "Requests streaming into uploads on this node now",
             registry=r,
         )
         self._requests = Counter(
@@ -226,13 +271,30 @@ class PrometheusMetrics:
         self._requests.labels(route, method, str(status)).inc()
         self._request_seconds.labels(route, method).observe(seconds)
 
+    def compression(self, original: int, stored: int) -> None:
+        if original > 0:
+            self._compression.observe(stored / original)
+
+    def bytes_received(self, count: int) -> None:
+        self._received.inc(count)
+
+    def watch_in_progress(self, count: Callable[[], int]) -> None:
+        """The uploads-in-progress gauge reads `count` at each scrape."""
+        self._in_progress.set_function(count)
+
     def selection(self, retention_policy: str, status: str, source: str, seconds: float) -> None:
         self._selections.labels(retention_policy, status, source).inc()
-        self._selection_seconds.observe(seconds)
+        self._selection_seconds.labels(retention_policy).observe(seconds)
+        self._selection_seconds_seed.labels(retention_policy).observe(seconds)
+
+    def capacity_lookup(self, source: str, seconds: float, *, fallback: bool) -> None:
+        self._capacity_seconds.labels(source).observe(seconds)
+        if fallback:
+            self._capacity_fallbacks.inc()
 
     def config_reload(self, source: str, status: str, seconds: float) -> None:
         self._reloads.labels(source, status).inc()
-        self._reload_seconds.observe(seconds)
+        self._reload_seconds.labels(source).observe(seconds)
 
     def endpoints(self, count: int) -> None:
         self._endpoints.set(count)
@@ -244,11 +306,14 @@ class PrometheusMetrics:
         self._lazy.labels(reason, status).inc()
 
     def breaker(self, element_id: str, state: str) -> None:
-        self._breakers.labels(element_id).set(_BREAKER_STATES.get(state, 2))
+        value = _BREAKER_STATES.get(state, 2)
+        self._breakers.labels(element_id).set(value)
+        self._breakers_seed.labels(element_id).set(value)
 
     def forget_element(self, element_id: str) -> None:
-        with contextlib.suppress(KeyError):
-            self._breakers.remove(element_id)
+        for gauge in (self._breakers, self._breakers_seed):
+            with contextlib.suppress(KeyError):
+                gauge.remove(element_id)
 
     def exposition(self) -> bytes:
         """The text format served on GET /metrics."""

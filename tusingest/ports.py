@@ -18,6 +18,7 @@ from tusingest.domain import (
     FileToStore,
     Operation,
     OperationKind,
+    PendingWork,
     ScanResult,
     StoredFile,
     Upload,
@@ -377,6 +378,27 @@ class RegistryChain(Registry, Protocol):
         ...
 
 
+class StatusQueries(Protocol):
+    """What the operators' status view reads from the database (cluster-wide)."""
+
+    async def receiving(self, now: datetime, limit: int) -> list[tuple[Upload, bool]]:
+        """Uploads still receiving and not expired, the most recently active first, each
+        with whether a request (on any node) holds its lease now."""
+        ...
+
+    async def outcomes(self, limit: int) -> list[AuditEvent]:
+        """The latest verdicts (`file_stored`, `upload_rejected`, `upload_failed`), newest
+        first."""
+        ...
+
+    async def uploads(self, ids: Collection[str]) -> dict[str, Upload]: ...
+
+    async def queue(self, limit: int) -> tuple[dict[str, int], list[PendingWork]]:
+        """Operations by state (`queued`, `retrying`, `running`, `failed`) and the latest
+        `limit` of them, most recently changed first."""
+        ...
+
+
 class Metrics(Protocol):
     """What the storage side reports (Prometheus names in observability.py)."""
 
@@ -385,6 +407,15 @@ class Metrics(Protocol):
         ...
 
     def config_reload(self, source: str, status: str, seconds: float) -> None: ...
+
+    def capacity_lookup(self, source: str, seconds: float, *, fallback: bool) -> None:
+        """`ingester_capacity_latency_seconds{source}`; `fallback` counts an answer from a
+        source behind the first in `ingester_capacity_fallback_total`."""
+        ...
+
+    def compression(self, original: int, stored: int) -> None:
+        """`artstore_ingester_compression_ratio` of a compressed file."""
+        ...
 
     def endpoints(self, count: int) -> None: ...
 

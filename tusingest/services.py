@@ -17,6 +17,7 @@ import aiohttp
 import redis.asyncio as aioredis
 from aiohttp import web
 
+from tusingest import __version__
 from tusingest.auth import Authenticator
 from tusingest.domain import OperationKind
 from tusingest.elements.directory import ElementDirectory
@@ -51,6 +52,7 @@ from tusingest.registry.redis import RedisRegistry
 from tusingest.registry.reload import ConfigReloader
 from tusingest.settings.app import Settings
 from tusingest.settings.storage import StorageSettings
+from tusingest.statusreport import NodeFacts, StatusReport, Throughput
 from tusingest.store.catalog import SqlCatalog
 from tusingest.store.database import open_checked
 from tusingest.store.db import Database
@@ -60,6 +62,7 @@ from tusingest.store.pglocks import PgLocker, asyncpg_dsn
 from tusingest.store.reaper import Reaper
 from tusingest.store.sql import IngestClaim, SqlSessionStore, ingest_operation_id
 from tusingest.store.staging import FileStaging
+from tusingest.store.status import SqlStatusQueries
 from tusingest.store.uploads import UploadPolicy, UploadStore, utcnow
 
 log = logging.getLogger(__name__)
@@ -97,6 +100,7 @@ class Services:
     authenticator: Authenticator
     storage: Storage
     lifecycle: Lifecycle
+    status: StatusReport
 
 
 SERVICES = web.AppKey("services", Services)
@@ -112,6 +116,8 @@ class Storage:
     metrics: PrometheusMetrics
     tasks: list[Task]
     redis: aioredis.Redis | None = None  # the registry's Redis, when configured (readiness)
+    admin: AdminRegistry | None = None  # the Admin Module, when configured (readiness)
+    reloader: ConfigReloader | None = None  # the periodic registry reload, when enabled
 
 
 @contextlib.asynccontextmanager
@@ -137,6 +143,16 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         storage = await open_storage(settings, stack)
         operations = SqlOperationStore(db)
         runner = _runner(settings, node, operations, sessions, staging, catalog, storage)
+        throughput = Throughput()
+
+        def completed(upload_id: str) -> None:
+            throughput.add_upload()
+            runner.adopt(ingest_operation_id(upload_id), OperationKind.INGEST, upload_id)
+
+        def received(count: int) -> None:
+            throughput.add_bytes(count)
+            storage.metrics.bytes_received(count)
+
         uploads = UploadStore(
             sessions,
             staging,
@@ -149,10 +165,10 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
                 max_batch_bytes=config.max_batch_size,
                 body_timeout=config.body_timeout_seconds,
             ),
-            on_complete=lambda upload_id: runner.adopt(
-                ingest_operation_id(upload_id), OperationKind.INGEST, upload_id
-            ),
+            on_complete=completed,
+            on_bytes=received,
         )
+        storage.metrics.watch_in_progress(lambda: len(uploads.streaming()))
         reaper = Reaper(
             sessions,
             staging,
@@ -189,6 +205,19 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             authenticator=authenticator,
             storage=storage,
             lifecycle=Lifecycle(locker, runner),
+            status=StatusReport(
+                SqlStatusQueries(db),
+                uploads,
+                storage.chain,
+                storage.elements,
+                storage.reloader,
+                throughput,
+                NodeFacts(
+                    node_id=node,
+                    version=__version__,
+                    database="sqlite" if settings.database.is_sqlite else "postgresql",
+                ),
+            ),
         )
 
 
@@ -245,13 +274,19 @@ async def open_storage(settings: Settings, stack: contextlib.AsyncExitStack) -> 
         links.append(("memory", local))
         tasks.append(local.run_forever)
     registrar: FileRegistrar | None = None
+    admin: AdminRegistry | None = None
     if config.admin_module_url and token is not None:
-        links.append(("admin", AdminRegistry(config.admin_module_url, session, token)))
+        admin = AdminRegistry(config.admin_module_url, session, token)
+        links.append(("admin", admin))
         registrar = AdminFiles(config.admin_module_url, session, token)
-    chain = ChainRegistry(links)
+    chain = ChainRegistry(links, metrics)
+    reloader: ConfigReloader | None = None
     if config.reload_enabled:
-        tasks.append(ConfigReloader(chain, elements, metrics, config.reload_interval).run_forever)
-    return Storage(chain, elements, registrar, metrics, tasks, redis=client)
+        reloader = ConfigReloader(chain, elements, metrics, config.reload_interval)
+        tasks.append(reloader.run_forever)
+    return Storage(
+        chain, elements, registrar, metrics, tasks, redis=client, admin=admin, reloader=reloader
+    )
 
 
 def open_redis(config: StorageSettings, stack: contextlib.AsyncExitStack) -> aioredis.Redis:

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 
+import pytest
 import requests
 
-from tests.conftest import Server
+from tests.conftest import BACKENDS, Server
 
 
 def _sample(text: str, name: str, **labels: str) -> float:
@@ -60,3 +62,35 @@ def test_uploads_operations_and_requests_are_counted(server: Server) -> None:
     )
     assert _sample(text, "artstore_ingester_http_requests_total", method="other") >= 1
     assert 'method="TRACE"' not in text
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_bytes_selection_capacity_breakers_and_compression(
+    backend: str, make_server: Callable[..., Server]
+) -> None:
+    server = make_server(backend, COMPRESSION_MIN_SIZE="1024")
+    before = requests.get(f"{server.url}/metrics", timeout=10).text
+    text_file = b"a line of text that compresses well\n" * 4096
+    url = server.create(len(text_file))
+    assert server.patch(url, text_file, 0).headers["X-Upload-Status"] == "stored"
+    assert server.status(url)["file"]["codec"] == "brotli"
+
+    after = requests.get(f"{server.url}/metrics", timeout=10).text
+    received = _sample(after, "artstore_ingester_bytes_received_total") - _sample(
+        before, "artstore_ingester_bytes_received_total"
+    )
+    assert received == len(text_file)
+    assert _sample(after, "artstore_ingester_uploads_in_progress") == 0
+    ratios = _sample(after, "artstore_ingester_compression_ratio_count")
+    assert ratios - _sample(before, "artstore_ingester_compression_ratio_count") == 1
+    assert 0 < _sample(after, "artstore_ingester_compression_ratio_sum") < ratios
+    for name in (
+        "artstore_ingester_storage_selection_duration_seconds_count",
+        "storage_selection_duration_seconds_count",
+    ):
+        assert _sample(after, name, retention_policy="temporary") >= 1, name
+    assert _sample(after, "ingester_capacity_latency_seconds_count", source="memory") >= 1
+    assert _sample(after, "ingester_capacity_fallback_total") == 0  # one source: no fallback
+    assert "artstore_ingester_circuit_breaker_state" in after
+    assert _sample(after, "artstore_ingester_circuit_breaker_state", element="se-local") == 0
+    assert _sample(after, "storage_selection_total", status="failed") == 0

@@ -5,10 +5,7 @@
 //
 // Prints ONE JSON line: the page's window.__uppyResult plus the page's console errors and
 // failed requests; exits 1 when the page reports an error, times out or Uppy had failures.
-import { mkdtempSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
-import { chromium } from 'playwright-core'
+import { openBrowser } from './browser.mjs'
 
 const [pageUrl, timeoutArg] = process.argv.slice(2)
 if (!pageUrl) {
@@ -16,31 +13,13 @@ if (!pageUrl) {
   process.exit(2)
 }
 const timeout = Number(timeoutArg || 60000)
-const executablePath = process.env.CHROMIUM || '/usr/bin/chromium'
-
-const profile = mkdtempSync(join(tmpdir(), 'tusingest-chromium-'))
 const consoleErrors = []
 const failedRequests = []
 let browser
 let output
 try {
-  // A persistent context is how playwright takes a fresh --user-data-dir of our own.
-  browser = await chromium.launchPersistentContext(profile, {
-    executablePath,
-    headless: true,
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-    ],
-    timeout: 30000,
-  })
-  const page = browser.pages()[0] ?? (await browser.newPage())
+  browser = await openBrowser()
+  const page = browser.page
   page.on('console', (msg) => {
     if (msg.type() === 'error') consoleErrors.push(msg.text())
   })
@@ -60,7 +39,6 @@ try {
   output = { error: String(err), consoleErrors, failedRequests }
   process.exitCode = 1
 } finally {
-  await browser?.close().catch(() => {})
-  rmSync(profile, { recursive: true, force: true })
+  await browser?.close()
 }
 console.log(JSON.stringify(output))

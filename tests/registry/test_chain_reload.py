@@ -125,7 +125,7 @@ def test_reload_keeps_the_last_list_when_every_source_fails() -> None:
         assert not await reloader.reload()
         assert sorted(reloader.known) == ["se-1"]
         assert sample(metrics, "ingester_se_config_reload_total", source="none",
-                      status="error") == 1  # fmt: skip
+                      status="failed") == 1  # fmt: skip
 
     asyncio.run(scenario())
 

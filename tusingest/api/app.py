@@ -1,11 +1,11 @@
 """The JSON API sub-application at `/api`: its routes, every one authenticated but the OpenAPI
-document."""
+document (the status feed also takes the status page's cookie)."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from tusingest.api import audit, files, openapi, sessions, transfers, uploads
+from tusingest.api import audit, files, openapi, sessions, status, transfers, uploads
 from tusingest.auth import auth_middleware
 
 PREFIX = "/api"
@@ -14,9 +14,11 @@ PREFIX = "/api"
 def create_api_app() -> web.Application:
     app = web.Application()
     spec = app.router.add_get("/openapi.json", openapi.openapi).resource
+    # The status feed authenticates itself: by bearer token or the status page's cookie.
+    feed = app.router.add_get("/status", status.status).resource
 
     def public(request: web.Request) -> bool:
-        return request.match_info.route.resource is spec
+        return request.match_info.route.resource in (spec, feed)
 
     app.middlewares.append(auth_middleware(exempt=public))
     app.router.add_get("/files/upload/session/{upload_id}", sessions.session)

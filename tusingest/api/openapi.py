@@ -823,10 +823,27 @@ def _api_paths() -> Json:
                 ],
             )
         },
+        "/api/status": {
+            "get": _api_operation(
+                "status",
+                "operators",
+                "The operators' live view (admins only; also with the status page's cookie)",
+                {
+                    200: _response("The status document", _json(_ref("StatusDocument"))),
+                    403: _json_error(403, ["admin_required"]),
+                },
+            )
+        },
     }
 
 
 # --- root ----------------------------------------------------------------------------------
+
+_SEE_STATUS = {"Location": _header("/status", required=True)}
+
+
+def _html() -> Json:
+    return {"text/html": {"schema": _string()}}
 
 
 def _root_paths() -> Json:
@@ -848,9 +865,10 @@ def _root_paths() -> Json:
                     "redis": _string(),
                     "elements": {"type": "object", "additionalProperties": element},
                     "registry": {"type": "object", "additionalProperties": _string()},
+                    "admin_module": _string(),
                     "node": _string(enum=["draining"]),
                 },
-                optional=("database", "redis", "elements", "registry", "node"),
+                optional=("database", "redis", "admin_module", "elements", "registry", "node"),
             ),
         }
     )
@@ -876,6 +894,52 @@ def _root_paths() -> Json:
                         _json(health),
                     ),
                 },
+                public=True,
+            )
+        },
+        "/status": {
+            "get": _operation(
+                "statusPage",
+                "operators",
+                "The operators' status page (HTML); the sign-in form without a valid session",
+                {
+                    200: _response("The page", _html()),
+                    401: _response("The sign-in form", _html()),
+                    403: _response("The sign-in form: the token is not an admin's", _html()),
+                },
+                public=True,
+            )
+        },
+        "/status/login": {
+            "post": _operation(
+                "statusLogin",
+                "operators",
+                "Sign in to the status page: an admin's token into an HttpOnly, "
+                "SameSite=Strict cookie",
+                {
+                    303: _response("Signed in: to /status", headers=_SEE_STATUS),
+                    400: _response("No token in the form", _html()),
+                    401: _response("The token is not valid", _html()),
+                    403: _response("The token is not an admin's", _html()),
+                    413: _response("The form is too large", _html()),
+                },
+                body={
+                    "required": True,
+                    "content": {
+                        "application/x-www-form-urlencoded": {
+                            "schema": _object({"token": _string()})
+                        }
+                    },
+                },
+                public=True,
+            )
+        },
+        "/status/logout": {
+            "post": _operation(
+                "statusLogout",
+                "operators",
+                "Sign out of the status page (the cookie is removed)",
+                {303: _response("To /status", headers=_SEE_STATUS)},
                 public=True,
             )
         },
@@ -1036,6 +1100,7 @@ def _schemas() -> Json:
                 "retention_policy": _string(),
             }
         ),
+        "StatusDocument": _status_document(),
         "AuditPage": _object(
             {
                 "events": {"type": "array", "items": _ref("AuditEvent")},
@@ -1117,3 +1182,124 @@ def _body() -> bytes:
 async def openapi(_request: web.Request) -> web.Response:
     """The document, without authentication."""
     return web.Response(body=_body(), content_type="application/json", charset="utf-8")
+
+
+def _status_document() -> Json:
+    """`GET /api/status`; a section that could not be read is `{"error": ...}` instead."""
+    number = {"type": ["number", "null"]}
+    failed = _object({"error": _string()})
+
+    def section(schema: Json) -> Json:
+        return {"oneOf": [schema, failed]}
+
+    in_flight = _object(
+        {
+            "upload_id": _string(),
+            "owner": _string(),
+            "filename": _string(nullable=True),
+            "offset": _integer(),
+            "length": _integer(nullable=True),
+            "percent": number,
+            "bytes_per_second": _integer(nullable=True),
+            "eta_seconds": number,
+            "node": _string(nullable=True),
+            "created_at": _string(format="date-time"),
+            "updated_at": _string(format="date-time"),
+        }
+    )
+    verdict = {
+        "type": "object",
+        "required": ["at", "owner", "outcome", "upload_id"],
+        "properties": {
+            "at": _string(format="date-time"),
+            "owner": _string(),
+            "outcome": _string(enum=["stored", "rejected", "failed"]),
+            "upload_id": _string(nullable=True),
+            "file_id": _string(),
+            "filename": _string(nullable=True),
+            "size": _integer(nullable=True),
+            "element_id": _string(nullable=True),
+            "reason": _string(nullable=True),
+            "message": _string(),
+        },
+    }
+    work = _object(
+        {
+            "id": _string(),
+            "kind": _string(),
+            "subject": _string(),
+            "status": _string(enum=["queued", "retrying", "running", "failed"]),
+            "step": _string(nullable=True),
+            "attempts": _integer(),
+            "next_attempt_at": _string(format="date-time"),
+            "last_error": _string(nullable=True),
+            "updated_at": _string(format="date-time"),
+        }
+    )
+    element = _object(
+        {
+            "element_id": _string(),
+            "mode": _string(),
+            "priority": _integer(),
+            "endpoint": _string(),
+            "capacity_total": _integer(),
+            "capacity_used": _integer(),
+            "capacity_free": _integer(),
+            "used_percent": number,
+            "capacity_status": _string(),
+            "healthy": {"type": "boolean"},
+            "breaker": _string(enum=["closed", "half_open", "open"]),
+            "usable": {"type": "boolean"},
+        }
+    )
+    return _object(
+        {
+            "generated_at": _string(format="date-time"),
+            "node": _object(
+                {
+                    "id": _string(),
+                    "hostname": _string(),
+                    "pid": _integer(),
+                    "version": _string(),
+                    "database": _string(enum=["sqlite", "postgresql"]),
+                    "started_at": _string(format="date-time"),
+                    "uptime_seconds": {"type": "number"},
+                    "window_seconds": _integer(),
+                    "uploads_per_second": {"type": "number"},
+                    "bytes_per_second": _integer(),
+                    "receiving_here": _integer(),
+                }
+            ),
+            "uploads": _object(
+                {
+                    "in_progress": section({"type": "array", "items": in_flight}),
+                    "recent": section({"type": "array", "items": verdict}),
+                }
+            ),
+            "operations": section(
+                _object(
+                    {
+                        "counts": {"type": "object", "additionalProperties": _integer()},
+                        "items": {"type": "array", "items": work},
+                    }
+                )
+            ),
+            "storage": section(
+                _object(
+                    {
+                        "registry": _object(
+                            {
+                                "sources": {"type": "array", "items": _string()},
+                                "answered_by": {
+                                    "type": "object",
+                                    "additionalProperties": _string(),
+                                },
+                                "reloaded_at": _string(nullable=True, format="date-time"),
+                            }
+                        ),
+                        "elements": {"type": "array", "items": element},
+                    }
+                )
+            ),
+        }
+    )

@@ -380,7 +380,9 @@ class HttpElement:
             return await read_reply(response)
 
     def _rejected(self, what: str, status: int, body: Any) -> ElementRejected:
-        return ElementRejected(f"{what} on {self._element_id}: {status} {detail(body)}")
+        # The codes name the lazy-reload reasons of a 507 and a 404.
+        code = {507: "element_full", 404: "element_not_found"}.get(status)
+        return ElementRejected(f"{what} on {self._element_id}: {status} {detail(body)}", code=code)
 
 
 def _write(out: IO[bytes], digest: Any, chunk: bytes) -> None:

@@ -155,6 +155,8 @@ class Ingest:
                 self._policy.compression,
                 self._policy.workdir,
             )
+            if compressed is not None and self._metrics is not None:
+                self._metrics.compression(validated.size, compressed.size)
         prepared = Prepared(
             validated,
             compressed,

@@ -212,7 +212,7 @@ class StoreSaga:
                 reason = _reason(exc)
                 log.warning("storing on %s failed (%s): %s; compensating and trying the next "
                             "element", info.element_id, reason, exc)  # fmt: skip
-                if reason != "rejected":
+                if reason not in _REFUSALS:
                     breaker.record_failure()
                 self._metrics.breaker(info.element_id, breaker.state)
                 await abandon(placement)
@@ -236,7 +236,7 @@ class StoreSaga:
         try:
             known = await self._registry.elements(mode)
         except Exception:
-            self._metrics.selection(retention.value, "error", "none", time.monotonic() - started)
+            self._metrics.selection(retention.value, "failed", "none", time.monotonic() - started)
             raise
         found = choose(
             known,
@@ -255,7 +255,7 @@ class StoreSaga:
             await self._registry.invalidate()
         except Exception as exc:
             log.warning("lazy registry reload (%s) failed: %s", reason, exc)
-            self._metrics.lazy_reload(reason, "error")
+            self._metrics.lazy_reload(reason, "failed")
             return
         self._metrics.lazy_reload(reason, "success")
 
@@ -277,11 +277,19 @@ class StoreSaga:
         )
 
 
+# An element that answered and refused is not broken: its breaker stays as it is.
+_REFUSALS = frozenset({"rejected", "not_found", "insufficient_storage"})
+
+
 def _reason(exc: Exception) -> str:
     """The lazy-reload reason label for an element failure."""
     if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
         return "insufficient_storage"  # what an SE would call 507
     if isinstance(exc, TusingestError):
+        if exc.code == "element_full":
+            return "insufficient_storage"
+        if exc.code == "element_not_found":
+            return "not_found"
         if exc.code in ("element_rejected", "element_unauthorized"):
             return "rejected"
         return "unavailable"

@@ -124,6 +124,14 @@ class AdminRegistry:
     async def invalidate(self) -> None:
         """Nothing is cached here."""
 
+    async def ping(self) -> None:
+        """Raise unless the Admin Module answers an authenticated call (readiness)."""
+        status, body = await self._client.call(
+            "GET", "/internal/storage-elements/available", params={"mode": "edit"}
+        )
+        if status not in (200, 503):
+            raise TransientError(f"Admin Module answered {status}: {detail(body)}")
+
 
 def parse(raw: dict[str, Any], mode: ElementMode) -> ElementInfo | None:
     """One list entry, or None when it cannot be used (no element_id or api_url, other mode,

@@ -4,10 +4,11 @@ registry) until one names an element; which one answered is kept for metrics."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 
 from tusingest.domain import WRITABLE_MODES, ElementInfo, ElementMode
-from tusingest.ports import Registry
+from tusingest.ports import Metrics, Registry
 
 log = logging.getLogger(__name__)
 
@@ -17,13 +18,21 @@ class ChainRegistry:
     no element of the mode falls through to the next; when none has any, the answer is empty
     and `last_errors` says why."""
 
-    def __init__(self, links: Sequence[tuple[str, Registry]]) -> None:
+    def __init__(
+        self, links: Sequence[tuple[str, Registry]], metrics: Metrics | None = None
+    ) -> None:
         if not links:
             raise ValueError("a registry chain needs at least one source")
         self._links = list(links)
+        self._metrics = metrics
         self._last_source = "none"
         self.last_errors: list[str] = []  # why each source gave nothing, last call
         self.last_failures: list[str] = []  # the sources among them that failed outright
+
+    @property
+    def names(self) -> list[str]:
+        """The sources, in the order they are asked."""
+        return [name for name, _ in self._links]
 
     @property
     def last_source(self) -> str:
@@ -32,7 +41,8 @@ class ChainRegistry:
     async def elements(self, mode: ElementMode) -> list[ElementInfo]:
         errors: list[str] = []
         failures: list[str] = []
-        for name, registry in self._links:
+        for index, (name, registry) in enumerate(self._links):
+            started = time.monotonic()
             try:
                 found = await registry.elements(mode)
             except Exception as exc:  # any source failing must not stop the next one
@@ -40,6 +50,9 @@ class ChainRegistry:
                 errors.append(f"{name}: {exc}")
                 failures.append(name)
                 continue
+            if self._metrics is not None:
+                took = time.monotonic() - started
+                self._metrics.capacity_lookup(name, took, fallback=bool(found) and index > 0)
             if found:
                 self._last_source = name
                 self.last_errors, self.last_failures = errors, failures

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from datetime import UTC, datetime
 
 from tusingest.domain import ElementInfo
 from tusingest.ports import Elements, Metrics
@@ -28,6 +29,7 @@ class ConfigReloader:
         self._elements = elements
         self._metrics = metrics
         self._interval = interval
+        self.reloaded_at: datetime | None = None  # the last reload that got an answer
         self._known: dict[str, ElementInfo] | None = None
 
     @property
@@ -42,17 +44,18 @@ class ConfigReloader:
             current = await self._chain.snapshot()
         except Exception as exc:
             log.warning("storage-element reload failed: %s", exc)
-            self._metrics.config_reload("none", "error", time.monotonic() - started)
+            self._metrics.config_reload("none", "failed", time.monotonic() - started)
             return False
         source = self._chain.last_source
         if not current and self._chain.last_failures and self._known:
             # Every source down is no evidence that the elements are gone.
             errors = "; ".join(self._chain.last_errors)
             log.warning("storage-element reload: %s; keeping the last list", errors)
-            self._metrics.config_reload(source, "error", time.monotonic() - started)
+            self._metrics.config_reload(source, "failed", time.monotonic() - started)
             return False
         self._metrics.config_reload(source, "success", time.monotonic() - started)
         self._metrics.endpoints(len(current))
+        self.reloaded_at = datetime.now(UTC)
         previous = self._known
         self._known = current
         if previous is None:

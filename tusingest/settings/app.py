@@ -41,6 +41,8 @@ class ServerSettings:
     max_connections: int = 0
     # SHUTDOWN_GRACE_SECONDS: after SIGTERM, how long running work may take to finish.
     shutdown_grace_seconds: float = 25.0
+    # PROMETHEUS_METRICS_ENABLED: whether GET /metrics is served.
+    metrics_enabled: bool = True
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,7 @@ def _server(env: Env, data_dir: Path) -> ServerSettings:
         idle_timeout_seconds=env.number("HTTP_IDLE_TIMEOUT_SECONDS", 15, positive=True),
         max_connections=env.integer("MAX_CONNECTIONS", 0, low=0),
         shutdown_grace_seconds=env.number("SHUTDOWN_GRACE_SECONDS", 25, low=0),
+        metrics_enabled=env.flag("PROMETHEUS_METRICS_ENABLED", True),
     )
 
 

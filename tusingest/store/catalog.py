@@ -46,7 +46,7 @@ _AUDIT = (
     "INSERT INTO audit_events (at, actor, action, subject, detail, address, outcome) "
     "VALUES ($1, $2, $3, $4, $5, $6, $7)"
 )
-_EVENT_COLUMNS = "id, at, actor, action, subject, detail, address, outcome"
+EVENT_COLUMNS = "id, at, actor, action, subject, detail, address, outcome"
 
 
 class SqlCatalog:
@@ -149,10 +149,8 @@ class SqlCatalog:
                 conditions.append(f"{column} {operator} ${len(args)}")
         args.append(limit)
         where = f"WHERE {' AND '.join(conditions)} " if conditions else ""
-        sql = (
-            f"SELECT {_EVENT_COLUMNS} FROM audit_events {where}ORDER BY id DESC LIMIT ${len(args)}"
-        )
-        return [_event(row) for row in await self._db.fetch(sql, *args)]
+        sql = f"SELECT {EVENT_COLUMNS} FROM audit_events {where}ORDER BY id DESC LIMIT ${len(args)}"
+        return [event_from_row(row) for row in await self._db.fetch(sql, *args)]
 
 
 async def _audit(queries: Queries, note: AuditNote) -> None:
@@ -178,7 +176,7 @@ def _entry(row: Row) -> CatalogEntry:
     return CatalogEntry(**values, deleted_at=utc(row["deleted_at"]))
 
 
-def _event(row: Row) -> AuditEvent:
+def event_from_row(row: Row) -> AuditEvent:
     at = utc(row["at"])
     assert at is not None
     try:

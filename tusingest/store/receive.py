@@ -76,8 +76,10 @@ class Receiver:
         limit: int,
         digest: UploadDigest | None,
         checksum: Checksum | None,
+        on_bytes: Callable[[int], None] | None = None,
     ) -> None:
         self._open_writer = open_writer
+        self._on_bytes = on_bytes
         self._pool = pool
         self._limit = limit
         self._hashers: list[Any] = []
@@ -173,6 +175,8 @@ class Receiver:
         self._in_flight, self._filling = self._filling, None
         data = memoryview(self._in_flight)[: self._filled]
         self._filled = 0
+        if self._on_bytes is not None:
+            self._on_bytes(len(data))
         if self.writer is None:
             self.writer = await self._open_writer()
         self._writing = asyncio.ensure_future(self._write(self.writer, data))

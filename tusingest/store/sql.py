@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from tusingest.domain import PARTIAL, OperationKind, OperationStatus, Upload, UploadStatus
 from tusingest.store.db import Database, Queries, Row, utc
 
-_COLUMNS = (
+UPLOAD_COLUMNS = (
     "id, owner, length, upload_offset, metadata_raw, concat, status, error, file_id, "
     "created_at, updated_at, expires_at, md5, sha256, error_detail, client_address"
 )
@@ -20,16 +20,16 @@ _INSERT = (
     "created_at, updated_at, expires_at, client_address) "
     "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
 )
-_GET = f"SELECT {_COLUMNS} FROM uploads WHERE id = $1"
+_GET = f"SELECT {UPLOAD_COLUMNS} FROM uploads WHERE id = $1"
 _GET_LEASED = (
-    f"SELECT {_COLUMNS}, EXISTS (SELECT 1 FROM upload_locks WHERE key = $1 "
+    f"SELECT {UPLOAD_COLUMNS}, EXISTS (SELECT 1 FROM upload_locks WHERE key = $1 "
     "AND expires_at > $2) AS leased FROM uploads WHERE id = $1"
 )
 _ADVANCE = (
     "UPDATE uploads SET upload_offset = $1, length = $2, status = $3, updated_at = $4, "
     "expires_at = $5, md5 = COALESCE($6, md5), sha256 = COALESCE($7, sha256), "
     "metadata_raw = COALESCE($10, metadata_raw) "
-    f"WHERE id = $8 AND upload_offset = $9 AND status = 'receiving' RETURNING {_COLUMNS}"
+    f"WHERE id = $8 AND upload_offset = $9 AND status = 'receiving' RETURNING {UPLOAD_COLUMNS}"
 )
 _SETTLE = (
     "UPDATE uploads SET status = $1, updated_at = $2, error = $3, error_detail = $4, "
@@ -93,11 +93,11 @@ class SqlSessionStore:
 
     async def get(self, upload_id: str) -> Upload | None:
         row = await self._db.fetchrow(_GET, upload_id)
-        return None if row is None else _upload(row)
+        return None if row is None else upload_from_row(row)
 
     async def get_leased(self, upload_id: str) -> tuple[Upload | None, bool]:
         row = await self._db.fetchrow(_GET_LEASED, upload_id, datetime.now(UTC))
-        return (None, False) if row is None else (_upload(row), bool(row["leased"]))
+        return (None, False) if row is None else (upload_from_row(row), bool(row["leased"]))
 
     async def advance(
         self,
@@ -117,12 +117,12 @@ class SqlSessionStore:
         args += (sha256, upload_id, expected_offset, metadata_raw)
         if not _needs_ingest(status, None):
             row = await self._db.fetchrow(_ADVANCE, *args)
-            return None if row is None else _upload(row)
+            return None if row is None else upload_from_row(row)
         async with self._db.transaction() as tx:
             row = await tx.fetchrow(_ADVANCE, *args)
             if row is not None and _needs_ingest(status, row["concat"]):
                 await self._queue_ingest(tx, upload_id, now)
-        return None if row is None else _upload(row)
+        return None if row is None else upload_from_row(row)
 
     async def settle(
         self,
@@ -187,7 +187,7 @@ def _needs_ingest(status: UploadStatus, concat: str | None) -> bool:
     return status is UploadStatus.COMPLETE and concat != PARTIAL
 
 
-def _upload(row: Row) -> Upload:
+def upload_from_row(row: Row) -> Upload:
     created, updated = utc(row["created_at"]), utc(row["updated_at"])
     assert created is not None
     assert updated is not None

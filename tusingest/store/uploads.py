@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -61,6 +62,19 @@ class UploadPolicy:
     body_timeout: float = 60.0  # seconds a request body may send nothing before it is ended
 
 
+@dataclass(frozen=True)
+class Streaming:
+    """A request streaming into an upload on this node, as of now."""
+
+    upload: Upload  # as it was when the request began
+    received: int  # bytes this request has handed to staging so far
+    seconds: float  # since the request began streaming
+
+    @property
+    def offset(self) -> int:
+        return self.upload.offset + self.received
+
+
 class UploadStore:
     """The tus state machine over a SessionStore, a Staging area and a Locker."""
 
@@ -72,8 +86,11 @@ class UploadStore:
         policy: UploadPolicy,
         clock: Clock = utcnow,
         on_complete: Callable[[str], None] | None = None,
+        on_bytes: Callable[[int], None] | None = None,
     ) -> None:
         self._on_complete = on_complete or (lambda _upload_id: None)
+        self._on_bytes = on_bytes
+        self._streaming: dict[str, tuple[Upload, Receiver, float]] = {}
         self._sessions = sessions
         self._staging = staging
         self._locker = locker
@@ -85,6 +102,14 @@ class UploadStore:
     @property
     def policy(self) -> UploadPolicy:
         return self._policy
+
+    def streaming(self) -> list[Streaming]:
+        """The requests streaming into uploads on this node now (the operators' live view)."""
+        now = time.monotonic()
+        return [
+            Streaming(upload, receiver.received, now - began)
+            for upload, receiver, began in self._streaming.values()
+        ]
 
     def _expiry(self, now: datetime) -> datetime:
         return now + timedelta(seconds=self._policy.ttl_seconds)
@@ -325,8 +350,10 @@ class UploadStore:
             limit=limit,
             digest=running,
             checksum=checksum,
+            on_bytes=self._on_bytes,
         )
         kept = False
+        self._streaming[upload.id] = (upload, receiver, time.monotonic())
         try:
             try:
                 await receiver.receive(body)
@@ -342,6 +369,7 @@ class UploadStore:
             kept = True
             return await self._commit(upload, receiver, new_length, running)
         finally:
+            self._streaming.pop(upload.id, None)
             if not kept:
                 await asyncio.shield(receiver.settle())
                 if receiver.writer is not None:
