@@ -18,7 +18,7 @@ from tusingest.api.app import create_api_app
 from tusingest.auth import AUTHENTICATOR
 from tusingest.cors import cors_middleware
 from tusingest.errors import TusingestError
-from tusingest.logcontext import REQUEST_ID, USER, request_id
+from tusingest.logcontext import FILE_ID, REQUEST_ID, UPLOAD_ID, USER, about, request_id
 from tusingest.services import SERVICES, open_services
 from tusingest.settings.app import Settings
 from tusingest.statusreport import element_view, writable_elements
@@ -94,6 +94,9 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     rid = request[REQUEST_ID_KEY] = request_id(request.headers.get("X-Request-ID"))
     REQUEST_ID.set(rid)
     USER.set("-")
+    UPLOAD_ID.set(None)
+    FILE_ID.set(None)
+    about(request.match_info.get("upload_id"), request.match_info.get("file_id"))
     started = time.monotonic()
     status = 500
     try:

@@ -13,15 +13,22 @@ from datetime import UTC, datetime
 from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from tusingest.logcontext import REQUEST_ID, USER
+from tusingest.logcontext import FILE_ID, REQUEST_ID, UPLOAD_ID, USER
 
 
 class ContextFilter(logging.Filter):
-    """Puts the request id and the user of the current request on every record."""
+    """Puts the request id, the user, the upload and the file of the current task on every
+    record (`subject`: the two ids as text, or nothing)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = REQUEST_ID.get()
         record.user = USER.get()
+        record.upload_id = upload_id = UPLOAD_ID.get()
+        record.file_id = file_id = FILE_ID.get()
+        parts = [f"upload={upload_id}"] if upload_id else []
+        if file_id:
+            parts.append(f"file={file_id}")
+        record.subject = "".join(" " + part for part in parts)
         return True
 
 
@@ -33,6 +40,8 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "request_id": getattr(record, "request_id", "-"),
             "user": getattr(record, "user", "-"),
+            "upload_id": getattr(record, "upload_id", None),
+            "file_id": getattr(record, "file_id", None),
             "message": record.getMessage(),
         }
         if record.exc_info:
@@ -93,7 +102,8 @@ def configure_logging(level: str, fmt: str) -> None:
     else:
         handler.setFormatter(
             logging.Formatter(
-                "%(asctime)s %(levelname)s %(name)s [%(request_id)s %(user)s]: %(message)s"
+                "%(asctime)s %(levelname)s %(name)s "
+                "[%(request_id)s %(user)s%(subject)s]: %(message)s"
             )
         )
     handler.addFilter(ContextFilter())

@@ -69,7 +69,13 @@ def test_request_ids_and_users_on_log_lines_and_no_token_anywhere(
     finally:
         node.stop()
     log = Path(tmp_path / "node.log").read_text("utf-8", "replace")
-    assert "[rid-upload-7 alice]" in log, log[-3000:]
+    upload_id = created.headers["Location"].rsplit("/", 1)[-1]
+    # The completion the PATCH started names its request, user, upload and, once stored, file.
+    stored = [line for line in log.splitlines() if "stored upload" in line]
+    assert len(stored) == 1, log[-3000:]
+    file_id = re.search(r"as file (\S+)", stored[0])
+    assert file_id is not None
+    assert f"[rid-upload-7 alice upload={upload_id} file={file_id[1]}]" in stored[0]
     for secret in (token, admin, expired, forged):
         assert secret not in log
         assert secret.split(".")[2] not in log  # not even the signature

@@ -19,6 +19,7 @@ from tusingest.domain import (
     UploadStatus,
 )
 from tusingest.errors import NoStorageAvailable, TusingestError
+from tusingest.logcontext import about
 from tusingest.metadata import metadata_text
 from tusingest.pipeline.compress import is_compressible, maybe_compress, remove_copies
 from tusingest.pipeline.faults import crash_point
@@ -105,6 +106,7 @@ class Ingest:
             self._step("catalog")
             entry = prepared.entry(upload, stored)
             await self._catalog.record(entry, _stored_note(upload, entry))
+        about(file_id=entry.file_id)
         self._step("register")
         if self._registrar is not None:
             temporary = prepared.retention is Retention.TEMPORARY

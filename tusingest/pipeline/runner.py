@@ -15,6 +15,7 @@ from typing import Protocol
 
 from tusingest.domain import Operation, OperationKind, OperationStatus
 from tusingest.errors import TransientError
+from tusingest.logcontext import about
 from tusingest.pipeline.jobstate import JobState
 from tusingest.ports import OperationStore
 
@@ -155,6 +156,10 @@ class Runner:
 
     async def _execute(self, op: Operation) -> None:
         handler = self._handlers[op.kind]  # only kinds with a handler are claimed
+        if op.kind is OperationKind.INGEST:
+            about(upload_id=op.subject)
+        else:
+            about(file_id=op.subject)
         try:
             latest = op.state
 
