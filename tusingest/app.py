@@ -18,6 +18,7 @@ from tusingest.api.app import create_api_app
 from tusingest.auth import AUTHENTICATOR
 from tusingest.cors import cors_middleware
 from tusingest.errors import TusingestError
+from tusingest.intake import INTAKE, Intake
 from tusingest.logcontext import FILE_ID, REQUEST_ID, UPLOAD_ID, USER, about, request_id
 from tusingest.services import SERVICES, open_services
 from tusingest.settings.app import Settings
@@ -44,6 +45,7 @@ def create_app(settings: Settings) -> web.Application:
             app[AUTHENTICATOR] = services.authenticator
             yield
 
+    app[INTAKE] = Intake()
     app.cleanup_ctx.append(services_ctx)
     app.on_response_prepare.append(_echo_request_id)
     app.add_subapp(TUS_PREFIX, create_tus_app())

@@ -29,6 +29,7 @@ from tusingest.errors import (
     TusingestError,
     UnsupportedMediaType,
 )
+from tusingest.intake import INTAKE
 from tusingest.metadata import encode_metadata
 from tusingest.pipeline.validate import check_at_creation
 from tusingest.pipeline.verdicts import awaits_verdict, waits_for_storage
@@ -51,7 +52,8 @@ async def upload(request: web.Request) -> web.StreamResponse:
     _refuse_length(request, policy.max_size + FORM_OVERHEAD, "file_too_large", "the file")
     form = _Form(services, request[PRINCIPAL], client_address(request), max_files=1)
     async with form.receiving():
-        await form.read(await _multipart(request))
+        with request.config_dict[INTAKE].streaming(request):
+            await form.read(await _multipart(request))
         if not form.files:
             raise BadRequest("the form has no `file` part", code="missing_file")
         staged = form.files[0]
@@ -74,7 +76,8 @@ async def batch(request: web.Request) -> web.StreamResponse:
         max_bytes=policy.max_batch_bytes,
     )
     async with form.receiving():
-        await form.read(await _multipart(request))
+        with request.config_dict[INTAKE].streaming(request):
+            await form.read(await _multipart(request))
         if not form.files:
             raise BadRequest("the form has no `files` part", code="missing_file")
         gate = asyncio.Semaphore(BATCH_PARALLELISM)

@@ -22,6 +22,7 @@ from tusingest.errors import (
     UnsupportedMediaType,
     UploadInterrupted,
 )
+from tusingest.intake import INTAKE
 from tusingest.metadata import metadata_text, parse_metadata
 from tusingest.pipeline.validate import check_at_creation
 from tusingest.services import SERVICES, Services
@@ -128,16 +129,17 @@ async def create(request: web.Request) -> web.StreamResponse:
     )
     if with_body:
         try:
-            upload = await services.uploads.append(
-                principal,
-                upload.id,
-                offset=0,
-                length=None,
-                content_length=content_length,
-                body=_body(request),
-                checksum=checksum,
-                on_release=_interrupter(request),
-            )
+            with request.config_dict[INTAKE].streaming(request):
+                upload = await services.uploads.append(
+                    principal,
+                    upload.id,
+                    offset=0,
+                    length=None,
+                    content_length=content_length,
+                    body=_body(request),
+                    checksum=checksum,
+                    on_release=_interrupter(request),
+                )
         except Exception:
             # Without a 201 the client never learns the Location: nobody could resume it.
             await _discard(services, principal, upload.id)
@@ -245,16 +247,17 @@ async def patch(request: web.Request) -> web.StreamResponse:
         if upload.is_final:
             raise Forbidden("a final upload cannot be patched", code="final_upload") from None
         raise
-    upload = await services.uploads.append(
-        principal,
-        upload_id,
-        offset=offset,
-        length=length,
-        content_length=request.content_length,
-        body=_body(request),
-        checksum=checksum,
-        on_release=_interrupter(request),
-    )
+    with request.config_dict[INTAKE].streaming(request):
+        upload = await services.uploads.append(
+            principal,
+            upload_id,
+            offset=offset,
+            length=length,
+            content_length=request.content_length,
+            body=_body(request),
+            checksum=checksum,
+            on_release=_interrupter(request),
+        )
     upload = await services.verdicts.settle(upload)
     return verdict.respond(upload, 204, _state_headers(upload), services.verdicts.retry_after)
 
