@@ -20,7 +20,14 @@ import pytest
 
 from tests.conftest import BACKENDS
 from tests.receiver import Receiver, verify
-from tusingest.domain import AuditNote, Operation, OperationKind, OperationStatus
+from tusingest.domain import (
+    AuditNote,
+    CatalogEntry,
+    Operation,
+    OperationKind,
+    OperationStatus,
+    StoredFile,
+)
 from tusingest.errors import Exhausted, ReceiverUnavailable, TransientError
 from tusingest.pipeline.delivery import (
     DELIVERY_HEADER,
@@ -415,3 +422,43 @@ def test_deliveries_are_queued_with_their_note_and_once(
             await db.close()
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_file_stored_moved_and_deleted_queues_one_delivery_per_event(
+    backend: str, tmp_path: Path, new_pg_database: Callable[[], str]
+) -> None:
+    """The catalog's own changes bring their events along, and only when they change it."""
+    raw = f"sqlite:///{tmp_path / 'db.sqlite'}" if backend == "sqlite" else new_pg_database()
+    url = Settings.from_env({"DATABASE_URL": raw}).database.url
+    entry = CatalogEntry(
+        file_id=STORED.subject, upload_id="u" * 32, element_id="se-01",
+        storage_filename="a_alice_x.pdf", storage_path="2026/01/02/03/", original_filename="a.pdf",
+        content_type="application/pdf", declared_type=None, size=3, stored_size=3, codec=None,
+        md5="cd" * 16, sha256="ab" * 32, stored_sha256="ab" * 32, retention_policy="temporary",
+        owner="alice", created_at=T0,
+    )  # fmt: skip
+    moved = StoredFile(STORED.subject, "se-02", "a_alice_x.pdf", "2026/01/02/03/", 3, "ab" * 32)
+
+    async def scenario() -> list[str]:
+        await schema.upgrade(url)
+        db = await open_database(url)
+        try:
+            catalog = SqlCatalog(db, WebhookOutbox([URL], lambda: None))
+            await catalog.record(entry, STORED)
+            await catalog.record(entry, STORED)  # recorded already: nothing more
+            note = _transferred("t" * 32)
+            assert await catalog.relocate(STORED.subject, "se-01", moved, "temporary", note)
+            assert not await catalog.relocate(STORED.subject, "se-01", moved, "temporary", note)
+            gone = AuditNote("alice", "file_deleted", STORED.subject, {"element_id": "se-02"})
+            await catalog.mark_deleted(STORED.subject, T0, gone)
+            await catalog.mark_deleted(STORED.subject, T0, gone)  # deleted already
+            rows = await db.fetch(
+                "SELECT result FROM operations WHERE kind = 'webhook' AND subject = $1",
+                STORED.subject,
+            )
+            return sorted(DeliveryState.from_json(json.loads(r["result"])).event for r in rows)
+        finally:
+            await db.close()
+
+    assert asyncio.run(scenario()) == ["file.deleted", "file.stored", "file.transferred"]
