@@ -252,9 +252,22 @@ class Progress:
         self.saved.append((step, state))
 
 
+def _sqlite(tmp_path: Path) -> str:
+    return Settings.from_env({"DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite'}"}).database.url
+
+
+@pytest.fixture(params=BACKENDS)
+def database(
+    request: pytest.FixtureRequest, tmp_path: Path, new_pg_database: Callable[[], str]
+) -> str:
+    """A fresh database on SQLite, then on PostgreSQL."""
+    if request.param == "sqlite":
+        return _sqlite(tmp_path)
+    return Settings.from_env({"DATABASE_URL": new_pg_database()}).database.url
+
+
 @asynccontextmanager
-async def _database(tmp_path: Path) -> AsyncIterator[Database]:
-    url = Settings.from_env({"DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite'}"}).database.url
+async def _database(url: str) -> AsyncIterator[Database]:
     await schema.upgrade(url)
     db = await open_database(url)
     try:
@@ -265,7 +278,7 @@ async def _database(tmp_path: Path) -> AsyncIterator[Database]:
 
 @asynccontextmanager
 async def _catalog(tmp_path: Path) -> AsyncIterator[SqlCatalog]:
-    async with _database(tmp_path) as db:
+    async with _database(_sqlite(tmp_path)) as db:
         yield SqlCatalog(db)
 
 
@@ -342,7 +355,7 @@ def test_a_delivery_that_runs_out_of_time_fails_and_is_noted(tmp_path: Path) -> 
             retry_base_seconds=0.05, retry_max_seconds=0.1,
         )  # fmt: skip
         try:
-            async with _database(tmp_path) as db, aiohttp.ClientSession() as session:
+            async with _database(_sqlite(tmp_path)) as db, aiohttp.ClientSession() as session:
                 catalog = SqlCatalog(db)
                 operations = SqlOperationStore(db)
                 runner = Runner(
@@ -388,17 +401,10 @@ def test_a_delivery_that_runs_out_of_time_fails_and_is_noted(tmp_path: Path) -> 
     asyncio.run(scenario())
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_deliveries_are_queued_with_their_note_and_once(
-    backend: str, tmp_path: Path, new_pg_database: Callable[[], str]
-) -> None:
-    raw = f"sqlite:///{tmp_path / 'db.sqlite'}" if backend == "sqlite" else new_pg_database()
-    url = Settings.from_env({"DATABASE_URL": raw}).database.url
+def test_deliveries_are_queued_with_their_note_and_once(database: str) -> None:
 
     async def scenario() -> None:
-        await schema.upgrade(url)
-        db = await open_database(url)
-        try:
+        async with _database(database) as db:
             woken: list[bool] = []
             outbox = WebhookOutbox([URL, "http://10.0.0.9/"], lambda: woken.append(True))
             catalog = SqlCatalog(db, outbox)
@@ -418,19 +424,12 @@ def test_deliveries_are_queued_with_their_note_and_once(
             notes = await catalog.events(subject=STORED.subject)
             assert [n.action for n in notes] == ["file_stored", "file_stored"]
             assert woken == [True, True]
-        finally:
-            await db.close()
 
     asyncio.run(scenario())
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_a_file_stored_moved_and_deleted_queues_one_delivery_per_event(
-    backend: str, tmp_path: Path, new_pg_database: Callable[[], str]
-) -> None:
+def test_a_file_stored_moved_and_deleted_queues_one_delivery_per_event(database: str) -> None:
     """The catalog's own changes bring their events along, and only when they change it."""
-    raw = f"sqlite:///{tmp_path / 'db.sqlite'}" if backend == "sqlite" else new_pg_database()
-    url = Settings.from_env({"DATABASE_URL": raw}).database.url
     entry = CatalogEntry(
         file_id=STORED.subject, upload_id="u" * 32, element_id="se-01",
         storage_filename="a_alice_x.pdf", storage_path="2026/01/02/03/", original_filename="a.pdf",
@@ -441,9 +440,7 @@ def test_a_file_stored_moved_and_deleted_queues_one_delivery_per_event(
     moved = StoredFile(STORED.subject, "se-02", "a_alice_x.pdf", "2026/01/02/03/", 3, "ab" * 32)
 
     async def scenario() -> list[str]:
-        await schema.upgrade(url)
-        db = await open_database(url)
-        try:
+        async with _database(database) as db:
             catalog = SqlCatalog(db, WebhookOutbox([URL], lambda: None))
             await catalog.record(entry, STORED)
             await catalog.record(entry, STORED)  # recorded already: nothing more
@@ -458,7 +455,5 @@ def test_a_file_stored_moved_and_deleted_queues_one_delivery_per_event(
                 STORED.subject,
             )
             return sorted(DeliveryState.from_json(json.loads(r["result"])).event for r in rows)
-        finally:
-            await db.close()
 
     assert asyncio.run(scenario()) == ["file.deleted", "file.stored", "file.transferred"]
