@@ -152,6 +152,7 @@ class OperationKind(enum.StrEnum):
     DISCARD = "discard"  # remove a copy an abandoned store left on an element (the file id)
     DELETE = "delete"  # delete a stored file: element, catalog, Admin Module (the file id)
     TRANSFER = "transfer"  # move a stored file to another element (the file id)
+    WEBHOOK = "webhook"  # deliver one event to one webhook receiver (the event's file/upload id)
 
 
 @dataclass(frozen=True)
@@ -167,6 +168,16 @@ class Operation:
     attempts: int
     state: dict[str, Any]
     error: str | None = None  # the last attempt's failure
+
+
+@dataclass(frozen=True)
+class NewOperation:
+    """An operation to queue: its id, kind, subject and first state."""
+
+    id: str
+    kind: OperationKind
+    subject: str
+    state: dict[str, Any]
 
 
 @dataclass(frozen=True)

@@ -140,3 +140,21 @@ class ElementUnavailable(TransientError):
 
 class ScannerUnavailable(TransientError):
     code = "scanner_unavailable"
+
+
+class ReceiverUnavailable(TransientError):
+    """A webhook receiver did not take an event (no answer, or not a 2xx): tried again after
+    `retry_after` seconds, without counting an attempt (the delivery's age bounds it)."""
+
+    code = "receiver_unavailable"
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Exhausted(TusingestError):
+    """An operation used up the time it may take (a webhook delivery past its age): the runner
+    gives up at once, whatever its attempts."""
+
+    code = "retries_exhausted"

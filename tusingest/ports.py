@@ -1,8 +1,10 @@
-"""Protocols at the seams: session store, staging bytes and per-upload locks."""
+"""Protocols at the seams: session store, staging bytes and per-upload locks, operations, the
+catalog and what its audit notes bring along, storage elements and registries, webhook
+receivers."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from pathlib import Path
@@ -16,6 +18,7 @@ from tusingest.domain import (
     ElementMode,
     FetchedFile,
     FileToStore,
+    NewOperation,
     Operation,
     OperationKind,
     PendingWork,
@@ -283,6 +286,29 @@ class Catalog(Protocol):
         limit: int = 100,
     ) -> list[AuditEvent]:
         """Audit events matching every filter given, newest first."""
+        ...
+
+
+class Outbox(Protocol):
+    """The operations an audit note brings along (its webhook deliveries): the catalog queues
+    them in the note's own transaction, so the event and its deliveries are recorded together
+    or not at all. Queueing an id that exists already changes nothing."""
+
+    def follow(self, note: AuditNote) -> list[NewOperation]:
+        """The operations `note` brings along (none for most notes)."""
+        ...
+
+    def queued(self) -> None:
+        """Some were committed: start them now (no I/O)."""
+        ...
+
+
+class WebhookSender(Protocol):
+    """POSTs one signed event to a webhook receiver."""
+
+    async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> int:
+        """The receiver's status code (its answer is not read beyond that, redirects are not
+        followed); `TransientError` when no answer came in time."""
         ...
 
 

@@ -9,7 +9,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +25,7 @@ from tusingest.elements.token import AdminToken, MintedToken
 from tusingest.keys import ensure_dev_keys
 from tusingest.observability import PrometheusMetrics
 from tusingest.pipeline.delete import Delete, Deletions
+from tusingest.pipeline.delivery import Deliver
 from tusingest.pipeline.discard import Discard
 from tusingest.pipeline.ingest import Ingest, IngestPolicy
 from tusingest.pipeline.runner import Runner, RunnerPolicy
@@ -32,17 +33,20 @@ from tusingest.pipeline.saga import SagaPolicy, StoreSaga
 from tusingest.pipeline.scan import ClamdScanner
 from tusingest.pipeline.transfer import Transfer, Transfers
 from tusingest.pipeline.verdicts import Verdicts
+from tusingest.pipeline.webhooks import WebhookOutbox
 from tusingest.ports import (
     Catalog,
     FileRegistrar,
     Locker,
     OperationStore,
+    Outbox,
     Registry,
     Scanner,
     SessionStore,
     Staging,
     TokenSource,
 )
+from tusingest.receivers.http import HttpWebhookSender
 from tusingest.registry.admin import AdminFiles, AdminRegistry
 from tusingest.registry.chain import ChainRegistry
 from tusingest.registry.configs import RedisElementConfigs
@@ -73,9 +77,9 @@ Task = Callable[[], Coroutine[Any, Any, None]]
 class Lifecycle:
     """Draining a node before it stops (a rolling deploy behind a load balancer)."""
 
-    def __init__(self, locker: Locker, runner: Runner) -> None:
+    def __init__(self, locker: Locker, runners: Sequence[Runner]) -> None:
         self._locker = locker
-        self._runner = runner
+        self._runners = tuple(runners)
         self.draining = False
 
     async def drain(self, grace_seconds: float) -> None:
@@ -84,7 +88,7 @@ class Lifecycle:
         then hand their lease back."""
         self.draining = True
         self._locker.interrupt_all()
-        await self._runner.stop(grace_seconds)
+        await asyncio.gather(*(runner.stop(grace_seconds) for runner in self._runners))
 
 
 @dataclass(frozen=True)
@@ -138,11 +142,13 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         claim = IngestClaim(node, settings.pipeline.lease_seconds)
         sessions = SqlSessionStore(db, claim=claim)
         locker = await _locker(settings, db, stack)
-        catalog = SqlCatalog(db)
         staging = FileStaging(config.staging_dir)
         storage = await open_storage(settings, stack)
         operations = SqlOperationStore(db)
+        outbox, webhooks = _webhooks(settings, node, db, operations, storage, stack)
+        catalog = SqlCatalog(db, outbox)
         runner = _runner(settings, node, operations, sessions, staging, catalog, storage)
+        runners = [runner, *webhooks]
         throughput = Throughput()
 
         def completed(upload_id: str) -> None:
@@ -179,7 +185,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         )
         for task in (
             asyncio.create_task(reaper.run_forever(config.reaper_interval_seconds)),
-            asyncio.create_task(runner.run_forever()),
+            *(asyncio.create_task(each.run_forever()) for each in runners),
             *(asyncio.create_task(start()) for start in storage.tasks),
         ):
             stack.push_async_callback(_cancel, task)
@@ -204,7 +210,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             transfers=Transfers(catalog, storage.chain, storage.elements, operations, runner),
             authenticator=authenticator,
             storage=storage,
-            lifecycle=Lifecycle(locker, runner),
+            lifecycle=Lifecycle(locker, runners),
             status=StatusReport(
                 SqlStatusQueries(db),
                 uploads,
@@ -440,6 +446,43 @@ def _runner(
         node=node,
         on_end=lambda kind, status: storage.metrics.operation_finished(kind.value, status),
     )
+
+
+def _webhooks(
+    settings: Settings,
+    node: str,
+    db: Database,
+    operations: OperationStore,
+    storage: Storage,
+    stack: contextlib.AsyncExitStack,
+) -> tuple[Outbox | None, list[Runner]]:
+    """With WEBHOOK_URLS: the outbox queueing deliveries with the audit notes, and a runner of
+    their own (deliveries never take the place of an ingest, however many wait)."""
+    config = settings.pipeline.webhooks
+    if not config.enabled:
+        return None, []
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=config.concurrency),
+        cookie_jar=aiohttp.DummyCookieJar(),
+    )
+    stack.push_async_callback(session.close)
+    # A give-up's note (webhook_failed) is no event: written without the outbox.
+    deliver = Deliver(HttpWebhookSender(session, config.timeout_seconds), SqlCatalog(db), config)
+    attempt = config.timeout_seconds + 30  # the POST, then recording how it went
+    runner = Runner(
+        operations,
+        {OperationKind.WEBHOOK: deliver},
+        RunnerPolicy(
+            max_attempts=settings.pipeline.max_attempts,
+            attempt_timeout=attempt,
+            lease_seconds=max(settings.pipeline.lease_seconds, attempt + 30),
+            concurrency=config.concurrency,
+        ),
+        node=node,
+        on_end=lambda kind, status: storage.metrics.operation_finished(kind.value, status),
+    )
+    log.info("webhooks: every event goes to %d receiver(s)", len(config.urls))
+    return WebhookOutbox(config.urls, runner.wake), [runner]
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

@@ -95,7 +95,7 @@ class Ingest:
         try:
             state, prepared, unsaved = await self._prepare(state, upload, meta, source)
         except Rejection as rejection:
-            return await self._reject(state, upload, rejection)
+            return await self._reject(state, upload, meta, rejection)
         # The catalog entry records where the file went: a retry past it does not store again.
         # An entry follows a recorded placement, so without one there is none to look for.
         placed = bool(state.log.placements)
@@ -235,24 +235,28 @@ class Ingest:
         return validated
 
     async def _reject(
-        self, state: IngestState, upload: Upload, rejection: Rejection
+        self, state: IngestState, upload: Upload, meta: dict[str, str], rejection: Rejection
     ) -> IngestState:
+        # The note (and the webhook deliveries it brings along) before the verdict: a crash
+        # between them checks again and notes again (the deliveries are the same ones), where
+        # the other order would lose the event.
+        await self._catalog.audit(
+            AuditNote(
+                upload.owner,
+                "upload_rejected",
+                upload.id,
+                {"code": rejection.code, "message": rejection.message,
+                 "filename": meta.get("filename") or meta.get("name"), "size": upload.length},
+                address=upload.client_address,
+                outcome="rejected",
+            )
+        )  # fmt: skip
         await self._sessions.settle(
             upload.id,
             status=UploadStatus.REJECTED,
             now=datetime.now(UTC),
             error=rejection.code,
             detail=rejection.message,
-        )
-        await self._catalog.audit(
-            AuditNote(
-                upload.owner,
-                "upload_rejected",
-                upload.id,
-                {"code": rejection.code, "message": rejection.message},
-                address=upload.client_address,
-                outcome="rejected",
-            )
         )
         await self._cleanup(upload)
         self._count("rejected")
@@ -334,6 +338,9 @@ def _stored_note(upload: Upload, entry: CatalogEntry) -> AuditNote:
             "filename": entry.original_filename,
             "size": entry.size,
             "sha256": entry.sha256,
+            "md5": entry.md5,
+            "content_type": entry.content_type,
+            "retention_policy": entry.retention_policy,
         },
         address=upload.client_address,
     )

@@ -1,5 +1,6 @@
 """Durable operation runner: claims due operations, runs their handler, retries with backoff
-and jitter, gives up after the configured attempts; any node resumes a crashed node's work."""
+and jitter, gives up after the configured attempts (or at once when the handler says it is
+`Exhausted`); any node resumes a crashed node's work."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from tusingest.domain import Operation, OperationKind, OperationStatus
-from tusingest.errors import TransientError
+from tusingest.errors import Exhausted, TransientError
 from tusingest.logcontext import about
 from tusingest.pipeline.jobstate import JobState
 from tusingest.ports import OperationStore
@@ -158,7 +159,7 @@ class Runner:
         handler = self._handlers[op.kind]  # only kinds with a handler are claimed
         if op.kind is OperationKind.INGEST:
             about(upload_id=op.subject)
-        else:
+        elif op.kind is not OperationKind.WEBHOOK:  # a delivery is about a file or an upload
             about(file_id=op.subject)
         try:
             latest = op.state
@@ -190,7 +191,12 @@ class Runner:
                     return
                 # give_up sees what this attempt persisted (e.g. placements to compensate).
                 attempted = dataclasses.replace(op, state=latest)
-                await self._after_failure(attempted, handler, f"{type(exc).__name__}: {exc}")
+                await self._after_failure(
+                    attempted,
+                    handler,
+                    f"{type(exc).__name__}: {exc}",
+                    final=isinstance(exc, Exhausted),
+                )
                 return
             await self._store.finish(op, self.node, outcome.to_json())
             self._on_end(op.kind, "success")
@@ -201,8 +207,10 @@ class Runner:
         finally:
             self._ended(op.subject)
 
-    async def _after_failure(self, op: Operation, handler: Handler, error: str) -> None:
-        if op.attempts >= self._policy.max_attempts:
+    async def _after_failure(
+        self, op: Operation, handler: Handler, error: str, *, final: bool
+    ) -> None:
+        if final or op.attempts >= self._policy.max_attempts:
             log.error("operation %s (%s %s) failed for good: %s", op.id, op.kind, op.subject, error)
             await handler.give_up(op, error)
             await self._store.fail(op, self.node, error)

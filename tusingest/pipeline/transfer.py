@@ -199,7 +199,7 @@ class Transfer:
                 "file_transferred",
                 state.file_id,
                 {"from": state.source_id, "to": state.destination_id,
-                 "delete_source": state.delete_source},
+                 "delete_source": state.delete_source, "transfer_id": state.transfer_id},
                 address=state.address,
             ),
         )  # fmt: skip

@@ -1,4 +1,5 @@
-"""The files catalog and the audit trail in SQL."""
+"""The files catalog and the audit trail in SQL; an audit note's outbox operations (webhook
+deliveries) are queued in the note's transaction."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tusingest.domain import AuditEvent, AuditNote, CatalogEntry, StoredFile
-from tusingest.store.db import Database, Duplicate, Queries, Row, utc
+from tusingest.ports import Outbox
+from tusingest.store.db import Database, Duplicate, Row, utc
+from tusingest.store.operations import enqueue_statement
 
 _FIELDS = (
     "file_id",
@@ -49,22 +52,30 @@ _AUDIT = (
 EVENT_COLUMNS = "id, at, actor, action, subject, detail, address, outcome"
 
 
-class SqlCatalog:
-    """Implements `Catalog`."""
+Statement = tuple[str, list[Any]]
 
-    def __init__(self, db: Database) -> None:
+
+class SqlCatalog:
+    """Implements `Catalog`. Every audit note is written with the operations `outbox` says it
+    brings along, in one transaction."""
+
+    def __init__(self, db: Database, outbox: Outbox | None = None) -> None:
         self._db = db
+        self._outbox = outbox
 
     async def record(self, entry: CatalogEntry, note: AuditNote | None = None) -> None:
         values = [getattr(entry, name) for name in _FIELDS]
+        noted = [] if note is None else self._noted(note)
         try:
-            if note is None:
-                await self._db.execute(_RECORD, *values)
+            if noted:
+                await self._db.execute_all([(_RECORD, values), *noted])
             else:
-                await self._db.execute_all([(_RECORD, values), _audit_statement(note)])
+                await self._db.execute(_RECORD, *values)
         except Duplicate:
             if await self.by_upload(entry.upload_id) is None:
                 raise
+            return
+        self._queued(noted)
 
     async def by_upload(self, upload_id: str) -> CatalogEntry | None:
         row = await self._db.fetchrow(_BY_UPLOAD, upload_id)
@@ -97,14 +108,19 @@ class SqlCatalog:
         return [_entry(row) for row in await self._db.fetch(sql, *args)]
 
     async def mark_deleted(self, file_id: str, at: datetime, note: AuditNote | None) -> None:
+        noted = [] if note is None else self._noted(note)
         async with self._db.transaction() as tx:
             changed = await tx.execute(_MARK_DELETED, at, file_id)
-            if changed and note is not None:
-                await _audit(tx, note)
+            if changed:
+                for sql, args in noted:
+                    await tx.execute(sql, *args)
+        if changed:
+            self._queued(noted)
 
     async def relocate(
         self, file_id: str, source_id: str, stored: StoredFile, retention: str, note: AuditNote
     ) -> bool:
+        noted = self._noted(note)
         async with self._db.transaction() as tx:
             changed = await tx.execute(
                 _RELOCATE,
@@ -118,14 +134,22 @@ class SqlCatalog:
                 source_id,
             )
             if changed:
-                await _audit(tx, note)
+                for sql, args in noted:
+                    await tx.execute(sql, *args)
+        if changed:
+            self._queued(noted)
         return bool(changed)
 
     async def remove(self, upload_id: str) -> None:
         await self._db.execute(_REMOVE, upload_id)
 
     async def audit(self, note: AuditNote) -> None:
-        await _audit(self._db, note)
+        noted = self._noted(note)
+        if len(noted) == 1:
+            await self._db.execute(noted[0][0], *noted[0][1])
+            return
+        await self._db.execute_all(noted)
+        self._queued(noted)
 
     async def events(
         self,
@@ -152,13 +176,17 @@ class SqlCatalog:
         sql = f"SELECT {EVENT_COLUMNS} FROM audit_events {where}ORDER BY id DESC LIMIT ${len(args)}"
         return [event_from_row(row) for row in await self._db.fetch(sql, *args)]
 
+    def _noted(self, note: AuditNote) -> list[Statement]:
+        """The note's statement, then those queueing what it brings along."""
+        follow = [] if self._outbox is None else self._outbox.follow(note)
+        return [_audit_statement(note), *(enqueue_statement(op) for op in follow)]
 
-async def _audit(queries: Queries, note: AuditNote) -> None:
-    sql, args = _audit_statement(note)
-    await queries.execute(sql, *args)
+    def _queued(self, noted: list[Statement]) -> None:
+        if len(noted) > 1 and self._outbox is not None:
+            self._outbox.queued()
 
 
-def _audit_statement(note: AuditNote) -> tuple[str, list[Any]]:
+def _audit_statement(note: AuditNote) -> Statement:
     return _AUDIT, [
         datetime.now(UTC),
         note.actor,

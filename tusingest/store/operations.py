@@ -7,7 +7,7 @@ from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from tusingest.domain import Operation, OperationKind, OperationStatus
+from tusingest.domain import NewOperation, Operation, OperationKind, OperationStatus
 from tusingest.store.db import Database, Duplicate, Row
 
 _COLUMNS = "id, kind, subject, status, step, attempts, result, error"
@@ -33,6 +33,9 @@ _ENQUEUE = (
     "INSERT INTO operations (id, kind, subject, status, attempts, next_attempt_at, result, "
     "created_at, updated_at) VALUES ($1, $2, $3, 'queued', 0, $4, $5, $4, $4)"
 )
+# Queued along with another write (an audit note's webhook deliveries): an id queued already
+# is left alone, and the other write still commits.
+_ENQUEUE_ONCE = f"{_ENQUEUE} ON CONFLICT (id) DO NOTHING"
 # Every update after the claim is fenced by the claimant ($1).
 _PROGRESS = (
     "UPDATE operations SET step = $3, result = $4, claimed_until = $5, updated_at = $6 "
@@ -55,6 +58,12 @@ _FAIL = (
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def enqueue_statement(op: NewOperation) -> tuple[str, list[Any]]:
+    """The statement queueing `op` now, unless its id is queued already (for a transaction of
+    another store)."""
+    return _ENQUEUE_ONCE, [op.id, op.kind.value, op.subject, _now(), json.dumps(op.state)]
 
 
 def _operation(row: Row) -> Operation:

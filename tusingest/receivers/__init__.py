@@ -1,0 +1,1 @@
+"""Adapters of webhook receivers: where events are POSTed to."""
