@@ -11,7 +11,7 @@ import socket
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import redis.asyncio as aioredis
@@ -29,6 +29,7 @@ from tusingest.pipeline.ingest import Ingest, IngestPolicy
 from tusingest.pipeline.runner import Runner, RunnerPolicy
 from tusingest.pipeline.saga import SagaPolicy, StoreSaga
 from tusingest.pipeline.scan import ClamdScanner
+from tusingest.pipeline.tracing import NoTracer
 from tusingest.pipeline.transfer import Transfer, Transfers
 from tusingest.pipeline.verdicts import Verdicts
 from tusingest.ports import (
@@ -41,6 +42,7 @@ from tusingest.ports import (
     SessionStore,
     Staging,
     TokenSource,
+    Tracer,
 )
 from tusingest.registry.admin import AdminFiles, AdminRegistry
 from tusingest.registry.chain import ChainRegistry
@@ -61,6 +63,9 @@ from tusingest.store.reaper import Reaper
 from tusingest.store.sql import IngestClaim, SqlSessionStore, ingest_operation_id
 from tusingest.store.staging import FileStaging
 from tusingest.store.uploads import UploadPolicy, UploadStore, utcnow
+
+if TYPE_CHECKING:
+    from tusingest.tracing import Tracing
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +120,10 @@ class Storage:
 
 
 @contextlib.asynccontextmanager
-async def open_services(settings: Settings) -> AsyncIterator[Services]:
+async def open_services(
+    settings: Settings, tracing: Tracing | None = None
+) -> AsyncIterator[Services]:
+    """The graph; `tracing` (None: off) traces the pipeline and the calls it makes."""
     async with contextlib.AsyncExitStack() as stack:
         auth = settings.auth
         if auth.enabled and auth.uses_dev_keys:
@@ -134,9 +142,10 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         locker = await _locker(settings, db, stack)
         catalog = SqlCatalog(db)
         staging = FileStaging(config.staging_dir)
-        storage = await open_storage(settings, stack)
+        storage = await open_storage(settings, stack, tracing)
         operations = SqlOperationStore(db)
-        runner = _runner(settings, node, operations, sessions, staging, catalog, storage)
+        tracer = NoTracer() if tracing is None else tracing.tracer
+        runner = _runner(settings, node, operations, sessions, staging, catalog, storage, tracer)
         uploads = UploadStore(
             sessions,
             staging,
@@ -203,12 +212,14 @@ async def _locker(settings: Settings, db: Database, stack: contextlib.AsyncExitS
     return locker
 
 
-async def open_storage(settings: Settings, stack: contextlib.AsyncExitStack) -> Storage:
+async def open_storage(
+    settings: Settings, stack: contextlib.AsyncExitStack, tracing: Tracing | None = None
+) -> Storage:
     """Registry (Redis → Admin Module, or the embedded local element), SE clients with their
     breakers, the service-account token, and Admin Module registration when configured."""
     config = settings.storage
     metrics = PrometheusMetrics()
-    session = _element_session(config, stack)
+    session = _element_session(config, stack, tracing)
     token = await _token_source(settings, session)
     elements = ElementDirectory(
         session,
@@ -263,10 +274,12 @@ def open_redis(config: StorageSettings, stack: contextlib.AsyncExitStack) -> aio
 
 
 def _element_session(
-    config: StorageSettings, stack: contextlib.AsyncExitStack
+    config: StorageSettings, stack: contextlib.AsyncExitStack, tracing: Tracing | None = None
 ) -> aiohttp.ClientSession:
+    """The one session of every call to elements and the Admin Module."""
     session = aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=0, limit_per_host=config.se_pool_size)
+        connector=aiohttp.TCPConnector(limit=0, limit_per_host=config.se_pool_size),
+        trace_configs=None if tracing is None else [tracing.client_config()],
     )
     stack.push_async_callback(session.close)
     return session
@@ -332,6 +345,7 @@ def _runner(
     staging: Staging,
     catalog: Catalog,
     storage: Storage,
+    tracer: Tracer,
 ) -> Runner:
     """The durable runner with a handler for every operation kind."""
     pipeline = settings.pipeline
@@ -350,6 +364,7 @@ def _runner(
             thresholds=settings.storage.thresholds,
             retry_after=settings.storage.no_storage_retry_seconds,
         ),
+        tracer,
     )
     ingest = Ingest(
         sessions,
@@ -366,6 +381,7 @@ def _runner(
             crash_at=pipeline.crash_at_step,
         ),
         metrics=storage.metrics,
+        tracer=tracer,
     )
     # A copy left on a dead element is retried about when its breaker lets calls through.
     discard_wait = min(60.0, max(1.0, settings.storage.breaker.timeout_seconds))
@@ -395,6 +411,7 @@ def _runner(
                 retry_after=discard_wait,
                 temporary_ttl_days=settings.storage.temporary_ttl_days,
                 crash_at=pipeline.crash_at_step,
+                tracer=tracer,
             ),
         },
         RunnerPolicy(

@@ -1,13 +1,17 @@
 """Tracing settings: off by default, the OPENTELEMETRY_ENABLED switch and the standard `OTEL_*`
-variables, named errors for bad values."""
+variables, named errors for bad values; the sampler they configure."""
 
 from __future__ import annotations
 
 import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace.sampling import Decision
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
 
 from tusingest.errors import ConfigError
 from tusingest.settings.app import Settings
 from tusingest.settings.tracing import TracingSettings
+from tusingest.tracing import sampler
 
 
 def test_off_by_default_with_the_standard_defaults() -> None:
@@ -92,3 +96,36 @@ def test_bad_value_names_the_variable(name: str, value: str) -> None:
     with pytest.raises(ConfigError) as caught:
         Settings.from_env({name: value})
     assert caught.value.variable == name
+
+
+def _decision(sampler_name: str, kind: SpanKind, *, parent_sampled: bool | None) -> Decision:
+    """What the configured sampler decides for a span; `parent_sampled` None: no parent."""
+    chosen = sampler(TracingSettings(enabled=True, sampler=sampler_name, sampler_ratio=0.0))
+    context = None
+    if parent_sampled is not None:
+        flags = TraceFlags(TraceFlags.SAMPLED if parent_sampled else TraceFlags.DEFAULT)
+        parent = SpanContext(0xABC, 0xDEF, is_remote=True, trace_flags=flags)
+        context = trace.set_span_in_context(NonRecordingSpan(parent))
+    return chosen.should_sample(context, 0x1234, "span", kind).decision
+
+
+@pytest.mark.parametrize(
+    ("name", "kind", "parent_sampled", "decision"),
+    [
+        ("parentbased_always_on", SpanKind.SERVER, None, Decision.RECORD_AND_SAMPLE),
+        ("parentbased_always_on", SpanKind.SERVER, False, Decision.DROP),
+        ("always_on", SpanKind.SERVER, False, Decision.RECORD_AND_SAMPLE),
+        ("always_off", SpanKind.SERVER, True, Decision.DROP),
+        ("parentbased_always_off", SpanKind.SERVER, None, Decision.DROP),
+        ("parentbased_always_off", SpanKind.SERVER, True, Decision.RECORD_AND_SAMPLE),
+        ("traceidratio", SpanKind.INTERNAL, None, Decision.DROP),  # ratio 0
+        ("parentbased_traceidratio", SpanKind.INTERNAL, True, Decision.RECORD_AND_SAMPLE),
+        # A call outside any trace (a capacity poll) is never recorded; one within a trace is.
+        ("always_on", SpanKind.CLIENT, None, Decision.DROP),
+        ("parentbased_always_on", SpanKind.CLIENT, True, Decision.RECORD_AND_SAMPLE),
+    ],
+)
+def test_sampler(
+    name: str, kind: SpanKind, parent_sampled: bool | None, decision: Decision
+) -> None:
+    assert _decision(name, kind, parent_sampled=parent_sampled) is decision
