@@ -44,7 +44,7 @@ def create_app(settings: Settings, *, span_exporter: SpanExporter | None = None)
     ]
     tracing: Tracing | None = None
     if settings.tracing.enabled:
-        # OpenTelemetry (~0.3 s to import, a few MiB) loads only when tracing is on.
+        # The SDK's tracing, exporter and instrumentations load only when tracing is on.
         from tusingest.tracing import Tracing
 
         tracing = Tracing(settings.tracing, span_exporter)
