@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -79,6 +79,7 @@ class AdminModule:
         self.down = False  # every endpoint answers 503
         self.fail_registration = 0  # answer 500 to this many next POST /files
         self.requests: list[tuple[str, str]] = []  # (method, path) of every request
+        self.headers: list[Mapping[str, str]] = []  # the headers of each of `requests`
         self._lock = threading.Lock()
 
     # Conveniences for tests.
@@ -124,6 +125,7 @@ class AdminModule:
     @web.middleware
     async def _front(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         self.requests.append((request.method, request.path))
+        self.headers.append(request.headers)
         if self.down:
             await request.read()
             return _detail(503, "Service temporarily unavailable")

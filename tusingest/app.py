@@ -4,13 +4,14 @@ sub-applications, the service graph's lifetime, probes and metrics."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
+from aiohttp.typedefs import Handler, Middleware
 
 from tusingest import status as status_page
 from tusingest.api.app import PREFIX as API_PREFIX
@@ -26,21 +27,37 @@ from tusingest.statusreport import element_view, writable_elements
 from tusingest.tus.app import PREFIX as TUS_PREFIX
 from tusingest.tus.app import create_tus_app
 
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace.export import SpanExporter
+
+    from tusingest.tracing import Tracing
+
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings) -> web.Application:
-    app = web.Application(
-        middlewares=[
-            request_context,
-            cors_middleware(settings.server.cors_allowed_origins),
-            json_errors,
-            refuse_while_draining,
-        ]
-    )
+def create_app(settings: Settings, *, span_exporter: SpanExporter | None = None) -> web.Application:
+    """The ingester; with tracing on, `span_exporter` (tests) receives the spans instead of the
+    configured exporters."""
+    middlewares: list[Middleware] = [
+        request_context,
+        cors_middleware(settings.server.cors_allowed_origins),
+        json_errors,
+        refuse_while_draining,
+    ]
+    tracing: Tracing | None = None
+    if settings.tracing.enabled:
+        # The SDK's tracing, exporter and instrumentations load only when tracing is on.
+        from tusingest.tracing import Tracing
+
+        tracing = Tracing(settings.tracing, span_exporter)
+        middlewares.insert(0, tracing.middleware())  # outermost: the whole request is its span
+    app = web.Application(middlewares=middlewares)
 
     async def services_ctx(app: web.Application) -> AsyncIterator[None]:
-        async with open_services(settings) as services:
+        async with contextlib.AsyncExitStack() as stack:
+            if tracing is not None:
+                await stack.enter_async_context(tracing.exporting())
+            services = await stack.enter_async_context(open_services(settings, tracing))
             app[SERVICES] = services
             app[AUTHENTICATOR] = services.authenticator
             yield

@@ -5,7 +5,7 @@ receivers."""
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -470,4 +470,25 @@ class Metrics(Protocol):
 
     def compensations(self, count: int) -> None:
         """`artstore_ingester_saga_compensations_total`."""
+        ...
+
+
+# What a span attribute may hold.
+Attribute = str | int | float | bool
+
+
+class Span(Protocol):
+    """One traced piece of work, open while its context manager is."""
+
+    def set(self, key: str, value: Attribute) -> None: ...
+
+
+class Tracer(Protocol):
+    """Traces the pipeline's work: a span is the child of the one open around it, in this task
+    or in the task that created this one."""
+
+    def span(
+        self, name: str, attributes: Mapping[str, Attribute] | None = None
+    ) -> AbstractContextManager[Span]:
+        """A span that is current inside the block; an exception leaving it is recorded."""
         ...

@@ -11,7 +11,7 @@ import socket
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import redis.asyncio as aioredis
@@ -31,6 +31,7 @@ from tusingest.pipeline.ingest import Ingest, IngestPolicy
 from tusingest.pipeline.runner import Runner, RunnerPolicy
 from tusingest.pipeline.saga import SagaPolicy, StoreSaga
 from tusingest.pipeline.scan import ClamdScanner
+from tusingest.pipeline.tracing import NoTracer
 from tusingest.pipeline.transfer import Transfer, Transfers
 from tusingest.pipeline.verdicts import Verdicts
 from tusingest.pipeline.webhooks import WebhookOutbox
@@ -45,6 +46,7 @@ from tusingest.ports import (
     SessionStore,
     Staging,
     TokenSource,
+    Tracer,
 )
 from tusingest.receivers.http import HttpWebhookSender
 from tusingest.registry.admin import AdminFiles, AdminRegistry
@@ -68,6 +70,9 @@ from tusingest.store.sql import IngestClaim, SqlSessionStore, ingest_operation_i
 from tusingest.store.staging import FileStaging
 from tusingest.store.status import SqlStatusQueries
 from tusingest.store.uploads import UploadPolicy, UploadStore, utcnow
+
+if TYPE_CHECKING:
+    from tusingest.tracing import Tracing
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +130,10 @@ class Storage:
 
 
 @contextlib.asynccontextmanager
-async def open_services(settings: Settings) -> AsyncIterator[Services]:
+async def open_services(
+    settings: Settings, tracing: Tracing | None = None
+) -> AsyncIterator[Services]:
+    """The graph; `tracing` (None: off) traces the pipeline and the calls it makes."""
     async with contextlib.AsyncExitStack() as stack:
         auth = settings.auth
         if auth.enabled and auth.uses_dev_keys:
@@ -143,11 +151,12 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         sessions = SqlSessionStore(db, claim=claim)
         locker = await _locker(settings, db, stack)
         staging = FileStaging(config.staging_dir)
-        storage = await open_storage(settings, stack)
+        storage = await open_storage(settings, stack, tracing)
         operations = SqlOperationStore(db)
         outbox, webhooks = _webhooks(settings, node, db, operations, storage, stack)
         catalog = SqlCatalog(db, outbox)
-        runner = _runner(settings, node, operations, sessions, staging, catalog, storage)
+        tracer = NoTracer() if tracing is None else tracing.tracer
+        runner = _runner(settings, node, operations, sessions, staging, catalog, storage, tracer)
         runners = [runner, *webhooks]
         throughput = Throughput()
 
@@ -238,12 +247,14 @@ async def _locker(settings: Settings, db: Database, stack: contextlib.AsyncExitS
     return locker
 
 
-async def open_storage(settings: Settings, stack: contextlib.AsyncExitStack) -> Storage:
+async def open_storage(
+    settings: Settings, stack: contextlib.AsyncExitStack, tracing: Tracing | None = None
+) -> Storage:
     """Registry (Redis → Admin Module, or the embedded local element), SE clients with their
     breakers, the service-account token, and Admin Module registration when configured."""
     config = settings.storage
     metrics = PrometheusMetrics()
-    session = _element_session(config, stack)
+    session = _element_session(config, stack, tracing)
     token = await _token_source(settings, session)
     elements = ElementDirectory(
         session,
@@ -304,10 +315,12 @@ def open_redis(config: StorageSettings, stack: contextlib.AsyncExitStack) -> aio
 
 
 def _element_session(
-    config: StorageSettings, stack: contextlib.AsyncExitStack
+    config: StorageSettings, stack: contextlib.AsyncExitStack, tracing: Tracing | None = None
 ) -> aiohttp.ClientSession:
+    """The one session of every call to elements and the Admin Module."""
     session = aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=0, limit_per_host=config.se_pool_size)
+        connector=aiohttp.TCPConnector(limit=0, limit_per_host=config.se_pool_size),
+        trace_configs=None if tracing is None else [tracing.client_config()],
     )
     stack.push_async_callback(session.close)
     return session
@@ -373,6 +386,7 @@ def _runner(
     staging: Staging,
     catalog: Catalog,
     storage: Storage,
+    tracer: Tracer,
 ) -> Runner:
     """The durable runner with a handler for every operation kind."""
     pipeline = settings.pipeline
@@ -391,6 +405,7 @@ def _runner(
             thresholds=settings.storage.thresholds,
             retry_after=settings.storage.no_storage_retry_seconds,
         ),
+        tracer,
     )
     ingest = Ingest(
         sessions,
@@ -407,6 +422,7 @@ def _runner(
             crash_at=pipeline.crash_at_step,
         ),
         metrics=storage.metrics,
+        tracer=tracer,
     )
     # A copy left on a dead element is retried about when its breaker lets calls through.
     discard_wait = min(60.0, max(1.0, settings.storage.breaker.timeout_seconds))
@@ -436,6 +452,7 @@ def _runner(
                 retry_after=discard_wait,
                 temporary_ttl_days=settings.storage.temporary_ttl_days,
                 crash_at=pipeline.crash_at_step,
+                tracer=tracer,
             ),
         },
         RunnerPolicy(

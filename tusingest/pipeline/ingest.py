@@ -26,6 +26,22 @@ from tusingest.pipeline.faults import crash_point
 from tusingest.pipeline.ingest_state import IngestState, Prepared, client_metadata
 from tusingest.pipeline.runner import Progress
 from tusingest.pipeline.saga import PlacementLog, StoreSaga
+from tusingest.pipeline.tracing import (
+    ATTEMPT,
+    CODEC,
+    COMPRESSION,
+    CONTENT_TYPE,
+    ELEMENT_ID,
+    FILE_ID,
+    REJECTION,
+    SIZE,
+    STORED_SIZE,
+    UPLOAD,
+    UPLOAD_ID,
+    VALIDATION,
+    VERDICT,
+    NoTracer,
+)
 from tusingest.pipeline.validate import (
     MimeDetector,
     Rejection,
@@ -33,7 +49,16 @@ from tusingest.pipeline.validate import (
     check_name,
     validate,
 )
-from tusingest.ports import Catalog, FileRegistrar, Metrics, Scanner, SessionStore, Staging
+from tusingest.ports import (
+    Catalog,
+    FileRegistrar,
+    Metrics,
+    Scanner,
+    SessionStore,
+    Span,
+    Staging,
+    Tracer,
+)
 from tusingest.settings.pipeline import CompressionSettings, ValidationSettings
 
 log = logging.getLogger(__name__)
@@ -61,6 +86,7 @@ class Ingest:
         scanner: Scanner | None,
         policy: IngestPolicy,
         metrics: Metrics | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         self._sessions = sessions
         self._staging = staging
@@ -70,12 +96,25 @@ class Ingest:
         self._scanner = scanner
         self._policy = policy
         self._metrics = metrics
+        self._tracer = tracer or NoTracer()
         self._detector = MimeDetector()
 
     def _step(self, name: str) -> None:
         crash_point(self._policy.crash_at, name)
 
     async def run(self, op: Operation, progress: Progress) -> IngestState:
+        # Adopted by the request that completed the upload, the operation runs in a task made in
+        # that request's context: its span is the request's child. Claimed later, its own trace.
+        with self._tracer.span(UPLOAD, {UPLOAD_ID: op.subject, ATTEMPT: op.attempts}) as span:
+            state = await self._run(op, progress, span)
+            span.set(VERDICT, state.verdict or "none")
+            if state.file_id is not None:
+                span.set(FILE_ID, state.file_id)
+            if state.code is not None:
+                span.set(REJECTION, state.code)
+            return state
+
+    async def _run(self, op: Operation, progress: Progress, span: Span) -> IngestState:
         state = IngestState.from_json(op.state)
         upload = await self._sessions.get(op.subject)
         if upload is None:
@@ -107,6 +146,8 @@ class Ingest:
             entry = prepared.entry(upload, stored)
             await self._catalog.record(entry, _stored_note(upload, entry))
         about(file_id=entry.file_id)
+        span.set(ELEMENT_ID, entry.element_id)
+        span.set(SIZE, entry.size)
         self._step("register")
         if self._registrar is not None:
             temporary = prepared.retention is Retention.TEMPORARY
@@ -150,13 +191,18 @@ class Ingest:
         if reusable:
             compressed = state.compressed
         else:
-            compressed = await maybe_compress(
-                source,
-                validated.detected_type,
-                validated.size,
-                self._policy.compression,
-                self._policy.workdir,
-            )
+            with self._tracer.span(
+                COMPRESSION, {UPLOAD_ID: upload.id, CONTENT_TYPE: validated.detected_type}
+            ) as span:
+                compressed = await maybe_compress(
+                    source,
+                    validated.detected_type,
+                    validated.size,
+                    self._policy.compression,
+                    self._policy.workdir,
+                )
+                span.set(CODEC, "none" if compressed is None else compressed.codec)
+                span.set(STORED_SIZE, validated.size if compressed is None else compressed.size)
             if compressed is not None and self._metrics is not None:
                 self._metrics.compression(validated.size, compressed.size)
         prepared = Prepared(
@@ -218,20 +264,27 @@ class Ingest:
     async def _check(self, upload: Upload, meta: dict[str, str], source: Path) -> Validated:
         """Validate and scan the staged file; raises `Rejection`."""
         self._step("validate")
-        known = (upload.md5, upload.sha256) if upload.sha256 else None
-        validated = await validate(
-            source,
-            declared_type=meta.get("filetype") or meta.get("type"),
-            declared_checksum=meta.get("checksum"),
-            known_digests=known,
-            settings=self._policy.validation,
-            detector=self._detector,
-        )
-        self._step("scan")
-        if self._scanner is not None:
-            scan = await self._scanner.scan(source)
-            if not scan.clean:
-                raise Rejection("virus_detected", f"the file contains {scan.signature}")
+        with self._tracer.span(VALIDATION, {UPLOAD_ID: upload.id}) as span:
+            known = (upload.md5, upload.sha256) if upload.sha256 else None
+            try:
+                validated = await validate(
+                    source,
+                    declared_type=meta.get("filetype") or meta.get("type"),
+                    declared_checksum=meta.get("checksum"),
+                    known_digests=known,
+                    settings=self._policy.validation,
+                    detector=self._detector,
+                )
+                span.set(SIZE, validated.size)
+                span.set(CONTENT_TYPE, validated.detected_type)
+                self._step("scan")
+                if self._scanner is not None:
+                    scan = await self._scanner.scan(source)
+                    if not scan.clean:
+                        raise Rejection("virus_detected", f"the file contains {scan.signature}")
+            except Rejection as rejection:
+                span.set(REJECTION, rejection.code)
+                raise
         return validated
 
     async def _reject(

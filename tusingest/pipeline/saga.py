@@ -31,7 +31,16 @@ from tusingest.domain import (
 from tusingest.errors import NoStorageAvailable, TusingestError
 from tusingest.pipeline.jobstate import VERSION, VERSION_KEY
 from tusingest.pipeline.placement import choose
-from tusingest.ports import Elements, Metrics, OperationStore, RegistryChain
+from tusingest.pipeline.tracing import (
+    CANDIDATES,
+    ELEMENT_ID,
+    MODE,
+    REGISTRY_SOURCE,
+    SIZE,
+    STORAGE_SELECTION,
+    NoTracer,
+)
+from tusingest.ports import Elements, Metrics, OperationStore, RegistryChain, Tracer
 
 log = logging.getLogger(__name__)
 
@@ -150,12 +159,14 @@ class StoreSaga:
         operations: OperationStore,
         metrics: Metrics,
         policy: SagaPolicy,
+        tracer: Tracer | None = None,
     ) -> None:
         self._registry = registry
         self._elements = elements
         self._operations = operations
         self._metrics = metrics
         self._policy = policy
+        self._tracer = tracer or NoTracer()
 
     async def place(
         self,
@@ -233,21 +244,27 @@ class StoreSaga:
         self, mode: ElementMode, size: int, retention: Retention
     ) -> list[ElementInfo]:
         started = time.monotonic()
-        try:
-            known = await self._registry.elements(mode)
-        except Exception:
-            self._metrics.selection(retention.value, "failed", "none", time.monotonic() - started)
-            raise
-        found = choose(
-            known,
-            mode=mode,
-            size=size,
-            open_circuits=self._elements.open_ids(),
-            thresholds=self._policy.thresholds.get(mode),
-        )
-        status = "success" if found else "no_storage"
-        source = self._registry.last_source
-        self._metrics.selection(retention.value, status, source, time.monotonic() - started)
+        with self._tracer.span(STORAGE_SELECTION, {MODE: mode.value, SIZE: size}) as span:
+            try:
+                known = await self._registry.elements(mode)
+            except Exception:
+                seconds = time.monotonic() - started
+                self._metrics.selection(retention.value, "failed", "none", seconds)
+                raise
+            found = choose(
+                known,
+                mode=mode,
+                size=size,
+                open_circuits=self._elements.open_ids(),
+                thresholds=self._policy.thresholds.get(mode),
+            )
+            status = "success" if found else "no_storage"
+            source = self._registry.last_source
+            self._metrics.selection(retention.value, status, source, time.monotonic() - started)
+            span.set(REGISTRY_SOURCE, source)
+            span.set(CANDIDATES, len(found))
+            if found:
+                span.set(ELEMENT_ID, found[0].element_id)  # the first choice
         return found
 
     async def _lazy_reload(self, reason: str) -> None:

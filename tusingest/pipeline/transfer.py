@@ -49,8 +49,20 @@ from tusingest.pipeline.files import find_live
 from tusingest.pipeline.ingest_state import client_metadata, file_metadata
 from tusingest.pipeline.runner import Progress, Runner
 from tusingest.pipeline.saga import DiscardState
+from tusingest.pipeline.tracing import (
+    ATTEMPT,
+    DESTINATION_ELEMENT_ID,
+    FILE_ID,
+    SIZE,
+    SOURCE_ELEMENT_ID,
+    TRANSFER,
+    TRANSFER_ID,
+    VERDICT,
+    NoTracer,
+)
 from tusingest.pipeline.transfer_state import TransferState
 from tusingest.ports import (
+    Attribute,
     Catalog,
     Elements,
     FileRegistrar,
@@ -58,6 +70,7 @@ from tusingest.ports import (
     OperationStore,
     RegistryChain,
     SessionStore,
+    Tracer,
 )
 
 log = logging.getLogger(__name__)
@@ -89,6 +102,7 @@ class Transfer:
         retry_after: float,
         temporary_ttl_days: int,
         crash_at: str | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         self._elements = elements
         self._catalog = catalog
@@ -100,12 +114,27 @@ class Transfer:
         self._retry_after = retry_after
         self._ttl_days = temporary_ttl_days
         self._crash_at = crash_at
+        self._tracer = tracer or NoTracer()
 
     def _step(self, name: str) -> None:
         crash_point(self._crash_at, name)
 
     async def run(self, op: Operation, progress: Progress) -> TransferState:
         state = TransferState.from_json(op.state)
+        attributes: dict[str, Attribute] = {
+            TRANSFER_ID: state.transfer_id,
+            FILE_ID: state.file_id,
+            SOURCE_ELEMENT_ID: state.source_id,
+            DESTINATION_ELEMENT_ID: state.destination_id,
+            ATTEMPT: op.attempts,
+        }
+        with self._tracer.span(TRANSFER, attributes) as span:
+            state = await self._run(state, progress)
+            span.set(VERDICT, state.status)
+            span.set(SIZE, state.bytes_transferred)
+            return state
+
+    async def _run(self, state: TransferState, progress: Progress) -> TransferState:
         if state.status in ("completed", "failed"):
             return state
         if not state.repointed:

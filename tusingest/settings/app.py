@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tusingest.errors import ConfigError
@@ -13,6 +13,7 @@ from tusingest.settings.auth import AuthSettings, parse_auth
 from tusingest.settings.env import Env
 from tusingest.settings.pipeline import PipelineSettings, parse_pipeline
 from tusingest.settings.storage import StorageSettings, parse_storage
+from tusingest.settings.tracing import TracingSettings, parse_tracing
 from tusingest.settings.uploads import (
     DatabaseSettings,
     UploadSettings,
@@ -53,6 +54,7 @@ class Settings:
     uploads: UploadSettings
     pipeline: PipelineSettings
     storage: StorageSettings
+    tracing: TracingSettings = field(default_factory=TracingSettings)
 
     @classmethod
     def from_env(
@@ -74,6 +76,7 @@ class Settings:
                 md5=uploads.md5,
             ),
             storage=parse_storage(reader, data_dir),
+            tracing=parse_tracing(reader),
         )
 
 
