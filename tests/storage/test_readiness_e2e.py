@@ -1,6 +1,7 @@
 """Readiness over real services: `ok` with every element up, `degraded` (still 200) when one
-element stops but another can store, `fail` (503) when Redis is gone and no source lists an
-element, each component's state in the body."""
+element stops but another can store, or when the Admin Module stops while Redis still lists
+the elements, `fail` (503) when Redis is gone and no source lists an element, each component's
+state in the body."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 
 import requests
 
+from tests.adminmodule import running_admin_module
 from tests.nodes import Node
 from tests.storage.conftest import Cluster
 
@@ -50,3 +52,20 @@ def test_readiness_follows_the_elements_and_redis(cluster: Cluster) -> None:
     body = _until(node, "fail")
     assert body["checks"]["redis"].startswith("error")
     assert body["checks"]["database"] == "ok"
+
+
+def test_readiness_names_the_admin_module(cluster: Cluster) -> None:
+    se = cluster.element("se-1", priority=1)
+    with running_admin_module(cluster.keys.private) as admin:
+        admin.add_element("se-1", api_url=se.url, priority=1)
+        node = cluster.node(ADMIN_MODULE_URL=admin.url)
+        body = _until(node, "ok")
+        assert body["checks"]["admin_module"] == "ok"
+
+        admin.down = True  # Redis still lists the element: uploads can be stored
+        body = _until(node, "degraded")
+        assert body["checks"]["admin_module"].startswith("error")
+        assert body["checks"]["elements"]["se-1"]["usable"] is True
+
+        admin.down = False
+        assert _until(node, "ok")["checks"]["admin_module"] == "ok"

@@ -125,11 +125,12 @@ class AdminRegistry:
         """Nothing is cached here."""
 
     async def ping(self) -> None:
-        """Raise unless the Admin Module answers an authenticated call (readiness)."""
+        """Raise unless the Admin Module answers an authenticated call with 200 (readiness: a
+        503, down or with no element available, is not ready either)."""
         status, body = await self._client.call(
             "GET", "/internal/storage-elements/available", params={"mode": "edit"}
         )
-        if status not in (200, 503):
+        if status != 200:
             raise TransientError(f"Admin Module answered {status}: {detail(body)}")
 
 
