@@ -65,6 +65,12 @@ def _parser() -> argparse.ArgumentParser:
     target.add_argument("--token", help="with --url: a bearer token (`tusingest token`)")
     target.add_argument("--staging-dir", type=Path, help="with --url: its STAGING_DIR")
     target.add_argument(
+        "--storage-dir",
+        type=Path,
+        help="with --url: where its stored files land, to verify them (the local element's "
+        "LOCAL_STORAGE_DIR, or the root of a reference element; default STAGING_DIR/../storage)",
+    )
+    target.add_argument(
         "--server-pid", type=int, help="with --url: its pid (default: found from the port)"
     )
     target.add_argument(

@@ -278,7 +278,9 @@ async def started(server: Server) -> Server:
     return server
 
 
-def external_tusingest(url: str, token: str, staging_dir: Path, pid: int | None) -> Server:
+def external_tusingest(
+    url: str, token: str, staging_dir: Path, pid: int | None, storage_dir: Path | None = None
+) -> Server:
     parts = urlsplit(url)
     if parts.scheme != "http" or not parts.hostname:
         raise StartupError(f"--url must be http://host:port, not {url!r}")
@@ -291,8 +293,8 @@ def external_tusingest(url: str, token: str, staging_dir: Path, pid: int | None)
         port=port,
         pid=found,
         headers={"Tus-Resumable": "1.0.0", "Authorization": f"Bearer {token}"},
-        # The embedded local element's default place, beside the staging dir.
-        stored=TusingestFiles(staging_dir, staging_dir.parent / "storage"),
+        # By default the embedded local element's place, beside the staging dir.
+        stored=TusingestFiles(staging_dir, storage_dir or staging_dir.parent / "storage"),
         description=f"running server at {url} ({shown}), its own configuration",
     )
 

@@ -51,7 +51,9 @@ async def _tusingest(
 ) -> tuple[Server, str]:
     """The server under test, and how its sessions are stored (for the settings)."""
     if args.url:
-        server = external_tusingest(args.url, args.token, args.staging_dir, args.server_pid)
+        server = external_tusingest(
+            args.url, args.token, args.staging_dir, args.server_pid, args.storage_dir
+        )
         return server, "as configured on the running server"
     largest = max([1024] + [-(-s.size // MiB) for s in specs])
     data_dir = work / "data"

@@ -6,101 +6,27 @@ The page (tests/js/uppy_page.mjs, bundled by esbuild into a temp dir) is served 
 
 from __future__ import annotations
 
-import functools
-import subprocess
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlsplit
 
 import pytest
 
-from tests.clients.jsclients import (
-    JS_DIR,
-    MiB,
-    assert_complete,
-    require_chromium,
-    require_node,
-    run_node,
-    write_random,
-)
+from tests.clients.jsclients import assert_complete
+from tests.clients.uppypage import FILES, Page, upload_with_uppy, uppy_page
 from tests.conftest import Server
-
-FILES = {  # path on the page's origin -> size
-    "data/small.bin": 300 * 1024 + 1,
-    "data/medium.bin": MiB + 77,
-    "data/large.bin": 2 * MiB + MiB // 2,
-    "data/parallel.bin": 3 * MiB + 5,
-}
-INDEX = (
-    '<!doctype html><meta charset="utf-8"><title>tusingest uppy</title>'
-    '<link rel="icon" href="data:,"><script type="module" src="uppy_page.js"></script>\n'
-)
-
-
-class _QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-@dataclass
-class Page:
-    url: str
-    sha256: dict[str, str]
 
 
 @pytest.fixture(scope="module")
 def page(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Page]:
-    """The bundled Uppy page and its files on a static server of its own (another origin)."""
-    require_node()
-    require_chromium()
-    root = tmp_path_factory.mktemp("uppy-page")
-    built = subprocess.run(
-        [
-            str(JS_DIR / "node_modules" / ".bin" / "esbuild"),
-            "uppy_page.mjs",
-            "--bundle",
-            "--format=esm",
-            "--platform=browser",
-            "--log-level=warning",
-            f"--outfile={root / 'uppy_page.js'}",
-        ],
-        cwd=JS_DIR,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert built.returncode == 0, built.stderr
-    (root / "index.html").write_text(INDEX)
-    (root / "data").mkdir()
-    sha256 = {path: write_random(root / path, size) for path, size in FILES.items()}
-    httpd = ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(root))
-    )
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield Page(url=f"http://127.0.0.1:{httpd.server_address[1]}/index.html", sha256=sha256)
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(10)
+    with uppy_page(tmp_path_factory.mktemp("uppy-page")) as built:
+        yield built
 
 
 def _upload(server: Server, page: Page, files: list[str], parallel: list[str]) -> dict[str, Any]:
     assert urlsplit(page.url).port != urlsplit(server.url).port  # cross-origin on purpose
-    query = urlencode(
-        {
-            "endpoint": server.endpoint,
-            "token": server.keys.token(),
-            "files": ",".join(files),
-            "parallel": ",".join(parallel),
-        }
-    )
-    return run_node("uppy_run.mjs", f"{page.url}?{query}", "60000", timeout=90)
+    return upload_with_uppy(page, server.endpoint, server.keys.token(), files, parallel)
 
 
 def _check(server: Server, page: Page, result: dict[str, Any], files: list[str]) -> None:
