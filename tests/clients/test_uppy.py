@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -90,7 +90,9 @@ def page(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Page]:
         thread.join(10)
 
 
-def _upload(server: Server, page: Page, files: list[str], parallel: list[str]) -> dict[str, Any]:
+def _upload(
+    server: Server, page: Page, files: list[str], parallel: list[str], retry: str = "0,200,1000"
+) -> dict[str, Any]:
     assert urlsplit(page.url).port != urlsplit(server.url).port  # cross-origin on purpose
     query = urlencode(
         {
@@ -98,6 +100,7 @@ def _upload(server: Server, page: Page, files: list[str], parallel: list[str]) -
             "token": server.keys.token(),
             "files": ",".join(files),
             "parallel": ",".join(parallel),
+            "retry": retry,
         }
     )
     return run_node("uppy_run.mjs", f"{page.url}?{query}", "60000", timeout=90)
@@ -137,3 +140,16 @@ def test_uppy_with_one_parallel_upload(server: Server, page: Page) -> None:
     final = next(f for f in result["successful"] if f["name"] == "parallel.bin")
     head = server.request("HEAD", final["uploadURL"])
     assert head.headers["Upload-Concat"].startswith("final;")
+
+
+def test_uppy_retries_uploads_past_the_rate_limit(
+    make_server: Callable[..., Server], page: Page
+) -> None:
+    # One upload started a second, no burst: Uppy pauses its queue on each 429 and goes on.
+    server = make_server("sqlite", RATE_LIMIT_UPLOADS_PER_MINUTE="60", RATE_LIMIT_UPLOADS_BURST="1")
+    files = ["data/small.bin", "data/medium.bin", "data/large.bin"]
+    result = _upload(server, page, files, parallel=[], retry="1000,1000,1000,1000,1000")
+    _check(server, page, result, files)
+    posts = result["statuses"]["POST"]
+    assert posts.count(201) == 3
+    assert posts.count(429) >= 1, posts
