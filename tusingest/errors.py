@@ -158,3 +158,14 @@ class Exhausted(TusingestError):
     gives up at once, whatever its attempts."""
 
     code = "retries_exhausted"
+
+
+class RateLimited(TusingestError):
+    """The caller started too many uploads: tried again after `retry_after` seconds."""
+
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after)})
+        self.retry_after = retry_after

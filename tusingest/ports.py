@@ -1,6 +1,6 @@
 """Protocols at the seams: session store, staging bytes and per-upload locks, operations, the
 catalog and what its audit notes bring along, storage elements and registries, webhook
-receivers."""
+receivers, rate limiters."""
 
 from __future__ import annotations
 
@@ -491,4 +491,14 @@ class Tracer(Protocol):
         self, name: str, attributes: Mapping[str, Attribute] | None = None
     ) -> AbstractContextManager[Span]:
         """A span that is current inside the block; an exception leaving it is recorded."""
+        ...
+
+
+class RateLimiter(Protocol):
+    """Token buckets by key: each holds up to `burst` tokens and refills at `rate` per second."""
+
+    async def take(self, key: str, cost: float, rate: float, burst: float) -> float:
+        """Take `cost` tokens (at most `burst`) from the bucket `key`: 0 when they were taken,
+        else the seconds until they will be there (nothing taken). A store that cannot answer
+        lets the request through (0): a limiter never stops uploads by being down."""
         ...

@@ -23,6 +23,8 @@ from tusingest.domain import OperationKind
 from tusingest.elements.directory import ElementDirectory
 from tusingest.elements.token import AdminToken, MintedToken
 from tusingest.keys import ensure_dev_keys
+from tusingest.limiters.memory import MemoryRateLimiter
+from tusingest.limiters.redis import RedisRateLimiter
 from tusingest.observability import PrometheusMetrics
 from tusingest.pipeline.delete import Delete, Deletions
 from tusingest.pipeline.delivery import Deliver
@@ -41,6 +43,7 @@ from tusingest.ports import (
     Locker,
     OperationStore,
     Outbox,
+    RateLimiter,
     Registry,
     Scanner,
     SessionStore,
@@ -48,6 +51,7 @@ from tusingest.ports import (
     TokenSource,
     Tracer,
 )
+from tusingest.ratelimits import RateLimits
 from tusingest.receivers.http import HttpWebhookSender
 from tusingest.registry.admin import AdminFiles, AdminRegistry
 from tusingest.registry.chain import ChainRegistry
@@ -110,6 +114,7 @@ class Services:
     storage: Storage
     lifecycle: Lifecycle
     status: StatusReport
+    limits: RateLimits
 
 
 SERVICES = web.AppKey("services", Services)
@@ -220,6 +225,7 @@ async def open_services(
             authenticator=authenticator,
             storage=storage,
             lifecycle=Lifecycle(locker, runners),
+            limits=RateLimits(_rate_limiter(settings, storage, stack), settings.ratelimits),
             status=StatusReport(
                 SqlStatusQueries(db),
                 uploads,
@@ -234,6 +240,21 @@ async def open_services(
                 ),
             ),
         )
+
+
+def _rate_limiter(
+    settings: Settings, storage: Storage, stack: contextlib.AsyncExitStack
+) -> RateLimiter:
+    """Buckets in Redis (RATE_LIMIT_REDIS_URL, else REDIS_URL) shared by the nodes, else in
+    this process."""
+    config = settings.ratelimits
+    if not config.enabled or config.redis_url is None:
+        return MemoryRateLimiter()
+    client = storage.redis
+    if client is None or config.redis_url != settings.storage.redis_url:
+        client = aioredis.from_url(config.redis_url, socket_connect_timeout=1, socket_timeout=2)
+        stack.push_async_callback(client.aclose)
+    return RedisRateLimiter(client, prefix=config.key_prefix)
 
 
 async def _locker(settings: Settings, db: Database, stack: contextlib.AsyncExitStack) -> Locker:

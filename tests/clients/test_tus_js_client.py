@@ -144,3 +144,24 @@ def test_eicar_is_refused_with_onerror(make_server: Callable[..., Server], tmp_p
     assert result["responses"] == [["POST", 201], ["PATCH", 422]]
     info = server.status(result["url"])
     assert (info["upload_status"], info["verdict"]["error"]) == ("rejected", "virus_detected")
+
+
+def test_uploads_past_the_rate_limit_succeed_after_retrying_the_429(
+    make_server: Callable[..., Server], tmp_path: Path
+) -> None:
+    # One upload started a second, no burst: of three started at once, two are refused first.
+    server = make_server("sqlite", RATE_LIMIT_UPLOADS_PER_MINUTE="60", RATE_LIMIT_UPLOADS_BURST="1")
+    path = tmp_path / "limited.bin"
+    sha256 = write_random(path, 100_000)
+    result = run_node(
+        "tus_node.mjs", "rate_limited", server.endpoint, server.keys.token(), str(path)
+    )
+    posts = [status for method, status in result["responses"] if method == "POST"]
+    assert posts.count(201) == 3
+    assert posts.count(429) >= 2
+    # Each retry waited what the server's Retry-After said.
+    assert len(result["retried"]) == posts.count(429)
+    assert {r["retry_after"] for r in result["retried"]} == {1}
+    assert len(set(result["urls"])) == 3
+    for url in result["urls"]:
+        assert_complete(server, url, 100_000, sha256)

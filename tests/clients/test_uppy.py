@@ -6,7 +6,7 @@ The page (tests/js/uppy_page.mjs, bundled by esbuild into a temp dir) is served 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -24,9 +24,11 @@ def page(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Page]:
         yield built
 
 
-def _upload(server: Server, page: Page, files: list[str], parallel: list[str]) -> dict[str, Any]:
+def _upload(
+    server: Server, page: Page, files: list[str], parallel: list[str], retry: str = "0,200,1000"
+) -> dict[str, Any]:
     assert urlsplit(page.url).port != urlsplit(server.url).port  # cross-origin on purpose
-    return upload_with_uppy(page, server.endpoint, server.keys.token(), files, parallel)
+    return upload_with_uppy(page, server.endpoint, server.keys.token(), files, parallel, retry)
 
 
 def _check(server: Server, page: Page, result: dict[str, Any], files: list[str]) -> None:
@@ -63,3 +65,16 @@ def test_uppy_with_one_parallel_upload(server: Server, page: Page) -> None:
     final = next(f for f in result["successful"] if f["name"] == "parallel.bin")
     head = server.request("HEAD", final["uploadURL"])
     assert head.headers["Upload-Concat"].startswith("final;")
+
+
+def test_uppy_retries_uploads_past_the_rate_limit(
+    make_server: Callable[..., Server], page: Page
+) -> None:
+    # One upload started a second, no burst: Uppy pauses its queue on each 429 and goes on.
+    server = make_server("sqlite", RATE_LIMIT_UPLOADS_PER_MINUTE="60", RATE_LIMIT_UPLOADS_BURST="1")
+    files = ["data/small.bin", "data/medium.bin", "data/large.bin"]
+    result = _upload(server, page, files, parallel=[], retry="1000,1000,1000,1000,1000")
+    _check(server, page, result, files)
+    posts = result["statuses"]["POST"]
+    assert posts.count(201) == 3
+    assert posts.count(429) >= 1, posts

@@ -85,16 +85,22 @@ def uppy_page(root: Path) -> Iterator[Page]:
 
 
 def upload_with_uppy(
-    page: Page, endpoint: str, token: str, files: list[str], parallel: list[str]
+    page: Page,
+    endpoint: str,
+    token: str,
+    files: list[str],
+    parallel: list[str],
+    retry: str = "0,200,1000",
 ) -> dict[str, Any]:
     """Upload `files` (paths of FILES) with Uppy to the tus `endpoint`; those in `parallel`
-    as parallel uploads (partials and a final)."""
+    as parallel uploads (partials and a final); `retry`: Uppy's retry delays (ms)."""
     query = urlencode(
         {
             "endpoint": endpoint,
             "token": token,
             "files": ",".join(files),
             "parallel": ",".join(parallel),
+            "retry": retry,
         }
     )
     return run_node("uppy_run.mjs", f"{page.url}?{query}", "60000", timeout=90)

@@ -186,6 +186,38 @@ const scenarios = {
     })
   },
 
+  // Three uploads started at once against a server that allows fewer a minute: the 429s are
+  // retried after the server's Retry-After. tus-js-client (4.x) retries only 409, 423 and
+  // non-4xx by default, so a 429 needs an onShouldRetry; and it waits retryDelays, not
+  // Retry-After, so the delay is set from the answer before the retry.
+  async rate_limited() {
+    const count = 3
+    const retried = []
+    const uploads = []
+    for (let n = 0; n < count; n++) {
+      const delays = [1000, 1000, 1000, 1000, 1000]
+      uploads.push(
+        run(createReadStream(file), {
+          chunkSize: CHUNK,
+          retryDelays: delays,
+          onShouldRetry(err, attempt, opts) {
+            const res = err.originalResponse
+            const status = res ? res.getStatus() : 0
+            if (status === 429) {
+              const after = Number(res.getHeader('Retry-After'))
+              retried.push({ upload: n, retry_after: after })
+              if (after > 0) delays[attempt] = after * 1000
+              return true
+            }
+            return (status < 400 || status >= 500 || status === 409 || status === 423)
+          },
+        }),
+      )
+    }
+    const done = await Promise.all(uploads)
+    return { urls: done.map((upload) => upload.url), retried }
+  },
+
   async override() {
     const upload = await run(createReadStream(file), {
       chunkSize: CHUNK,

@@ -2,7 +2,8 @@
 // files fetched from the page's own origin to a tus endpoint on another origin.
 //
 // Query: endpoint, token, files (comma-separated paths on the page's origin), parallel
-// (those of `files` that go with parallelUploads: 3). The outcome of Uppy's `complete`
+// (those of `files` that go with parallelUploads: 3), retry (retryDelays in ms, comma-separated;
+// Uppy retries a 429 by pausing its whole queue for the next delay). The outcome of Uppy's `complete`
 // event lands on window.__uppyResult, a setup error on window.__uppyError.
 import Uppy from '@uppy/core'
 import Tus from '@uppy/tus'
@@ -12,9 +13,12 @@ const endpoint = query.get('endpoint')
 const token = query.get('token')
 const files = (query.get('files') || '').split(',').filter(Boolean)
 const parallel = new Set((query.get('parallel') || '').split(',').filter(Boolean))
+const retry = (query.get('retry') || '0,200,1000').split(',').map(Number)
 
-// Per file: the requests tus-js-client sent, as [method, Upload-Concat or null].
+// Per file: the requests tus-js-client sent, as [method, Upload-Concat or null], and the
+// statuses of its answers.
 const requests = {}
+const statuses = {}
 
 async function main() {
   const uppy = new Uppy({ autoProceed: false })
@@ -22,11 +26,14 @@ async function main() {
     endpoint,
     headers: { Authorization: `Bearer ${token}` },
     chunkSize: 512 * 1024,
-    retryDelays: [0, 200, 1000],
+    retryDelays: retry,
     onBeforeRequest(req, file) {
       const name = file.name
       if (!requests[name]) requests[name] = []
       requests[name].push([req.getMethod(), req.getHeader('Upload-Concat') ?? null])
+    },
+    onAfterResponse(req, res) {
+      statuses[req.getMethod()] = [...(statuses[req.getMethod()] ?? []), res.getStatus()]
     },
   })
   for (const path of files) {
@@ -50,6 +57,7 @@ async function main() {
       })),
       failed: result.failed.map((f) => ({ name: f.name, error: String(f.error) })),
       requests,
+      statuses,
     }
   })
   await uppy.upload()

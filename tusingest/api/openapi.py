@@ -30,6 +30,7 @@ from tusingest.errors import (
     NotFound,
     PayloadTooLarge,
     PreconditionFailed,
+    RateLimited,
     UnsupportedMediaType,
     UploadInterrupted,
 )
@@ -63,6 +64,7 @@ _REASONS = {
     415: "Unsupported Media Type",
     422: "Unprocessable Content",
     423: "Locked",
+    429: "Too Many Requests: the user started too many uploads (RATE_LIMIT_UPLOADS_*)",
     460: "Checksum Mismatch",
     503: "Service Unavailable",
 }
@@ -395,6 +397,7 @@ def _tus_collection() -> Json:
                 403: _text_error(403, ["final_upload"]),
                 413: _text_error(413, [PayloadTooLarge.code]),
                 415: _text_error(415, [UnsupportedMediaType.code]),
+                429: _text_error(429, [RateLimited.code], headers={"Retry-After": _retry_after()}),
                 460: _text_error(460, [ChecksumMismatch.code]),
                 **_tus_refusals(location=True),
             },
@@ -677,6 +680,9 @@ def _api_paths() -> Json:
                         ),
                     ),
                     **_form_errors(batch=False),
+                    429: _json_error(
+                        429, [RateLimited.code], headers={"Retry-After": _retry_after()}
+                    ),
                     422: _json_error(
                         422, _REJECTIONS, extra=session_id, description="The file was rejected"
                     ),
@@ -699,11 +705,17 @@ def _api_paths() -> Json:
                 "uploads",
                 "Upload several whole files in one multipart form",
                 {
-                    207: _response("One result per file", _json(_ref("BatchResult"))),
+                    207: _response(
+                        "One result per file",
+                        _json(_ref("BatchResult")),
+                        headers={"Retry-After": _retry_after(required=False)},
+                    ),
                     **_form_errors(batch=True),
                 },
                 description="`files` parts, optionally a `metadata` field applying to each. A "
-                "file too large fails alone; a form past the batch limits stores nothing.",
+                "file too large, or past the user's rate limit (`rate_limited`, with "
+                "`retry_after_seconds`; the 207 then has `Retry-After`), fails alone; a form past "
+                "the batch limits stores nothing.",
                 body=_form(batch=True),
             )
         },
@@ -986,10 +998,11 @@ def _schemas() -> Json:
             "upload_session_id": _string(),
             "error": _string(),
             "message": _string(),
+            "retry_after_seconds": _integer(),
             **file_fields,
             "size_bytes": _integer(nullable=True),
         },
-        optional=["upload_session_id", "error", "message", *file_fields],
+        optional=["upload_session_id", "error", "message", "retry_after_seconds", *file_fields],
     )
     return {
         "Error": _object({"error": _string(), "message": _string()}),

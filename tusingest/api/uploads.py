@@ -26,6 +26,7 @@ from tusingest.errors import (
     BadRequest,
     BodyInterrupted,
     PayloadTooLarge,
+    RateLimited,
     TusingestError,
     UnsupportedMediaType,
 )
@@ -50,7 +51,9 @@ async def upload(request: web.Request) -> web.StreamResponse:
     _refuse_resume(request)
     policy = services.uploads.policy
     _refuse_length(request, policy.max_size + FORM_OVERHEAD, "file_too_large", "the file")
-    form = _Form(services, request[PRINCIPAL], client_address(request), max_files=1)
+    # One file: refused before a byte of the form is read.
+    await services.limits.start_upload(request[PRINCIPAL])
+    form = _Form(services, request[PRINCIPAL], client_address(request), max_files=1, counted=True)
     async with form.receiving():
         with request.config_dict[INTAKE].streaming(request):
             await form.read(await _multipart(request))
@@ -89,6 +92,7 @@ async def batch(request: web.Request) -> web.StreamResponse:
         results = await asyncio.gather(*(settle(staged) for staged in form.files))
     succeeded = sum(1 for r in results if r["status"] == "success")
     failed = sum(1 for r in results if r["status"] == "failed")
+    limited = [s.error.retry_after for s in form.files if isinstance(s.error, RateLimited)]
     return web.json_response(
         {
             "results": results,
@@ -100,6 +104,7 @@ async def batch(request: web.Request) -> web.StreamResponse:
             },
         },
         status=207,
+        headers={"Retry-After": str(max(limited))} if limited else None,
     )
 
 
@@ -122,6 +127,7 @@ class _Form:
     address: str | None
     max_files: int
     max_bytes: int | None = None
+    counted: bool = False  # the form's one upload was counted against the rate limit already
     metadata: dict[str, str] = field(default_factory=dict)
     files: list[_Staged] = field(default_factory=list)
     received: int = 0
@@ -186,6 +192,13 @@ class _Form:
             staged.error = refused  # this file fails alone; the form goes on
             await _drain(part)
             return
+        if not self.counted:
+            try:
+                await self.services.limits.start_upload(self.principal)
+            except RateLimited as refused:
+                staged.error = refused  # so does a file past the user's rate limit
+                await _drain(part)
+                return
         uploads = self.services.uploads
         upload = await uploads.create(
             self.principal, length=None, metadata_raw=None, address=self.address
@@ -198,7 +211,7 @@ class _Form:
                 offset=0,
                 length=None,
                 content_length=None,
-                body=self._chunks(part),
+                body=self.services.limits.paced(self.principal, self._chunks(part)),
             )
         except PayloadTooLarge as too_large:
             if self.max_bytes is not None and self.received > self.max_bytes:
@@ -247,7 +260,10 @@ async def _result(services: Services, form: _Form, staged: _Staged) -> dict[str,
     result: dict[str, Any] = {"filename": staged.filename}
     if staged.error is not None or staged.upload is None:
         error = staged.error or BadRequest("not received", code="not_received")
-        return {**result, "status": "failed", "error": error.code, "message": error.message}
+        failed = {**result, "status": "failed", "error": error.code, "message": error.message}
+        if isinstance(error, RateLimited):
+            failed["retry_after_seconds"] = error.retry_after
+        return failed
     try:
         upload = await form.complete(staged)
     except TusingestError as exc:

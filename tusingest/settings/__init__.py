@@ -1,2 +1,3 @@
 """Settings: one environment reader (`env`), a frozen section per part of the app (`auth`,
-`uploads`, `pipeline`, `storage`), and the whole (`app`), which only the wiring reads."""
+`uploads`, `pipeline`, `storage`, `tracing`, `ratelimits`), and the whole (`app`), which only
+the wiring reads."""

@@ -12,6 +12,7 @@ from tusingest.errors import ConfigError
 from tusingest.settings.auth import AuthSettings, parse_auth
 from tusingest.settings.env import Env
 from tusingest.settings.pipeline import PipelineSettings, parse_pipeline
+from tusingest.settings.ratelimits import RateLimitSettings, parse_ratelimits
 from tusingest.settings.storage import StorageSettings, parse_storage
 from tusingest.settings.tracing import TracingSettings, parse_tracing
 from tusingest.settings.uploads import (
@@ -55,6 +56,7 @@ class Settings:
     pipeline: PipelineSettings
     storage: StorageSettings
     tracing: TracingSettings = field(default_factory=TracingSettings)
+    ratelimits: RateLimitSettings = field(default_factory=RateLimitSettings)
 
     @classmethod
     def from_env(
@@ -77,6 +79,7 @@ class Settings:
             ),
             storage=parse_storage(reader, data_dir),
             tracing=parse_tracing(reader),
+            ratelimits=parse_ratelimits(reader),
         )
 
 

@@ -120,6 +120,7 @@ async def create(request: web.Request) -> web.StreamResponse:
     content_length = request.content_length
     if with_body and length is not None and content_length is not None and content_length > length:
         raise PayloadTooLarge(f"the body ({content_length} bytes) is longer than Upload-Length")
+    await services.limits.start_upload(principal)
     upload = await services.uploads.create(
         principal,
         length=length,
@@ -136,7 +137,7 @@ async def create(request: web.Request) -> web.StreamResponse:
                     offset=0,
                     length=None,
                     content_length=content_length,
-                    body=_body(request),
+                    body=services.limits.paced(principal, _body(request)),
                     checksum=checksum,
                     on_release=_interrupter(request),
                 )
@@ -181,6 +182,7 @@ async def _create_final(
         raise Forbidden("a final upload cannot carry data", code="final_upload")
     # HEAD echoes the header as received: keep the URL list verbatim.
     header = request.headers["Upload-Concat"].strip()
+    await services.limits.start_upload(principal)
     upload = await services.uploads.create_final(
         principal,
         concat=header.partition(";")[2],
@@ -254,7 +256,7 @@ async def patch(request: web.Request) -> web.StreamResponse:
             offset=offset,
             length=length,
             content_length=request.content_length,
-            body=_body(request),
+            body=services.limits.paced(principal, _body(request)),
             checksum=checksum,
             on_release=_interrupter(request),
         )
