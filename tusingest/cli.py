@@ -31,6 +31,7 @@ from tusingest.registry.monitor import CapacityMonitor, Published, published
 from tusingest.registry.redis import announce, publish, withdraw
 from tusingest.services import SERVICES, open_element_admin
 from tusingest.settings.app import Settings
+from tusingest.sizes import format_size
 from tusingest.store.database import migrate
 
 log = logging.getLogger("tusingest")
@@ -179,7 +180,7 @@ async def _elements_add(
     )
     if info.healthy:
         print(
-            f"  {_size(info.capacity_used)} of {_size(info.capacity_total)} used, "
+            f"  {format_size(info.capacity_used)} of {format_size(info.capacity_total)} used, "
             f"{info.status.value}, healthy"
         )
     else:
@@ -229,7 +230,9 @@ async def _elements_list(
                 row["mode"],
                 str(row["priority"]),
                 row["endpoint"],
-                "-" if expired else f"{_size(row['capacity_used'])}/{_size(row['capacity_total'])}",
+                "-"
+                if expired
+                else f"{format_size(row['capacity_used'])}/{format_size(row['capacity_total'])}",
                 "-" if expired else f"{row['capacity_percent']:.2f}",
                 row["capacity_status"],
                 row["health_status"] or "-",
@@ -262,14 +265,6 @@ def _element_row(config: ElementConfig, entry: Published) -> dict[str, Any]:
         "listed": bool(entry.listing),
         "last_updated": fields.get("last_updated") if info is not None else None,
     }
-
-
-def _size(count: int) -> str:
-    units = ("B", "KiB", "MiB", "GiB", "TiB")
-    size, index = float(count), 0
-    while size >= 1024 and index < len(units) - 1:
-        size, index = size / 1024, index + 1
-    return f"{count} B" if index == 0 else f"{size:.1f} {units[index]}"
 
 
 def _token(settings: Settings, args: argparse.Namespace) -> int:
