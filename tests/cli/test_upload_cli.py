@@ -265,6 +265,25 @@ def test_a_stale_upload_url_starts_a_new_upload(server: Server, tmp_path: Path) 
     assert result["resumed_from"] == 0
 
 
+def test_a_refused_token_fails_the_file_and_is_not_shown(server: Server, tmp_path: Path) -> None:
+    path = _random_file(tmp_path / "denied.bin", 1000)
+    token = "not-a-jwt-but-secret-0123456789"
+    completed = subprocess.run(
+        [sys.executable, "-m", "tusingest", "upload", str(path), "--endpoint", server.endpoint],
+        cwd=tmp_path,
+        env=_env(XDG_CACHE_HOME=str(tmp_path / "cache"), TUSINGEST_TOKEN=token),
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT,
+        check=False,
+    )
+    assert completed.returncode == 1
+    assert token not in completed.stdout
+    assert token not in completed.stderr
+    assert f"failed {path}: " in completed.stdout
+    assert "1 file: 1 failed; 0 B sent" in completed.stdout
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

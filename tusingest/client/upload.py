@@ -15,6 +15,7 @@ from tusingest.client.tus import Answer, Gone, OffsetMismatch, Refusal, TusClien
 
 # Final upload states of the server (`X-Upload-Status`, the session's `upload_status`).
 FINAL = frozenset({"stored", "rejected", "failed", "terminated", "expired"})
+_FILE_REFUSALS = frozenset({400, 413, 415, 422})
 
 
 @dataclass
@@ -72,7 +73,8 @@ class FileUpload:
         try:
             await self._upload()
         except Refusal as exc:
-            result.status = "rejected" if 400 <= exc.status < 500 else "failed"
+            # The file refused (bad name, too large, ...), not the caller (401, 403).
+            result.status = "rejected" if exc.status in _FILE_REFUSALS else "failed"
             result.error, result.message = exc.code, exc.message
         except (GaveUp, Gone) as exc:
             result.status, result.error, result.message = "failed", "unreachable", str(exc)
@@ -141,12 +143,13 @@ class FileUpload:
                     lambda n: self._progress.advance(task, n),
                 )
             except (Transient, OffsetMismatch) as exc:
-                retry_after = exc.retry_after if isinstance(exc, Transient) else None
+                # A 409 (another client moved the offset) is asked again at once, a failure
+                # after a pause; both count, so neither loops for ever.
+                failures += 1
+                if failures >= self._backoff.attempts:
+                    raise GaveUp(f"{exc}") from exc
                 if isinstance(exc, Transient):
-                    failures += 1
-                    if failures >= self._backoff.attempts:
-                        raise GaveUp(exc.reason) from exc
-                    await asyncio.sleep(self._backoff.delay(failures - 1, retry_after))
+                    await asyncio.sleep(self._backoff.delay(failures - 1, exc.retry_after))
                 answer = await self._backoff.run(lambda: self._client.offset(url))
                 self._progress.rewind(task, answer.offset)
                 continue
