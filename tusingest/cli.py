@@ -1,4 +1,4 @@
-"""Command line: serve | migrate | token | elements | element serve."""
+"""Command line: serve | migrate | token | elements | element serve | upload."""
 
 from __future__ import annotations
 
@@ -19,10 +19,13 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from tusingest.app import create_app
+from tusingest.client.batch import UploadOptions, run_upload
+from tusingest.client.resume import cache_file
 from tusingest.domain import ElementMode, Role
-from tusingest.errors import ConfigError
+from tusingest.errors import ConfigError, TusingestError
 from tusingest.keys import ensure_dev_keys, mint_token
 from tusingest.listener import CappedSite, connection_cap, raise_open_files_limit
+from tusingest.metadata import encode_metadata
 from tusingest.observability import configure_logging
 from tusingest.refelement.app import run_element_server
 from tusingest.refelement.state import ElementServerSettings
@@ -31,6 +34,7 @@ from tusingest.registry.monitor import CapacityMonitor, Published, published
 from tusingest.registry.redis import announce, publish, withdraw
 from tusingest.services import SERVICES, open_element_admin
 from tusingest.settings.app import Settings
+from tusingest.sizes import format_size
 from tusingest.store.database import migrate
 
 log = logging.getLogger("tusingest")
@@ -77,6 +81,26 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--role", choices=[r.value for r in Role], default=Role.USER.value)
     token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
     token.add_argument("--data-dir", help="data directory holding the dev keys")
+
+    upload = sub.add_parser("upload", help="upload files to a tusingest server over tus")
+    upload.add_argument("files", nargs="+", metavar="FILE", type=Path)
+    upload.add_argument("--endpoint", required=True, help="tus endpoint, e.g. http://h:8020/files/")
+    upload.add_argument("--token", help="bearer token (default: TUSINGEST_TOKEN)")
+    upload.add_argument("--retention", choices=["temporary", "permanent"])
+    upload.add_argument("--parallel", type=int, default=3, help="files at once (default 3)")
+    upload.add_argument(
+        "--chunk-size", type=float, default=8.0, help="MiB per PATCH request (default 8)"
+    )
+    upload.add_argument(
+        "--metadata", nargs="+", action="extend", default=[], metavar="K=V", help="file metadata"
+    )
+    upload.add_argument(
+        "--no-checksum", action="store_true", help="send no Upload-Checksum per chunk"
+    )
+    upload.add_argument(
+        "--wait", type=float, default=600.0, help="seconds to wait for each verdict (default 600)"
+    )
+    upload.add_argument("--json", action="store_true", help="print one JSON list of results")
     return parser
 
 
@@ -84,6 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "element":
         return _element(args)
+    if args.command == "upload":
+        return _upload(args)
     try:
         settings = Settings.from_env(
             os.environ,
@@ -108,6 +134,57 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def _upload(args: argparse.Namespace) -> int:
+    try:
+        options = _upload_options(args)
+    except ValueError as exc:
+        print(f"tusingest upload: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return run_upload(options, sys.stdout)
+    except KeyboardInterrupt:
+        print("tusingest upload: interrupted; run again to resume", file=sys.stderr)
+        return 130
+
+
+def _upload_options(args: argparse.Namespace) -> UploadOptions:
+    """The command line's upload options, or ValueError saying what is wrong."""
+    if args.parallel < 1:
+        raise ValueError("--parallel must be at least 1")
+    if not args.chunk_size > 0:
+        raise ValueError("--chunk-size must be more than 0")
+    if not args.wait >= 0:
+        raise ValueError("--wait must not be negative")
+    if not args.endpoint.startswith(("http://", "https://")):
+        raise ValueError(f"--endpoint must be an http(s) URL, not {args.endpoint!r}")
+    for path in args.files:
+        if not path.is_file():
+            raise ValueError(f"{path}: not a readable file")
+    metadata: dict[str, str] = {}
+    for pair in args.metadata:
+        key, equals, value = pair.partition("=")
+        if not equals or not key:
+            raise ValueError(f"--metadata takes KEY=VALUE, not {pair!r}")
+        metadata[key] = value
+    try:
+        encode_metadata(metadata)
+    except TusingestError as exc:
+        raise ValueError(exc.message) from None
+    return UploadOptions(
+        files=args.files,
+        endpoint=args.endpoint,
+        token=args.token or os.environ.get("TUSINGEST_TOKEN") or None,
+        cache=cache_file(os.environ),
+        metadata=metadata,
+        retention=args.retention,
+        parallel=args.parallel,
+        chunk_bytes=max(1, int(args.chunk_size * (1 << 20))),
+        checksum=not args.no_checksum,
+        wait_seconds=args.wait,
+        as_json=args.json,
+    )
 
 
 def _element(args: argparse.Namespace) -> int:
@@ -179,7 +256,7 @@ async def _elements_add(
     )
     if info.healthy:
         print(
-            f"  {_size(info.capacity_used)} of {_size(info.capacity_total)} used, "
+            f"  {format_size(info.capacity_used)} of {format_size(info.capacity_total)} used, "
             f"{info.status.value}, healthy"
         )
     else:
@@ -229,7 +306,9 @@ async def _elements_list(
                 row["mode"],
                 str(row["priority"]),
                 row["endpoint"],
-                "-" if expired else f"{_size(row['capacity_used'])}/{_size(row['capacity_total'])}",
+                "-"
+                if expired
+                else f"{format_size(row['capacity_used'])}/{format_size(row['capacity_total'])}",
                 "-" if expired else f"{row['capacity_percent']:.2f}",
                 row["capacity_status"],
                 row["health_status"] or "-",
@@ -262,14 +341,6 @@ def _element_row(config: ElementConfig, entry: Published) -> dict[str, Any]:
         "listed": bool(entry.listing),
         "last_updated": fields.get("last_updated") if info is not None else None,
     }
-
-
-def _size(count: int) -> str:
-    units = ("B", "KiB", "MiB", "GiB", "TiB")
-    size, index = float(count), 0
-    while size >= 1024 and index < len(units) - 1:
-        size, index = size / 1024, index + 1
-    return f"{count} B" if index == 0 else f"{size:.1f} {units[index]}"
 
 
 def _token(settings: Settings, args: argparse.Namespace) -> int:
