@@ -109,6 +109,7 @@ def test_the_system_store_refuses_a_test_ca_and_http_needs_no_tls(tmp_path: Path
     info, error = asyncio.run(_probe(tmp_path, {}, ca.server_context("se-tls")))
     assert not info.healthy
     assert error is not None
+    assert "TLS to 127.0.0.1" in error
     assert "CERTIFICATE_VERIFY_FAILED" in error
 
     info, error = asyncio.run(_probe(tmp_path, {"STORAGE_ELEMENT_CA_FILE": str(ca.cert)}, None))
