@@ -12,6 +12,7 @@ Tests may change its attributes at any time: handlers read them per request.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
@@ -379,14 +380,17 @@ def validate_registration(body: Any) -> tuple[dict[str, Any], list[dict[str, Any
 
 
 @asynccontextmanager
-async def serve_admin_module(private_key_pem_path: Path, **kw: Any) -> AsyncIterator[AdminModule]:
-    """The stand-in on the running event loop (for async tests)."""
+async def serve_admin_module(
+    private_key_pem_path: Path, *, ssl_context: ssl.SSLContext | None = None, **kw: Any
+) -> AsyncIterator[AdminModule]:
+    """The stand-in on the running event loop (for async tests); over HTTPS with
+    `ssl_context`."""
     admin = AdminModule(private_key_pem_path, **kw)
     runner = web.AppRunner(admin.app())
     await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context).start()
     host, port = runner.addresses[0][:2]
-    admin.url = f"http://{host}:{port}"
+    admin.url = f"{'http' if ssl_context is None else 'https'}://{host}:{port}"
     try:
         yield admin
     finally:

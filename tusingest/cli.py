@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,7 +29,7 @@ from tusingest.listener import CappedSite, connection_cap, raise_open_files_limi
 from tusingest.metadata import encode_metadata
 from tusingest.observability import configure_logging
 from tusingest.refelement.app import run_element_server
-from tusingest.refelement.state import ElementServerSettings
+from tusingest.refelement.state import ElementServerSettings, ElementTls
 from tusingest.registry.configs import ElementConfig, InvalidElementConfig, RedisElementConfigs
 from tusingest.registry.monitor import CapacityMonitor, Published, published
 from tusingest.registry.redis import announce, publish, withdraw
@@ -74,6 +75,11 @@ def _parser() -> argparse.ArgumentParser:
     se.add_argument("--capacity", type=int, required=True, help="capacity in bytes")
     se.add_argument("--priority", type=int, default=100)
     se.add_argument("--public-key", help="PEM public key verifying tokens (default: no auth)")
+    se.add_argument("--tls-cert", help="PEM certificate (chain): serve HTTPS (with --tls-key)")
+    se.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    se.add_argument(
+        "--tls-client-ca", help="PEM CA bundle: require client certificates chaining to it"
+    )
 
     token = sub.add_parser("token", help="print a JWT signed with the dev key")
     token.add_argument("--sub", required=True, help="subject (user id)")
@@ -188,6 +194,12 @@ def _upload_options(args: argparse.Namespace) -> UploadOptions:
 
 
 def _element(args: argparse.Namespace) -> int:
+    if (args.tls_cert is None) != (args.tls_key is None):
+        print("tusingest element: --tls-cert and --tls-key go together", file=sys.stderr)
+        return 2
+    if args.tls_client_ca is not None and args.tls_cert is None:
+        print("tusingest element: --tls-client-ca needs --tls-cert and --tls-key", file=sys.stderr)
+        return 2
     try:
         settings = ElementServerSettings(
             element_id=args.element_id,
@@ -196,18 +208,31 @@ def _element(args: argparse.Namespace) -> int:
             capacity=args.capacity,
             priority=args.priority,
             public_key=Path(args.public_key).read_bytes() if args.public_key else None,
+            tls=_element_tls(args),
         )
         settings.root.mkdir(parents=True, exist_ok=True)
+        scheme = "http" if settings.tls is None else "https"
         print(
             f"storage element {settings.element_id} ({settings.mode.value}) on "
-            f"http://{args.host}:{args.port}/api/v1, files in {settings.root}",
+            f"{scheme}://{args.host}:{args.port}/api/v1, files in {settings.root}",
             flush=True,
         )
         run_element_server(settings, args.host, args.port)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, ssl.SSLError) as exc:
         print(f"tusingest element: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def _element_tls(args: argparse.Namespace) -> ElementTls | None:
+    if args.tls_cert is None:
+        return None
+    client_ca = args.tls_client_ca
+    return ElementTls(
+        Path(args.tls_cert).expanduser().absolute(),
+        Path(args.tls_key).expanduser().absolute(),
+        None if client_ca is None else Path(client_ca).expanduser().absolute(),
+    )
 
 
 async def _elements(settings: Settings, args: argparse.Namespace) -> int:

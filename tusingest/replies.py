@@ -18,6 +18,17 @@ async def read_reply(response: aiohttp.ClientResponse) -> Reply:
     return response.status, body
 
 
+def failure(exc: BaseException) -> str:
+    """Why a call got no reply. A refused TLS handshake says so and why (an untrusted or
+    mismatched certificate, a protocol version, a missing client certificate); anything else
+    is its repr."""
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return f"TLS to {exc.host}:{exc.port} refused: {exc.certificate_error}"
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return f"TLS to {exc.host}:{exc.port} failed: {exc.os_error}"
+    return repr(exc)
+
+
 def detail(body: Any) -> str:
     """The `{"detail": ...}` of an error reply (both services answer errors that way)."""
     if isinstance(body, dict) and "detail" in body:

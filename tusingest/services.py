@@ -8,6 +8,7 @@ import contextlib
 import logging
 import os
 import socket
+import ssl
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from tusingest import __version__
 from tusingest.auth import Authenticator
 from tusingest.domain import OperationKind
 from tusingest.elements.directory import ElementDirectory
+from tusingest.elements.tls import client_context
 from tusingest.elements.token import AdminToken, MintedToken
 from tusingest.keys import ensure_dev_keys
 from tusingest.limiters.memory import MemoryRateLimiter
@@ -275,7 +277,7 @@ async def open_storage(
     breakers, the service-account token, and Admin Module registration when configured."""
     config = settings.storage
     metrics = PrometheusMetrics()
-    session = _element_session(config, stack, tracing)
+    session = _element_session(config, client_context(config.tls), stack, tracing)
     token = await _token_source(settings, session)
     elements = ElementDirectory(
         session,
@@ -336,11 +338,15 @@ def open_redis(config: StorageSettings, stack: contextlib.AsyncExitStack) -> aio
 
 
 def _element_session(
-    config: StorageSettings, stack: contextlib.AsyncExitStack, tracing: Tracing | None = None
+    config: StorageSettings,
+    tls: ssl.SSLContext,
+    stack: contextlib.AsyncExitStack,
+    tracing: Tracing | None = None,
 ) -> aiohttp.ClientSession:
-    """The one session of every call to elements and the Admin Module."""
+    """The one session of every call to elements and the Admin Module (the capacity monitor's
+    too); `tls` verifies the `https://` ones."""
     session = aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=0, limit_per_host=config.se_pool_size),
+        connector=aiohttp.TCPConnector(limit=0, limit_per_host=config.se_pool_size, ssl=tls),
         trace_configs=None if tracing is None else [tracing.client_config()],
     )
     stack.push_async_callback(session.close)
@@ -375,7 +381,7 @@ async def open_element_admin(
     async with contextlib.AsyncExitStack() as stack:
         config = settings.storage
         client = open_redis(config, stack)
-        session = _element_session(config, stack)
+        session = _element_session(config, client_context(config.tls), stack)
         node = f"cli:{socket.gethostname()}:{os.getpid()}"
         yield client, capacity_monitor(config, client, session, node=node)
 

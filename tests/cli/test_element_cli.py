@@ -8,7 +8,10 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import requests
+
+from tests.tlscerts import TestCA
 
 
 def _free_port() -> int:
@@ -57,3 +60,27 @@ def test_element_serve_refuses_a_bad_capacity(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 2
     assert "capacity" in done.stderr.lower()
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--tls-cert", "{cert}"], "--tls-cert and --tls-key go together"),
+        (["--tls-client-ca", "{cert}"], "--tls-client-ca needs --tls-cert"),
+        (["--tls-cert", "{cert}", "--tls-key", "{other}"], "tusingest element:"),  # not its key
+    ],
+)
+def test_element_serve_refuses_incomplete_tls(
+    tmp_path: Path, flags: list[str], message: str
+) -> None:
+    ca = TestCA(tmp_path, "test-ca")
+    server, other = ca.issue("se-1"), ca.issue("se-2")
+    paths = {"cert": server.cert, "other": other.key}
+    done = subprocess.run(
+        [sys.executable, "-m", "tusingest", "element", "serve", "--id", "se-1", "--mode", "edit",
+         "--root", str(tmp_path / "se"), "--port", str(_free_port()), "--capacity", "1000",
+         *(flag.format(**paths) for flag in flags)],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert message in done.stderr

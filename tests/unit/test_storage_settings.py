@@ -3,7 +3,9 @@ variable."""
 
 from __future__ import annotations
 
+import ssl
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -78,3 +80,51 @@ def test_service_account_id_and_slow_answers() -> None:
     )
     assert chosen.sa_id == "0f8fad5b-d9cb-469f-a165-70867728950e"
     assert chosen.se_slow_answer_seconds == 2.5
+
+
+def test_tls_defaults_and_choices(tmp_path: Path) -> None:
+    default = storage().tls
+    assert default.ca_file is None  # the system store
+    assert default.min_version is ssl.TLSVersion.TLSv1_2
+    assert (default.client_cert_file, default.client_key_file) == (None, None)
+    ca, cert, key = (tmp_path / name for name in ("ca.pem", "client.crt", "client.key"))
+    for path in (ca, cert, key):
+        path.write_text("PEM")
+    chosen = storage(
+        STORAGE_ELEMENT_CA_FILE=str(ca),
+        STORAGE_ELEMENT_TLS_MIN_VERSION="1.3",
+        STORAGE_ELEMENT_CLIENT_CERT_FILE=str(cert),
+        STORAGE_ELEMENT_CLIENT_KEY_FILE=str(key),
+    ).tls
+    assert chosen.ca_file == ca
+    assert chosen.min_version is ssl.TLSVersion.TLSv1_3
+    assert (chosen.client_cert_file, chosen.client_key_file) == (cert, key)
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"STORAGE_ELEMENT_TLS_MIN_VERSION": "1.1"}, "STORAGE_ELEMENT_TLS_MIN_VERSION"),
+        ({"STORAGE_ELEMENT_TLS_MIN_VERSION": "TLSv1.3"}, "STORAGE_ELEMENT_TLS_MIN_VERSION"),
+        ({"STORAGE_ELEMENT_CA_FILE": "{missing}"}, "STORAGE_ELEMENT_CA_FILE"),
+        ({"STORAGE_ELEMENT_CA_FILE": "{dir}"}, "STORAGE_ELEMENT_CA_FILE"),
+        ({"STORAGE_ELEMENT_CLIENT_CERT_FILE": "{file}"}, "STORAGE_ELEMENT_CLIENT_KEY_FILE"),
+        ({"STORAGE_ELEMENT_CLIENT_KEY_FILE": "{file}"}, "STORAGE_ELEMENT_CLIENT_CERT_FILE"),
+        (
+            {
+                "STORAGE_ELEMENT_CLIENT_CERT_FILE": "{file}",
+                "STORAGE_ELEMENT_CLIENT_KEY_FILE": "{missing}",
+            },
+            "STORAGE_ELEMENT_CLIENT_KEY_FILE",
+        ),
+    ],
+)
+def test_bad_tls_settings_name_their_variable(
+    tmp_path: Path, env: dict[str, str], variable: str
+) -> None:
+    file = tmp_path / "some.pem"
+    file.write_text("PEM")
+    places = {"missing": tmp_path / "nope.pem", "dir": tmp_path, "file": file}
+    with pytest.raises(ConfigError) as caught:
+        storage(**{name: value.format(**places) for name, value in env.items()})
+    assert caught.value.variable == variable

@@ -31,7 +31,7 @@ from tusingest.domain import ElementMode, FetchedFile, FileToStore, StoredFile
 from tusingest.elements.token import token_name
 from tusingest.errors import TransientError, TusingestError
 from tusingest.ports import TokenSource
-from tusingest.replies import Reply, detail, read_reply
+from tusingest.replies import Reply, detail, failure, read_reply
 
 log = logging.getLogger(__name__)
 
@@ -225,7 +225,9 @@ class HttpElement:
         try:
             status, body = await self._authed(send)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise TransientError(f"download of {file_id} from {self._element_id}: {exc!r}") from exc
+            raise TransientError(
+                f"download of {file_id} from {self._element_id}: {failure(exc)}"
+            ) from exc
         if status == 200 and isinstance(body, tuple):
             return body
         if status == 404:
@@ -258,13 +260,13 @@ class HttpElement:
 
     async def _upload(self, file_id: str, item: FileToStore, filename: str) -> None:
         """POST the file (never retried here: a duplicate `file_id` is a 500 on the SE)."""
-        failure: BaseException | None = None
+        problem: BaseException | None = None
         try:
             status, body = await self._authed(
                 lambda token: self._post(file_id, item, filename, token)
             )
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            status, body, failure = 0, None, exc
+            status, body, problem = 0, None, exc
         if status == 201 and isinstance(body, dict):
             if body.get("file_size") == item.size and body.get("checksum") == item.sha256.lower():
                 return
@@ -278,7 +280,7 @@ class HttpElement:
             found = await self.metadata(file_id)
             if found is not None and _matches(found, item):
                 return
-            what = f"{status}: {detail(body)}" if status else repr(failure)
+            what = f"{status}: {detail(body)}" if problem is None else failure(problem)
             raise TransientError(f"upload of {file_id} to {self._element_id} failed: {what}")
         raise self._rejected("POST /files/upload", status, body)
 
@@ -338,7 +340,9 @@ class HttpElement:
                     f"{method} {path} on {self._element_id}: {status} {detail(body)}"
                 )
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-                error = TransientError(f"{method} {path} on {self._element_id}: {exc!r}")
+                error = TransientError(f"{method} {path} on {self._element_id}: {failure(exc)}")
+                if isinstance(exc, aiohttp.ClientSSLError):
+                    raise error from exc  # a refused handshake is refused again at once
                 error.__cause__ = exc
             if attempt >= self._max_retries:
                 raise error

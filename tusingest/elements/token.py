@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
 from tusingest.errors import TransientError, TusingestError
-from tusingest.replies import detail, read_reply
+from tusingest.replies import detail, failure, read_reply
 from tusingest.settings.storage import service_account_id
 
 log = logging.getLogger(__name__)
@@ -192,7 +192,9 @@ class AdminToken(_Cached):
             async with self._session.post(self._url, json=body, timeout=self._timeout) as response:
                 status, answer = await read_reply(response)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise TransientError(f"Admin Module token endpoint unreachable: {exc!r}") from None
+            raise TransientError(
+                f"Admin Module token endpoint unreachable: {failure(exc)}"
+            ) from None
         if status == 200 and isinstance(answer, dict):
             value, lifetime = answer.get("access_token"), answer.get("expires_in")
             if isinstance(value, str) and value and isinstance(lifetime, int | float):

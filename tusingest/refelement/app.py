@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import ssl
 from pathlib import Path
 
 from aiohttp import web
@@ -19,7 +20,13 @@ from tusingest.elements.local import LocalElement
 from tusingest.refelement import files
 from tusingest.refelement.auth import load_public_key
 from tusingest.refelement.replies import detail_errors
-from tusingest.refelement.state import ELEMENT, ElementServerSettings, ElementState, now
+from tusingest.refelement.state import (
+    ELEMENT,
+    ElementServerSettings,
+    ElementState,
+    ElementTls,
+    now,
+)
 
 VERSION = "1.0.0"
 
@@ -48,8 +55,22 @@ def create_element_app(settings: ElementServerSettings) -> web.Application:
 
 
 def run_element_server(settings: ElementServerSettings, host: str, port: int) -> None:
-    """Serve until interrupted (the `tusingest element serve` entry point)."""
-    web.run_app(create_element_app(settings), host=host, port=port, print=None)
+    """Serve until interrupted (the `tusingest element serve` entry point), over HTTPS when
+    the settings carry a certificate."""
+    context = None if settings.tls is None else server_context(settings.tls)
+    web.run_app(create_element_app(settings), host=host, port=port, ssl_context=context, print=None)
+
+
+def server_context(tls: ElementTls) -> ssl.SSLContext:
+    """TLS 1.2 or later with the element's certificate; with `client_ca`, a client must
+    present a certificate chaining to it or the handshake fails."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(tls.cert, tls.key)
+    if tls.client_ca is not None:
+        context.load_verify_locations(cafile=tls.client_ca)
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
 
 
 async def used_bytes(state: ElementState) -> tuple[int, int]:

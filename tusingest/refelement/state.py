@@ -22,6 +22,17 @@ class ElementServerSettings:
     capacity: int  # bytes: `capacity_bytes` / `capacity.total`
     priority: int
     public_key: bytes | None  # RS256 PEM; None disables authentication
+    tls: ElementTls | None = None  # None: plain HTTP
+
+
+@dataclass(frozen=True)
+class ElementTls:
+    """HTTPS for the reference element: its certificate chain and key (PEM), and the CA bundle
+    client certificates must chain to (None: none asked for)."""
+
+    cert: Path
+    key: Path
+    client_ca: Path | None = None
 
 
 @dataclass

@@ -13,7 +13,7 @@ import aiohttp
 from tusingest.domain import WRITABLE_MODES, CapacityStatus, CatalogEntry, ElementInfo, ElementMode
 from tusingest.errors import TransientError, TusingestError
 from tusingest.ports import TokenSource
-from tusingest.replies import Reply, detail, read_reply
+from tusingest.replies import Reply, detail, failure, read_reply
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,9 @@ class _AdminClient:
                 fresh = await self._token.token(fresh=True)
                 reply = await self._send(method, path, fresh, json, params)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise TransientError(f"Admin Module unreachable ({method} {path}): {exc!r}") from None
+            raise TransientError(
+                f"Admin Module unreachable ({method} {path}): {failure(exc)}"
+            ) from None
         if reply[0] == 401:
             raise AdminRejected(
                 f"the Admin Module refuses a fresh token for {method} {path}: {detail(reply[1])}",

@@ -42,7 +42,7 @@ from tusingest.registry.redis import (
     text,
     withdraw,
 )
-from tusingest.replies import Reply, read_reply
+from tusingest.replies import Reply, failure, read_reply
 
 log = logging.getLogger(__name__)
 
@@ -364,6 +364,8 @@ def _answer(path: str, result: Reply | BaseException) -> Any:
     if isinstance(result, TimeoutError):
         raise ProbeFailed(f"{path}: no answer in time")
     if isinstance(result, Exception):  # refused, reset, bad TLS, garbled HTTP, ...
+        if isinstance(result, aiohttp.ClientSSLError):
+            raise ProbeFailed(f"{path}: {failure(result)}")
         raise ProbeFailed(f"{path}: {result or type(result).__name__}")
     if isinstance(result, BaseException):
         raise result

@@ -3,6 +3,7 @@ and the service account."""
 
 from __future__ import annotations
 
+import ssl
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -31,6 +32,19 @@ class BreakerSettings:
     success_threshold: int = 2
 
 
+TLS_VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    """How `https://` elements and the Admin Module are verified, and who we are to them."""
+
+    ca_file: Path | None = None  # STORAGE_ELEMENT_CA_FILE (PEM bundle); None: the system store
+    min_version: ssl.TLSVersion = ssl.TLSVersion.TLSv1_2  # STORAGE_ELEMENT_TLS_MIN_VERSION
+    client_cert_file: Path | None = None  # STORAGE_ELEMENT_CLIENT_CERT_FILE (PEM)
+    client_key_file: Path | None = None  # STORAGE_ELEMENT_CLIENT_KEY_FILE (PEM, unencrypted)
+
+
 @dataclass(frozen=True)
 class StorageSettings:
     """Where files go: the registry (embedded, or Redis with the Admin Module as fallback) and
@@ -54,6 +68,7 @@ class StorageSettings:
     se_pool_size: int = 20  # STORAGE_ELEMENT_CONNECTION_POOL_SIZE (per SE host)
     se_max_retries: int = 3  # STORAGE_ELEMENT_MAX_RETRIES (idempotent calls)
     breaker: BreakerSettings = field(default_factory=BreakerSettings)
+    tls: TlsSettings = field(default_factory=TlsSettings)
     cache_seconds: float = 5.0  # REGISTRY_CACHE_SECONDS
     reload_enabled: bool = True  # CAPACITY_MONITOR_CONFIG_RELOAD_ENABLED
     reload_interval: float = 60.0  # CAPACITY_MONITOR_CONFIG_RELOAD_INTERVAL (10–600)
@@ -98,6 +113,7 @@ def parse_storage(env: Env, data_dir: Path) -> StorageSettings:
             timeout_seconds=env.number("CIRCUIT_BREAKER_TIMEOUT_SECONDS", 60, low=0),
             success_threshold=env.integer("CIRCUIT_BREAKER_SUCCESS_THRESHOLD", 2, low=1),
         ),
+        tls=_tls(env),
         cache_seconds=env.number("REGISTRY_CACHE_SECONDS", 5, low=0),
         reload_enabled=env.flag("CAPACITY_MONITOR_CONFIG_RELOAD_ENABLED", True),
         reload_interval=env.number("CAPACITY_MONITOR_CONFIG_RELOAD_INTERVAL", 60, low=10, high=600),
@@ -108,6 +124,36 @@ def parse_storage(env: Env, data_dir: Path) -> StorageSettings:
         # The Admin Module takes 1–365 days.
         temporary_ttl_days=env.integer("TEMPORARY_FILE_TTL_DAYS", 30, low=1, high=365),
     )
+
+
+def _tls(env: Env) -> TlsSettings:
+    """STORAGE_ELEMENT_CA_FILE, _TLS_MIN_VERSION, _CLIENT_CERT_FILE and _CLIENT_KEY_FILE; each
+    file must be readable now, so that a typo stops startup rather than every upload."""
+    version = env.choice("STORAGE_ELEMENT_TLS_MIN_VERSION", "1.2", TLS_VERSIONS, fold=str.strip)
+    cert_name, key_name = "STORAGE_ELEMENT_CLIENT_CERT_FILE", "STORAGE_ELEMENT_CLIENT_KEY_FILE"
+    cert, key = _readable(env, cert_name), _readable(env, key_name)
+    if (cert is None) != (key is None):
+        missing = key_name if key is None else cert_name
+        raise ConfigError(missing, "the client certificate and its key go together")
+    return TlsSettings(
+        ca_file=_readable(env, "STORAGE_ELEMENT_CA_FILE"),
+        min_version=TLS_VERSIONS[version],
+        client_cert_file=cert,
+        client_key_file=key,
+    )
+
+
+def _readable(env: Env, name: str) -> Path | None:
+    """The absolute path of a file this process can read; None when unset."""
+    if env.optional(name) is None:
+        return None
+    path = env.path(name, Path())
+    try:
+        with path.open("rb") as file:
+            file.read(1)
+    except OSError as exc:
+        raise ConfigError(name, f"cannot read {path}: {exc.strerror or exc}") from None
+    return path
 
 
 def _uuid(env: Env, name: str, default: str) -> str:
