@@ -134,7 +134,7 @@ def embedded_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
             try:
                 if requests.get(f"{url}/health/ready", timeout=1).status_code == 200:
                     break
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # a busy machine: slow to answer
                 time.sleep(0.1)
         else:
             pytest.fail("tusingest serve did not become ready")

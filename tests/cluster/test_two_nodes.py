@@ -78,7 +78,7 @@ def _start(env: dict[str, str], data_dir: Path) -> Node:
         try:
             if requests.get(f"{url}/health/ready", timeout=1).status_code == 200:
                 return Node(url, process)
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # a busy machine: slow to answer
             pass
         if time.monotonic() > deadline:
             process.kill()

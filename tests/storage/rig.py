@@ -27,7 +27,7 @@ from tests.tlscerts import Issued
 def _wait(check: Any, what: str, seconds: float = 20) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        with contextlib.suppress(requests.ConnectionError, redis.ConnectionError):
+        with contextlib.suppress(requests.ConnectionError, requests.Timeout, redis.ConnectionError):
             if check():
                 return
         time.sleep(0.05)
