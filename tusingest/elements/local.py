@@ -98,6 +98,9 @@ class LocalElement:
         rel = hour_path(item.uploaded_at)
         directory = self._root / rel
         attr = build_attr(item, file_id, name, rel)  # before any bytes move: fails on size early
+        # The index is complete before any file is added (an index build walking the root
+        # while files arrive would race their own linking).
+        self._ensure_index()
 
         existing = self._entry(file_id) or _entry_at(directory, name)
         if existing is not None:
@@ -255,7 +258,8 @@ class LocalElement:
         if not link.parent.is_dir():
             link.parent.mkdir(parents=True, exist_ok=True)
             fsync_dir(self._index)
-        tmp = link.with_name(f".tmp_{file_id}")
+        # A name of this thread's own: the index build may link the same file meanwhile.
+        tmp = link.with_name(f".tmp_{file_id}.{os.getpid()}.{threading.get_ident()}")
         tmp.unlink(missing_ok=True)
         os.symlink(target, tmp)
         os.replace(tmp, link)
