@@ -257,9 +257,14 @@ def test_a_scanner_that_is_down_is_retried_then_the_upload_fails(
             assert done.status is UploadStatus.FAILED
             assert done.error == "processing_failed"
             assert _stored_files(r.element_root) == []
-            op = await r.db.fetchrow(
-                "SELECT status, attempts, error FROM operations WHERE subject = $1", upload.id
-            )
+            # The runner records the operation's end just after the handler gave up.
+            for _ in range(100):
+                op = await r.db.fetchrow(
+                    "SELECT status, attempts, error FROM operations WHERE subject = $1", upload.id
+                )
+                if op is not None and op["status"] != "running":
+                    break
+                await asyncio.sleep(0.05)
             assert op is not None
             assert (op["status"], op["attempts"]) == ("failed", 3)
             assert "ScannerUnavailable" in op["error"]
