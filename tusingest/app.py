@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -165,10 +165,20 @@ _PROBE_SECONDS = 3.0
 _ORDER = ("ok", "degraded", "fail")
 
 
+async def _probe(ping: Callable[[], Awaitable[object]]) -> str:
+    """`ok`, or `error: <kind>` when `ping` fails or takes longer than the probe may."""
+    try:
+        async with asyncio.timeout(_PROBE_SECONDS):
+            await ping()
+    except Exception as exc:
+        return f"error: {exc.__class__.__name__}"
+    return "ok"
+
+
 async def ready(request: web.Request) -> web.StreamResponse:
-    """`ok` (200), `degraded` (200: Redis or some element is down, uploads can still be
-    stored) or `fail` (503: no database, no element to store on, or shutting down), with what
-    each component said."""
+    """`ok` (200), `degraded` (200: Redis, the Admin Module or some element is down, uploads
+    can still be stored) or `fail` (503: no database, no element to store on, or shutting
+    down), with what each component said."""
     services = request.app[SERVICES]
     if services.lifecycle.draining:
         return web.json_response({"status": "fail", "checks": {"node": "draining"}}, status=503)
@@ -178,31 +188,16 @@ async def ready(request: web.Request) -> web.StreamResponse:
         nonlocal status
         status = max(status, level, key=_ORDER.index)
 
-    checks: dict[str, Any] = {}
-    try:
-        async with asyncio.timeout(_PROBE_SECONDS):
-            await services.sessions.ping()
-        checks["database"] = "ok"
-    except Exception as exc:
-        checks["database"] = f"error: {exc.__class__.__name__}"
+    checks: dict[str, Any] = {"database": await _probe(services.sessions.ping)}
+    if checks["database"] != "ok":
         worse("fail")
     storage = services.storage
-    if storage.redis is not None:
-        try:
-            async with asyncio.timeout(_PROBE_SECONDS):
-                await storage.redis.ping()
-            checks["redis"] = "ok"
-        except Exception as exc:
-            checks["redis"] = f"error: {exc.__class__.__name__}"
-            worse("degraded")
-    if storage.admin is not None:
-        try:
-            async with asyncio.timeout(_PROBE_SECONDS):
-                await storage.admin.ping()
-            checks["admin_module"] = "ok"
-        except Exception as exc:
-            checks["admin_module"] = f"error: {exc.__class__.__name__}"
-            worse("degraded")
+    # Redis and the Admin Module, when configured: down, uploads can still be stored.
+    for name, ping in (("redis", storage.redis), ("admin_module", storage.admin)):
+        if ping is not None:
+            checks[name] = await _probe(ping.ping)
+            if checks[name] != "ok":
+                worse("degraded")
     found, sources = await writable_elements(storage.chain)
     elements: dict[str, Any] = {}
     for element_id, info in sorted(found.items()):

@@ -157,9 +157,9 @@ class StatusReport:
         for upload_id, streaming in live.items():
             if upload_id not in seen:
                 rows.append(self._in_flight(streaming.upload, streaming, True))
-        rows.sort(key=lambda r: (r["node"] != self._node.node_id, -r["_active"]))
-        for row in rows:
-            del row["_active"]
+        # This node's streams first; otherwise the database's order (the most recently active
+        # first: each commit pushes an upload's expiry on).
+        rows.sort(key=lambda r: r["node"] != self._node.node_id)
         return rows
 
     def _in_flight(
@@ -187,7 +187,6 @@ class StatusReport:
             "node": node,
             "created_at": _iso(upload.created_at),
             "updated_at": _iso(upload.updated_at),
-            "_active": upload.updated_at.timestamp() if streaming is None else time.time(),
         }
 
     async def _latest(self) -> list[dict[str, Any]]:
