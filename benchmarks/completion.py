@@ -116,10 +116,11 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
     process.wait(30)
 
 
-def _wait_for(ready: Callable[[], bool], seconds: float = 30) -> None:
+def _wait_for(ready: Callable[[], bool], seconds: float = 60) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        with contextlib.suppress(requests.ConnectionError):
+        # A busy machine may accept the connection and answer late: try again.
+        with contextlib.suppress(requests.ConnectionError, requests.Timeout):
             if ready():
                 return
         time.sleep(0.1)
