@@ -24,6 +24,7 @@ from tusingest.client.batch import UploadOptions, run_upload
 from tusingest.client.resume import cache_file
 from tusingest.domain import ElementMode, Role
 from tusingest.errors import ConfigError, TusingestError
+from tusingest.intake import ARRIVAL_BUFFER, admit
 from tusingest.keys import ensure_dev_keys, mint_token
 from tusingest.listener import CappedSite, connection_cap, raise_open_files_limit
 from tusingest.metadata import encode_metadata
@@ -408,6 +409,8 @@ async def _serve(settings: Settings) -> int:
         # (idle, or stuck in its headers) is closed.
         keepalive_timeout=settings.server.idle_timeout_seconds,
         shutdown_timeout=grace,
+        # A request's body buffer until its handler streams it (then the intake's share).
+        read_bufsize=ARRIVAL_BUFFER,
     )
     try:
         await runner.setup()
@@ -421,7 +424,7 @@ async def _serve(settings: Settings) -> int:
         loop.add_signal_handler(signum, stop.set)
     try:
         cap = connection_cap(settings.server.max_connections, open_files)
-        await CappedSite(runner, sock, max_connections=cap).start()
+        await CappedSite(runner, sock, max_connections=cap, on_connection=admit).start()
         _banner(settings, runner)
         await stop.wait()
         log.info("shutting down: draining for up to %g s", grace)

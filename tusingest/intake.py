@@ -14,6 +14,10 @@ from aiohttp import StreamReader, web
 RECV_MAX, RECV_MIN = 256 << 10, 16 << 10
 BUFFER_MAX, BUFFER_MIN = 64 << 10, 8 << 10
 BUDGET_BYTES = 16 << 20  # for all streams together, once there are many
+# A connection starts small (the listener's `admit`, the runner's `read_bufsize`) and a request
+# gets its share only once its handler streams the body: a crowd of requests still waiting for
+# their handler (authentication, the upload's lock) holds little each.
+ARRIVAL_RECV, ARRIVAL_BUFFER = RECV_MIN, BUFFER_MIN
 
 
 class Intake:
@@ -63,6 +67,12 @@ class Intake:
             return
         for transport, reader in targets:
             _apply(transport, reader, share)
+
+
+def admit(transport: asyncio.BaseTransport) -> None:
+    """A new connection reads in small pieces until a request of it streams a body."""
+    if hasattr(transport, "max_size"):
+        transport.max_size = ARRIVAL_RECV
 
 
 def _apply(transport: asyncio.BaseTransport, reader: StreamReader, share: tuple[int, int]) -> None:

@@ -8,8 +8,10 @@ import asyncio
 import logging
 import resource
 import socket
+from collections.abc import Callable
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
 
 log = logging.getLogger(__name__)
 
@@ -100,10 +102,16 @@ class CappedSite(web.SockSite):
     """A `SockSite` serving at most `max_connections` connections; the next ones get a 503."""
 
     def __init__(
-        self, runner: web.BaseRunner, sock: socket.socket, *, max_connections: int
+        self,
+        runner: web.BaseRunner,
+        sock: socket.socket,
+        *,
+        max_connections: int,
+        on_connection: Callable[[asyncio.Transport], None] | None = None,
     ) -> None:
         super().__init__(runner, sock)
         self._max_connections = max_connections
+        self._on_connection = on_connection
         self._refusing: set[_Busy] = set()
 
     async def start(self) -> None:
@@ -111,6 +119,8 @@ class CappedSite(web.SockSite):
         server = self._runner.server
         assert server is not None
         handlers = server
+        if self._on_connection is not None:
+            _observe_connections(server, self._on_connection)
 
         def factory() -> asyncio.Protocol:
             if len(handlers.connections) < self._max_connections:
@@ -121,3 +131,15 @@ class CappedSite(web.SockSite):
 
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(factory, sock=self._sock, backlog=_ACCEPT_BURST)
+
+
+def _observe_connections(server: web.Server, observe: Callable[[asyncio.Transport], None]) -> None:
+    """Call `observe` with each new connection's transport as it registers, before its first
+    read (aiohttp's handler registers with its server from `connection_made`)."""
+    register = server.connection_made
+
+    def connection_made(handler: RequestHandler, transport: asyncio.Transport) -> None:
+        register(handler, transport)
+        observe(transport)
+
+    server.connection_made = connection_made  # type: ignore[method-assign]

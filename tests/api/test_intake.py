@@ -5,12 +5,23 @@ read and body buffer, and a stream that ends gives its share back."""
 from __future__ import annotations
 
 import asyncio
+import socket
 
 import aiohttp
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from tusingest.intake import BUFFER_MAX, BUFFER_MIN, RECV_MAX, RECV_MIN, Intake
+from tusingest.intake import (
+    ARRIVAL_BUFFER,
+    ARRIVAL_RECV,
+    BUFFER_MAX,
+    BUFFER_MIN,
+    RECV_MAX,
+    RECV_MIN,
+    Intake,
+    admit,
+)
+from tusingest.listener import CappedSite
 
 
 def test_a_crowd_shares_the_budget() -> None:
@@ -63,5 +74,58 @@ def test_a_crowd_shares_the_budget() -> None:
             release.set()
             assert await asyncio.gather(first, *crowd) == [200] * 64
         assert intake.share == (RECV_MAX, BUFFER_MAX)  # all ended: a lone stream gets it all
+
+    asyncio.run(scenario())
+
+
+def test_a_body_waiting_for_its_handler_holds_little_until_it_streams() -> None:
+    """Served as `tusingest serve` serves (the capped site admitting each connection, the
+    runner's small `read_bufsize`): a 4 MiB body whose handler has not begun streaming it is
+    buffered only up to the arrival limits; once streaming alone, it reads with the defaults."""
+
+    async def scenario() -> None:
+        intake = Intake()
+        waiting: list[tuple[int, int, int]] = []
+        streaming: list[tuple[int, int]] = []
+        go = asyncio.Event()
+
+        async def handler(request: web.Request) -> web.Response:
+            transport = request.transport
+            assert transport is not None
+            await asyncio.sleep(0.5)  # the body keeps arriving; the handler is not reading
+            content = request.content
+            waiting.append(
+                (transport.max_size, content._high_water, content.total_bytes)  # type: ignore[attr-defined]
+            )
+            go.set()
+            with intake.streaming(request):
+                streaming.append((transport.max_size, content._high_water))  # type: ignore[attr-defined]
+                received = 0
+                async for chunk in content.iter_any():
+                    received += len(chunk)
+            return web.Response(text=str(received))
+
+        app = web.Application()
+        app.router.add_put("/", handler)
+        runner = web.AppRunner(app, read_bufsize=ARRIVAL_BUFFER)
+        await runner.setup()
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        try:
+            await CappedSite(runner, sock, max_connections=8, on_connection=admit).start()
+            async with aiohttp.ClientSession() as client:
+                body = b"z" * (4 << 20)
+                async with client.put(f"http://127.0.0.1:{port}/", data=body) as response:
+                    assert response.status == 200
+                    assert await response.text() == str(len(body))
+        finally:
+            await runner.cleanup()
+        assert go.is_set()
+        max_size, high_water, buffered = waiting[0]
+        assert (max_size, high_water) == (ARRIVAL_RECV, 2 * ARRIVAL_BUFFER)
+        # Paused past the high-water mark: at most one socket read beyond it.
+        assert buffered <= 2 * ARRIVAL_BUFFER + ARRIVAL_RECV
+        assert streaming == [(RECV_MAX, 2 * BUFFER_MAX)]
 
     asyncio.run(scenario())
