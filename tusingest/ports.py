@@ -100,7 +100,16 @@ class StagingWriter(Protocol):
     @property
     def written(self) -> int: ...
 
-    async def write(self, buffers: Sequence[bytes | memoryview]) -> None: ...
+    async def write(
+        self,
+        buffers: Sequence[bytes | memoryview],
+        *,
+        feed: Sequence[Callable[[bytes | memoryview], object]] = (),
+        sync: bool = False,
+    ) -> None:
+        """Append `buffers`; in the same blocking call, hand them to each of `feed` (hashes)
+        and, with `sync`, make everything written durable (one hop off the loop, not three)."""
+        ...
 
     async def sync(self) -> None:
         """Make everything written so far durable (fsync)."""

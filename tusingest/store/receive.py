@@ -7,7 +7,7 @@ import asyncio
 import base64
 import hashlib
 import hmac
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 from tusingest.domain import Checksum
@@ -65,8 +65,10 @@ class BufferPool:
 
 class Receiver:
     """Streams one body into a writer. Bytes are copied into a batch buffer; each full batch
-    is written and hashed in worker threads (hashlib releases the GIL) while the next one
-    fills, and at the end the last hashes overlap with the fsync."""
+    is written and hashed in parallel worker threads (hashlib releases the GIL) while the next
+    one fills. A smaller batch (a small body, the end of a body, a batch in a crowd) is written
+    and hashed in one worker call: for small bodies the hand-offs between the loop and the
+    threads cost more than the hashing. The body's last batch is fsynced in its write call."""
 
     def __init__(
         self,
@@ -95,8 +97,9 @@ class Receiver:
         self._filled = 0
         self._in_flight: bytearray | None = None
         self._writing: asyncio.Future[None] | None = None
-        self._hashing: asyncio.Future[list[None]] | None = None
+        self._hashing: asyncio.Future[Any] | None = None
         self._unsynced = 0
+        self._synced = False  # the last write also made everything durable
 
     async def receive(self, body: AsyncIterator[bytes]) -> None:
         """Consume `body` and hand every byte to the writer and the hashes. On an exception
@@ -118,18 +121,19 @@ class Receiver:
                     self._filled += n
                     view = view[n:]
                     if self._filled == len(self._filling):
-                        await self._dispatch()
+                        # Full; the body's last batch when the request can carry no more.
+                        await self._dispatch(last=not view and self.received == self._limit)
         except PayloadTooLarge:
             raise
         except BaseException:
             await asyncio.shield(self._dispatch())
             raise
-        await self._dispatch()
+        await self._dispatch(last=True)
 
     async def durable(self) -> None:
         """Everything received is written and fsynced."""
         await self._settle_writes()
-        if self.writer is not None:
+        if self.writer is not None and not self._synced:
             await self.writer.sync()
 
     async def hashed(self) -> None:
@@ -167,7 +171,8 @@ class Receiver:
         if writing is not None:
             await writing
 
-    async def _dispatch(self) -> None:
+    async def _dispatch(self, *, last: bool = False) -> None:
+        """Hand the filled batch on; `last`: the body has ended (nothing follows)."""
         if not self._filled or self._filling is None:
             return
         # One batch in flight keeps memory bounded and the order intact.
@@ -179,15 +184,28 @@ class Receiver:
             self._on_bytes(len(data))
         if self.writer is None:
             self.writer = await self._open_writer()
-        self._writing = asyncio.ensure_future(self._write(self.writer, data))
+        if len(data) < BATCH_BYTES:
+            feed = [h.update for h in self._hashers]
+            self._writing = asyncio.ensure_future(self._write(self.writer, data, feed, last))
+            if feed:
+                self._hashing = self._writing
+            return
+        self._writing = asyncio.ensure_future(self._write(self.writer, data, (), last))
         if self._hashers:
             self._hashing = asyncio.gather(
                 *(asyncio.to_thread(h.update, data) for h in self._hashers)
             )
 
-    async def _write(self, writer: StagingWriter, data: memoryview) -> None:
-        await writer.write([data])
-        self._unsynced += len(data)
+    async def _write(
+        self,
+        writer: StagingWriter,
+        data: memoryview,
+        feed: Sequence[Callable[[bytes | memoryview], object]],
+        last: bool,
+    ) -> None:
+        await writer.write([data], feed=feed, sync=last)
+        self._synced = last
+        self._unsynced = 0 if last else self._unsynced + len(data)
         if self._unsynced >= _SYNC_EVERY_BYTES:
             self._unsynced = 0
             await writer.sync()

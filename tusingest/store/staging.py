@@ -107,17 +107,36 @@ class FileStagingWriter:
     def written(self) -> int:
         return self._written
 
-    async def write(self, buffers: Sequence[bytes | memoryview]) -> None:
+    async def write(
+        self,
+        buffers: Sequence[bytes | memoryview],
+        *,
+        feed: Sequence[Callable[[bytes | memoryview], object]] = (),
+        sync: bool = False,
+    ) -> None:
         position = self._start + self._written
         size = sum(len(b) for b in buffers)
-        await asyncio.to_thread(self._write, buffers, position, size)
+        await asyncio.to_thread(self._write, buffers, position, size, feed, sync)
         self._written += size
 
-    def _write(self, buffers: Sequence[bytes | memoryview], position: int, size: int) -> None:
+    def _write(
+        self,
+        buffers: Sequence[bytes | memoryview],
+        position: int,
+        size: int,
+        feed: Sequence[Callable[[bytes | memoryview], object]],
+        sync: bool,
+    ) -> None:
         if self._fd < 0:
             self._fd = self._open_file()
         diskio.pwrite_all(self._fd, buffers, position)
-        diskio.start_writeback(self._fd, position, size)
+        for consume in feed:
+            for buffer in buffers:
+                consume(buffer)
+        if sync:
+            _sync_and_drop(self._fd, self._start, position + size - self._start)
+        else:
+            diskio.start_writeback(self._fd, position, size)
 
     async def sync(self) -> None:
         if self._fd >= 0:
