@@ -5,8 +5,8 @@ the edge and by the operation at work (contextvars)."""
 from __future__ import annotations
 
 import contextvars
+import os
 import re
-import uuid
 
 REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 USER: contextvars.ContextVar[str] = contextvars.ContextVar("user", default="-")
@@ -22,7 +22,7 @@ def request_id(offered: str | None) -> str:
     """The id of a request: the client's `X-Request-ID` if it is safe to log, else a new one."""
     if offered is not None and _SAFE_ID.fullmatch(offered):
         return offered
-    return uuid.uuid4().hex[:16]
+    return os.urandom(8).hex()
 
 
 def loggable_id(value: str | None) -> str | None:

@@ -254,6 +254,7 @@ class PrometheusMetrics:
             ["route", "method", "status"],
             registry=r,
         )
+        self._request_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         self._request_seconds = Histogram(
             "artstore_ingester_http_request_duration_seconds",
             "HTTP request latency by route and method",
@@ -278,8 +279,18 @@ class PrometheusMetrics:
         self._compensations.inc(count)
 
     def http_request(self, route: str, method: str, status: int, seconds: float) -> None:
-        self._requests.labels(route, method, str(status)).inc()
-        self._request_seconds.labels(route, method).observe(seconds)
+        # The labelled children, looked up once per (route, method, status): routes and methods
+        # are bounded sets, so is this cache.
+        key = (route, method, status)
+        children = self._request_children.get(key)
+        if children is None:
+            children = self._request_children[key] = (
+                self._requests.labels(route, method, str(status)),
+                self._request_seconds.labels(route, method),
+            )
+        count, latency = children
+        count.inc()
+        latency.observe(seconds)
 
     def compression(self, original: int, stored: int) -> None:
         if original > 0:
