@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
-import redis.asyncio as aioredis
 from aiohttp import web
 
 from tusingest import __version__
@@ -26,7 +25,6 @@ from tusingest.elements.tls import client_context
 from tusingest.elements.token import AdminToken, MintedToken
 from tusingest.keys import ensure_dev_keys
 from tusingest.limiters.memory import MemoryRateLimiter
-from tusingest.limiters.redis import RedisRateLimiter
 from tusingest.observability import PrometheusMetrics
 from tusingest.pipeline.delete import Delete, Deletions
 from tusingest.pipeline.delivery import Deliver
@@ -57,10 +55,7 @@ from tusingest.ratelimits import RateLimits
 from tusingest.receivers.http import HttpWebhookSender
 from tusingest.registry.admin import AdminFiles, AdminRegistry
 from tusingest.registry.chain import ChainRegistry
-from tusingest.registry.configs import RedisElementConfigs
 from tusingest.registry.local import LocalElementRegistry
-from tusingest.registry.monitor import CapacityMonitor
-from tusingest.registry.redis import RedisRegistry
 from tusingest.registry.reload import ConfigReloader
 from tusingest.settings.app import Settings
 from tusingest.settings.storage import StorageSettings
@@ -78,6 +73,11 @@ from tusingest.store.status import SqlStatusQueries
 from tusingest.store.uploads import UploadPolicy, UploadStore, utcnow
 
 if TYPE_CHECKING:
+    # Redis and its clients are imported only when Redis is configured (a node on the embedded
+    # defaults never loads redis-py, nor the OpenTelemetry API that it imports).
+    import redis.asyncio as aioredis
+
+    from tusingest.registry.monitor import CapacityMonitor
     from tusingest.tracing import Tracing
 
 log = logging.getLogger(__name__)
@@ -252,6 +252,10 @@ def _rate_limiter(
     config = settings.ratelimits
     if not config.enabled or config.redis_url is None:
         return MemoryRateLimiter()
+    import redis.asyncio as aioredis
+
+    from tusingest.limiters.redis import RedisRateLimiter
+
     client = storage.redis
     if client is None or config.redis_url != settings.storage.redis_url:
         client = aioredis.from_url(config.redis_url, socket_connect_timeout=1, socket_timeout=2)
@@ -291,6 +295,8 @@ async def open_storage(
     tasks: list[Task] = []
     client: aioredis.Redis | None = None
     if config.redis_url:
+        from tusingest.registry.redis import RedisRegistry
+
         client = open_redis(config, stack)
         # The legacy keys and the Admin Module's `artstore:storage_elements`, one source.
         redis_registry = RedisRegistry(
@@ -332,6 +338,8 @@ async def open_storage(
 def open_redis(config: StorageSettings, stack: contextlib.AsyncExitStack) -> aioredis.Redis:
     """The Redis client of REDIS_URL, closed with `stack`."""
     assert config.redis_url is not None
+    import redis.asyncio as aioredis
+
     client = aioredis.from_url(config.redis_url, socket_connect_timeout=2, socket_timeout=5)
     stack.push_async_callback(client.aclose)
     return client
@@ -361,6 +369,9 @@ def capacity_monitor(
     node: str | None = None,
 ) -> CapacityMonitor:
     """The capacity monitor of the elements configured in Redis (`tusingest elements`)."""
+    from tusingest.registry.configs import RedisElementConfigs
+    from tusingest.registry.monitor import CapacityMonitor
+
     return CapacityMonitor(
         client,
         session,
