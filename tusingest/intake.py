@@ -47,9 +47,10 @@ class Intake:
         try:
             yield
         finally:
-            # The connection keeps its share for its next request (on a keep-alive connection
-            # the next body's first read happens before its handler runs).
+            # Back to small reads: on a keep-alive connection the next body starts arriving
+            # before its handler runs, and a crowd of those must not hold full shares.
             del self._streams[key]
+            admit(transport)
             self._reshare()
 
     def _reshare(self, force: int | None = None) -> None:

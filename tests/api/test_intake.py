@@ -81,12 +81,14 @@ def test_a_crowd_shares_the_budget() -> None:
 def test_a_body_waiting_for_its_handler_holds_little_until_it_streams() -> None:
     """Served as `tusingest serve` serves (the capped site admitting each connection, the
     runner's small `read_bufsize`): a 4 MiB body whose handler has not begun streaming it is
-    buffered only up to the arrival limits; once streaming alone, it reads with the defaults."""
+    buffered only up to the arrival limits; streaming alone, it reads with the defaults; when it
+    ends, the connection is back to the arrival limits for its next request."""
 
     async def scenario() -> None:
         intake = Intake()
         waiting: list[tuple[int, int, int]] = []
         streaming: list[tuple[int, int]] = []
+        after: list[int] = []
         go = asyncio.Event()
 
         async def handler(request: web.Request) -> web.Response:
@@ -103,6 +105,7 @@ def test_a_body_waiting_for_its_handler_holds_little_until_it_streams() -> None:
                 received = 0
                 async for chunk in content.iter_any():
                     received += len(chunk)
+            after.append(transport.max_size)  # the connection's next body arrives small again
             return web.Response(text=str(received))
 
         app = web.Application()
@@ -127,5 +130,6 @@ def test_a_body_waiting_for_its_handler_holds_little_until_it_streams() -> None:
         # Paused past the high-water mark: at most one socket read beyond it.
         assert buffered <= 2 * ARRIVAL_BUFFER + ARRIVAL_RECV
         assert streaming == [(RECV_MAX, 2 * BUFFER_MAX)]
+        assert after == [ARRIVAL_RECV]
 
     asyncio.run(scenario())
