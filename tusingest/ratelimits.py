@@ -28,22 +28,13 @@ class RateLimits:
         self._bytes_rate = settings.bytes_per_second
         self._bytes_burst = settings.bytes_burst
 
-    @property
-    def paces_bytes(self) -> bool:
-        return self._bytes_rate > 0
-
-    async def upload_wait(self, principal: Principal) -> float:
-        """0 when `principal` may start an upload now (and it is counted), else the seconds
-        until it may."""
-        if self._uploads_rate <= 0 or principal.is_admin:
-            return 0.0
-        return await self._limiter.take(
-            f"uploads:{principal.sub}", 1.0, self._uploads_rate, self._uploads_burst
-        )
-
     async def start_upload(self, principal: Principal) -> None:
         """Count an upload `principal` starts, or refuse it: `RateLimited` (429, Retry-After)."""
-        wait = await self.upload_wait(principal)
+        if self._uploads_rate <= 0 or principal.is_admin:
+            return
+        wait = await self._limiter.take(
+            f"uploads:{principal.sub}", 1.0, self._uploads_rate, self._uploads_burst
+        )
         if wait > 0:
             raise RateLimited(
                 f"too many uploads started: at most {self._uploads_rate * 60:g} a minute "

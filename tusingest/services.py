@@ -8,7 +8,6 @@ import contextlib
 import logging
 import os
 import socket
-import ssl
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass
@@ -281,7 +280,7 @@ async def open_storage(
     breakers, the service-account token, and Admin Module registration when configured."""
     config = settings.storage
     metrics = PrometheusMetrics()
-    session = _element_session(config, client_context(config.tls), stack, tracing)
+    session = _element_session(config, stack, tracing)
     token = await _token_source(settings, session)
     elements = ElementDirectory(
         session,
@@ -346,13 +345,11 @@ def open_redis(config: StorageSettings, stack: contextlib.AsyncExitStack) -> aio
 
 
 def _element_session(
-    config: StorageSettings,
-    tls: ssl.SSLContext,
-    stack: contextlib.AsyncExitStack,
-    tracing: Tracing | None = None,
+    config: StorageSettings, stack: contextlib.AsyncExitStack, tracing: Tracing | None = None
 ) -> aiohttp.ClientSession:
     """The one session of every call to elements and the Admin Module (the capacity monitor's
-    too); `tls` verifies the `https://` ones."""
+    too); the `https://` ones are verified as `config.tls` says."""
+    tls = client_context(config.tls)
     session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=0, limit_per_host=config.se_pool_size, ssl=tls),
         trace_configs=None if tracing is None else [tracing.client_config()],
@@ -392,7 +389,7 @@ async def open_element_admin(
     async with contextlib.AsyncExitStack() as stack:
         config = settings.storage
         client = open_redis(config, stack)
-        session = _element_session(config, client_context(config.tls), stack)
+        session = _element_session(config, stack)
         node = f"cli:{socket.gethostname()}:{os.getpid()}"
         yield client, capacity_monitor(config, client, session, node=node)
 
