@@ -1,12 +1,15 @@
 """`scripts/cluster`: two nodes behind nginx, with PostgreSQL, Redis and two reference elements,
 used through the load balancer as a client would: Uppy's parallel uploads spread over both
-nodes; a node SIGKILLed in the middle of a large upload, the client resumes through the load
-balancer and the file is stored once with the right SHA-256; the benchmark's W1 and W2 through
-the load balancer and against one node direct."""
+nodes; `tusingest upload` through the load balancer, its verdict line naming the file id and
+element, the bytes on that element's disk of the right SHA-256; a node SIGKILLed in the middle
+of a large upload, the client resumes through the load balancer and the file is stored once
+with the right SHA-256; the benchmark's W1 and W2 through the load balancer and against one
+node direct."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import signal
@@ -25,8 +28,10 @@ import requests
 from tests.clients.uppypage import upload_with_uppy, uppy_page
 from tests.conftest import TUS
 from tests.nodes import free_port
+from tusingest.artstore import ATTR_SUFFIX
 from tusingest.domain import Role
 from tusingest.keys import mint_token
+from tusingest.sizes import format_size
 
 ROOT = Path(__file__).resolve().parents[2]
 MiB = 1 << 20
@@ -132,6 +137,49 @@ def test_uppy_parallel_uploads_spread_over_both_nodes(
         patches = cluster.metric(node, "artstore_ingester_http_requests_total",
                                  route=PATCH_ROUTE, method="PATCH")  # fmt: skip
         assert patches > before[node], f"{node} served no PATCH"
+
+
+def test_the_upload_cli_through_the_load_balancer(cluster: LocalCluster, tmp_path: Path) -> None:
+    """`tusingest upload FILE --endpoint http://<lb>/files/`, as the README shows it."""
+    data = os.urandom(5 * MiB + 12345)
+    path = tmp_path / "cli.bin"
+    path.write_bytes(data)
+    env = {k: v for k, v in os.environ.items() if k not in _NOT_INHERITED}
+    env.update(TUSINGEST_TOKEN=cluster.token("cli"), XDG_CACHE_HOME=str(tmp_path / "cache"))
+    run = subprocess.run(
+        [
+            sys.executable, "-m", "tusingest", "upload", str(path),
+            "--endpoint", f"{cluster.url}/files/", "--chunk-size", "1",  # 6 PATCHes
+        ],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert run.returncode == 0, f"{run.stdout}\n{run.stderr}"
+    lines = run.stdout.splitlines()
+    verdict = next((line for line in lines if line.startswith("stored ")), None)
+    assert verdict is not None, run.stdout
+    found = re.fullmatch(
+        rf"stored {re.escape(str(path))} → file_id (\S+) on (se-edit|se-rw) "
+        rf"\({re.escape(format_size(len(data)))}\)",
+        verdict,
+    )
+    assert found is not None, verdict
+    file_id, element = found.groups()
+    assert lines[-1] == f"1 file: 1 stored; {format_size(len(data))} sent"
+    # The bytes on the element's disk (its root is STATE/<element id>), next to their attr.json.
+    stored = [
+        attr_path.with_name(attr["storage_filename"])
+        for attr_path in (cluster.state / element).rglob(f"*{ATTR_SUFFIX}")
+        if (attr := json.loads(attr_path.read_text())).get("file_id") == file_id
+    ]
+    assert len(stored) == 1, stored
+    assert hashlib.sha256(stored[0].read_bytes()).hexdigest() == hashlib.sha256(data).hexdigest()
+    described = requests.get(
+        f"{cluster.url}/api/files/{file_id}",
+        headers={"Authorization": f"Bearer {cluster.token('cli')}"},
+        timeout=10,
+    )
+    assert described.status_code == 200, described.text
+    assert described.json()["sha256_hash"] == hashlib.sha256(data).hexdigest()
 
 
 def test_a_node_killed_mid_upload_the_client_resumes_through_the_load_balancer(
