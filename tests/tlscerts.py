@@ -34,13 +34,6 @@ _CA_USAGE = x509.KeyUsage(
 )  # fmt: skip
 
 
-_CA_USAGE = x509.KeyUsage(
-    digital_signature=True, content_commitment=False, key_encipherment=False,
-    data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
-    encipher_only=False, decipher_only=False,
-)  # fmt: skip
-
-
 def _name(common_name: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
 
@@ -117,11 +110,20 @@ class TestCA:
         cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         return Issued(cert_path, _write_key(key, self.directory / f"{name}.key"))
 
-    def server_context(self, name: str, *, maximum: ssl.TLSVersion | None = None) -> ssl.SSLContext:
-        """A server context with a freshly issued certificate (at most `maximum`)."""
+    def server_context(
+        self,
+        name: str,
+        *,
+        minimum: ssl.TLSVersion | None = None,
+        maximum: ssl.TLSVersion | None = None,
+    ) -> ssl.SSLContext:
+        """A server context with a freshly issued certificate (TLS versions from `minimum`, up
+        to `maximum`)."""
         issued = self.issue(name)
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(issued.cert, issued.key)
+        if minimum is not None:
+            context.minimum_version = minimum
         if maximum is not None:
             context.maximum_version = maximum
         return context

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import pty
+import re
 import signal
 import subprocess
 import sys
@@ -126,6 +127,9 @@ def test_plain_lines_when_stdout_is_not_a_terminal(server: Server, tmp_path: Pat
     lines = completed.stdout.splitlines()
     assert "\x1b" not in completed.stdout  # no terminal control sequences
     assert f"uploading {stored.name} (390.6 KiB)" in lines
+    # A line at each quarter passed (after 128, 256 and 384 of its 390.6 KiB), none at 100%.
+    quarters = [line for line in lines if line.startswith(f"  {stored.name}: ")]
+    assert quarters == [f"  {stored.name}: {p}% of 390.6 KiB" for p in (25, 50, 75)]
     verdict = next(line for line in lines if line.startswith("stored "))
     assert verdict.startswith(f"stored {stored} → file_id ")
     assert verdict.endswith(" on se-local (390.6 KiB)")
@@ -168,7 +172,9 @@ def test_progress_bars_on_a_terminal(server: Server, tmp_path: Path) -> None:
     text = screen.decode(errors="replace")
     assert "\x1b[" in text  # drawn, not printed line by line
     assert "━" in text  # rich's bar
-    assert "total" in text
+    assert re.search(r"\btotal +\x1b\[[0-9;]*m━", text)  # the total's bar
+    assert re.search(r"\btty\.bin +\x1b\[[0-9;]*m━", text)  # and the file's own
+    assert "585.9/585.9 KiB" in text  # filled in the end
     assert f"stored {path} → file_id " in text
     assert "uploading tty.bin" not in text  # the plain lines are for pipes and files
 
@@ -189,6 +195,8 @@ def test_rejected_files_give_their_reason_and_exit_1(typed_server: Server, tmp_p
     info = typed_server.status(by_name["noise.bin"]["upload_url"], sub=SUB)
     assert info["upload_status"] == "rejected"
     assert info["file"] is None
+    # Judged for good: nothing is left to resume (noise.bin had an entry while it uploaded).
+    assert json.loads(cache_file({"XDG_CACHE_HOME": str(tmp_path / "cache")}).read_text()) == {}
 
 
 def test_one_stored_and_one_rejected_in_json_exits_1(typed_server: Server, tmp_path: Path) -> None:
@@ -308,6 +316,106 @@ def test_usage_errors_exit_2(tmp_path: Path, args: list[str], message: str) -> N
     assert completed.returncode == 2
     assert message in completed.stderr
     assert completed.stdout == ""
+
+
+def test_metadata_name_type_and_pairs_with_token_option_and_home_cache(
+    server: Server, tmp_path: Path
+) -> None:
+    path = tmp_path / "report.csv"
+    path.write_text("a,b\n1,2\n" * 1000)
+    token = server.keys.token(SUB)
+    home = tmp_path / "home"
+    # The token from --token alone; no XDG_CACHE_HOME: the cache goes under ~/.cache.
+    env = {k: v for k, v in _env(HOME=str(home)).items() if k != "TUSINGEST_TOKEN"}
+    env.pop("XDG_CACHE_HOME", None)
+    completed = subprocess.run(
+        [sys.executable, "-m", "tusingest", "upload", str(path), "--endpoint", server.endpoint,
+         "--token", token, "--metadata", "filename=renamed.csv", "team=ops", "--json"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=COMMAND_TIMEOUT,
+        check=False,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert token not in completed.stdout + completed.stderr
+    [result] = _results(completed)
+    info = server.status(result["upload_url"], sub=SUB)
+    assert info["upload_status"] == "stored"
+    assert info["metadata"] == {"filename": "renamed.csv", "filetype": "text/csv", "team": "ops"}
+    assert info["file"]["original_filename"] == "renamed.csv"  # the user's pair won
+    assert info["file"]["declared_type"] == "text/csv"  # guessed from the name
+    assert info["file"]["retention_policy"] == "temporary"  # the server's default
+    assert json.loads((home / ".cache" / "tusingest" / "uploads.json").read_text()) == {}
+
+
+def test_an_upload_resumes_only_for_its_endpoint_and_the_same_file(
+    server: Server, typed_server: Server, tmp_path: Path
+) -> None:
+    path = tmp_path / "resumable.txt"
+    path.write_text("text travels to both servers\n" * 10_000)
+    data = path.read_bytes()
+    # A run that stopped after 100 000 bytes, as the cache remembers it.
+    url = server.create(len(data), sub=SUB)
+    assert server.patch(url, data[:100_000], 0, sub=SUB).status_code == 204
+    store = ResumeStore(cache_file(_upload_env(tmp_path, server.keys)))
+    key = fingerprint(path).key(server.endpoint)
+    store.put(key, url, path)
+
+    # Another endpoint: a new upload there; the entry for the first one stays.
+    completed = _upload(typed_server, tmp_path, [path], "--json")
+    [elsewhere] = _results(completed)
+    assert elsewhere["status"] == "stored", elsewhere
+    assert elsewhere["upload_url"].startswith(typed_server.endpoint)
+    assert elsewhere["resumed_from"] == 0
+    assert store.get(key) == url
+
+    # The same bytes with another mtime are another fingerprint: a new upload too.
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    [touched] = _results(_upload(server, tmp_path, [path], "--json"))
+    assert touched["status"] == "stored", touched
+    assert touched["upload_url"] != url
+    assert touched["resumed_from"] == 0
+    assert touched["bytes_sent"] == len(data)
+
+    # The file as it was: the remembered upload goes on from the server's offset.
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    [resumed] = _results(_upload(server, tmp_path, [path], "--json"))
+    assert resumed["status"] == "stored", resumed
+    assert resumed["upload_url"] == url
+    assert resumed["resumed_from"] == 100_000
+    assert resumed["bytes_sent"] == len(data) - 100_000
+    assert server.status(url, sub=SUB)["file"]["sha256"] == _sha256(path)
+    assert store.get(key) is None
+
+
+def test_a_rate_limited_creation_waits_the_retry_after_and_goes_on(
+    make_server: Callable[..., Server], tmp_path: Path
+) -> None:
+    # One upload started every 2 s, one at a time: the second file's creation is refused with
+    # `429 rate_limited` and `Retry-After: 2` (the first took the only token).
+    limited = make_server(
+        "sqlite", RATE_LIMIT_UPLOADS_PER_MINUTE="30", RATE_LIMIT_UPLOADS_BURST="1"
+    )
+    files = [_random_file(tmp_path / f"{name}.bin", 50_000) for name in ("first", "second")]
+    started = time.monotonic()
+    completed = _upload(limited, tmp_path, files, "--parallel", "2")
+    took = time.monotonic() - started
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    lines = completed.stdout.splitlines()
+    # The refusal is said once, with the server's reason and the wait it asked for: an
+    # exponential backoff (0.25-0.5 s, then 0.5-1 s, ...) would need several tries for 2 s.
+    waits = [line for line in lines if "429 rate_limited" in line]
+    assert len(waits) == 1, completed.stdout
+    name, _, why = waits[0].partition(": retrying in 2.0 s after POST ")
+    assert name in ("  first.bin", "  second.bin"), waits[0]
+    assert why.startswith(f"{limited.endpoint}: 429 rate_limited: too many uploads started"), why
+    assert took >= 2.0
+    assert lines[-1] == "2 files: 2 stored; 97.7 KiB sent"
+    for path in files:
+        verdict = next(line for line in lines if line.startswith(f"stored {path} → file_id "))
+        file_id = verdict.split("file_id ")[1].split()[0]
+        stored = limited.session_http(f"/api/files/{file_id}", sub=SUB)
+        assert stored.status_code == 200, stored.text
+        assert stored.json()["sha256_hash"] == _sha256(path)
 
 
 def _settled_offset(server: Server, url: str) -> int | None:

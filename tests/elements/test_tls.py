@@ -104,6 +104,18 @@ def test_a_tls13_minimum_refuses_an_element_limited_to_tls12(tmp_path: Path) -> 
     assert "Cannot connect to host 127.0.0.1" in error, error
 
 
+def test_a_tls13_minimum_reaches_an_element_speaking_tls13(tmp_path: Path) -> None:
+    ca = TestCA(tmp_path, "test-ca")
+    # The element speaks nothing older than TLS 1.3: a probe that gets an answer spoke 1.3.
+    tls13 = ca.server_context("se-tls", minimum=ssl.TLSVersion.TLSv1_3)
+    strict = {"STORAGE_ELEMENT_CA_FILE": str(ca.cert), "STORAGE_ELEMENT_TLS_MIN_VERSION": "1.3"}
+
+    info, error = asyncio.run(_probe(tmp_path, strict, tls13))
+    assert error is None
+    assert info.healthy
+    assert (info.element_id, info.capacity_total) == ("se-tls", 1 << 20)
+
+
 def test_the_system_store_refuses_a_test_ca_and_http_needs_no_tls(tmp_path: Path) -> None:
     ca = TestCA(tmp_path, "test-ca")
     info, error = asyncio.run(_probe(tmp_path, {}, ca.server_context("se-tls")))

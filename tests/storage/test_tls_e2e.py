@@ -131,9 +131,73 @@ def test_an_element_requiring_client_certificates(cluster: Cluster, tmp_path: Pa
     assert "healthy" in done.stdout, done.stdout + done.stderr
     assert "failed its probe" not in done.stderr
 
-    node = cluster.node(**tls.env())
+    # An ingester that speaks nothing older than TLS 1.3 stores there too.
+    node = cluster.node(**tls.env(), STORAGE_ELEMENT_TLS_MIN_VERSION="1.3")
     data = os.urandom(SIZE)
     upload_id, response = node.upload(data, filename="mtls.bin")
     assert response.status_code == 204, response.text + node.log_text()
     file_id = node.session(upload_id)["file_id"]
     assert _stored_sha256(se, file_id) == hashlib.sha256(data).hexdigest()
+
+
+def _wait_log(path: Path, needle: str, seconds: float = 20) -> str:
+    deadline = time.monotonic() + seconds
+    while True:
+        text = path.read_text("utf-8", "replace")
+        if needle in text:
+            return text
+        assert time.monotonic() < deadline, f"{needle!r} not logged: {text[-3000:]}"
+        time.sleep(0.1)
+
+
+def test_an_admin_module_whose_certificate_the_ca_file_does_not_verify(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    ca, other = TestCA(tmp_path, "test-ca"), TestCA(tmp_path, "other-ca")
+    se = cluster.element("se-01", priority=1)  # plain HTTP, listed in Redis
+    with running_admin_module(
+        cluster.keys.private, ssl_context=ca.server_context("admin-module")
+    ) as admin:
+        admin.add_element("se-01", api_url=se.url, priority=1)
+        # Service-account tokens minted locally (the cluster's key): only the Admin Module's
+        # own calls meet its certificate. Attempts are many, to outlast the first node.
+        wrong = cluster.node(
+            STORAGE_ELEMENT_CA_FILE=str(other.cert),
+            ADMIN_MODULE_URL=admin.url,
+            COMPLETION_WAIT_SECONDS="2",
+            SAGA_RETRY_MAX_ATTEMPTS="50",
+        )
+        ready = requests.get(f"{wrong.url}/health/ready", timeout=10)
+        assert ready.status_code == 200  # elements from Redis: uploads can still be stored
+        assert ready.json()["status"] == "degraded"
+        assert ready.json()["checks"]["admin_module"] == "error: TransientError"
+
+        data = os.urandom(SIZE)
+        upload_id, response = wrong.upload(data, filename="unregistered.bin")
+        # Stored on the element, but not registered: no verdict yet, the saga retries.
+        assert response.headers.get("X-Upload-Status") == "processing", response.headers
+        host = admin.url.removeprefix("https://").rstrip("/")
+        log = _wait_log(
+            tmp_path / "serve.log",
+            f"Admin Module unreachable (POST /files): TLS to {host} refused: "
+            "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed",
+        )
+        assert "attempt 1 failed" in log
+        assert wrong.session(upload_id)["upload_status"] == "processing"
+        assert admin.requests == []  # no request got past the handshake
+        assert admin.files == {}
+        wrong.stop()
+
+        # The same data dir, trusting the right CA: the upload is registered and stored.
+        right = cluster.node(
+            STORAGE_ELEMENT_CA_FILE=str(ca.cert),
+            ADMIN_MODULE_URL=admin.url,
+            SAGA_RETRY_MAX_ATTEMPTS="50",
+        )
+        info = right.settled(upload_id, seconds=60)
+        assert info["upload_status"] == "stored", info
+        file_id = info["file_id"]
+        assert admin.files[file_id]["checksum_sha256"] == hashlib.sha256(data).hexdigest()
+        assert _stored_sha256(se, file_id) == hashlib.sha256(data).hexdigest()
+        ready = requests.get(f"{right.url}/health/ready", timeout=10).json()
+        assert (ready["status"], ready["checks"]["admin_module"]) == ("ok", "ok"), ready

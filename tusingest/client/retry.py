@@ -38,13 +38,21 @@ class Backoff:
         ceiling = min(self.base_seconds * 2**attempt, self.max_seconds)
         return random.uniform(ceiling / 2, ceiling)
 
-    async def run(self, call: Callable[[], Awaitable[T]]) -> T:
-        """`call()` until it does not raise `Transient`, at most `attempts` times."""
+    async def run(
+        self,
+        call: Callable[[], Awaitable[T]],
+        on_retry: Callable[[Transient, float], None] | None = None,
+    ) -> T:
+        """`call()` until it does not raise `Transient`, at most `attempts` times; `on_retry`
+        hears of each failure that is tried again, and of the pause before it."""
         for attempt in range(self.attempts):
             try:
                 return await call()
             except Transient as exc:
                 if attempt + 1 == self.attempts:
                     raise GaveUp(exc.reason) from exc
-                await asyncio.sleep(self.delay(attempt, exc.retry_after))
+                pause = self.delay(attempt, exc.retry_after)
+                if on_retry is not None:
+                    on_retry(exc, pause)
+                await asyncio.sleep(pause)
         raise GaveUp("no attempt allowed")

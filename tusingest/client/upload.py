@@ -98,7 +98,7 @@ class FileUpload:
         resumed, answer = await self._resume(key, print_.size)
         if resumed is None:
             url, answer = await self._backoff.run(
-                lambda: self._client.create(print_.size, job.metadata)
+                lambda: self._client.create(print_.size, job.metadata), self._retrying
             )
             await asyncio.to_thread(self._store.put, key, url, job.path)
         else:
@@ -119,7 +119,7 @@ class FileUpload:
         if url is None:
             return None, fresh
         try:
-            answer = await self._backoff.run(lambda: self._client.offset(url))
+            answer = await self._backoff.run(lambda: self._client.offset(url), self._retrying)
         except (Gone, Refusal):
             return None, fresh
         if answer.upload_status is None and answer.length != size:
@@ -149,8 +149,10 @@ class FileUpload:
                 if failures >= self._backoff.attempts:
                     raise GaveUp(f"{exc}") from exc
                 if isinstance(exc, Transient):
-                    await asyncio.sleep(self._backoff.delay(failures - 1, exc.retry_after))
-                answer = await self._backoff.run(lambda: self._client.offset(url))
+                    pause = self._backoff.delay(failures - 1, exc.retry_after)
+                    self._retrying(exc, pause)
+                    await asyncio.sleep(pause)
+                answer = await self._backoff.run(lambda: self._client.offset(url), self._retrying)
                 self._progress.rewind(task, answer.offset)
                 continue
             failures = 0
@@ -184,12 +186,18 @@ class FileUpload:
         result.element_id = file.get("element_id")
         result.sha256 = info.get("sha256") or file.get("sha256")
 
+    def _retrying(self, failure: Transient, pause: float) -> None:
+        """Say why a request goes again, and when (a wait is never silent)."""
+        self._progress.say(
+            f"  {self._job.path.name}: retrying in {pause:.1f} s after {failure.reason}"
+        )
+
     async def _settled(self, url: str) -> dict[str, Any] | None:
         """The session once its status is final; None if it is not within the wait."""
         deadline = time.monotonic() + self._job.wait_seconds
         delay = 0.2
         while True:
-            info = await self._backoff.run(lambda: self._client.session(url))
+            info = await self._backoff.run(lambda: self._client.session(url), self._retrying)
             if info.get("upload_status") in FINAL:
                 return info
             if time.monotonic() >= deadline:
