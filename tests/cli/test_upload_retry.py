@@ -38,3 +38,23 @@ def test_a_request_is_tried_8_times_and_each_retry_is_heard_of() -> None:
         asyncio.run(Backoff().run(failing, lambda exc, pause: heard.append((exc.reason, pause))))
     assert len(calls) == 8
     assert heard == [(f"503 try {n}", 0.0) for n in range(1, 8)]  # the last is not retried
+
+
+def test_a_429_uses_no_try_while_its_pauses_stay_within_the_budget() -> None:
+    calls: list[int] = []
+
+    async def limited_then_fine() -> str:
+        calls.append(len(calls))
+        if len(calls) <= 12:  # more 429s than there are tries
+            raise Transient("429 rate_limited", retry_after=0.0, paced=True)
+        return "stored"
+
+    assert asyncio.run(Backoff().run(limited_then_fine)) == "stored"
+    assert len(calls) == 13
+
+    async def always_limited() -> None:
+        raise Transient("429 rate_limited", retry_after=0.01, paced=True)
+
+    # Past the budget a 429 counts as a failed try again: the run ends.
+    with pytest.raises(GaveUp, match="429"):
+        asyncio.run(Backoff(attempts=3, paced_seconds=0.05).run(always_limited))

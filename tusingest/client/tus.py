@@ -170,7 +170,9 @@ class _Call:
             code, message = await _reason(response)
             response.release()
             raise Transient(
-                f"{self._what}: {response.status} {code}: {message}", _retry_after(response)
+                f"{self._what}: {response.status} {code}: {message}",
+                _retry_after(response),
+                paced=response.status == 429,
             )
         return response
 
