@@ -91,6 +91,14 @@ def test_bytes_selection_capacity_breakers_and_compression(
         assert _sample(after, name, retention_policy="temporary") >= 1, name
     assert _sample(after, "ingester_capacity_latency_seconds_count", source="memory") >= 1
     assert _sample(after, "ingester_capacity_fallback_total") == 0  # one source: no fallback
+    # The startup reload is observed, labelled with the registry that listed the elements.
+    reloads = _sample(after, "ingester_se_config_reload_total", source="memory", status="success")
+    assert reloads >= 1
+    assert (
+        _sample(after, "ingester_se_config_reload_duration_seconds_count", source="memory")
+        == reloads
+    )
+    assert _sample(after, "ingester_se_config_reload_total", source="none") == 0
     assert "artstore_ingester_circuit_breaker_state" in after
     assert _sample(after, "artstore_ingester_circuit_breaker_state", element="se-local") == 0
     assert _sample(after, "storage_selection_total", status="failed") == 0

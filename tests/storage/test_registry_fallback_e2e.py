@@ -26,6 +26,7 @@ def test_redis_down_then_admin_down(cluster: Cluster) -> None:
         assert response.status_code == 204, response.text
         assert node.metric("storage_selection_total", retention_policy="temporary",
                            status="success", source="redis") >= 1  # fmt: skip
+        fallbacks = node.metric("ingester_capacity_fallback_total")
 
         cluster.redis.stop()
         second, response = node.upload(os.urandom(SIZE), filename="two.bin")
@@ -33,6 +34,8 @@ def test_redis_down_then_admin_down(cluster: Cluster) -> None:
         assert response.headers["X-Upload-Status"] == "stored"
         assert node.metric("storage_selection_total", retention_policy="temporary",
                            status="success", source="admin") >= 1  # fmt: skip
+        # Redis failed, the Admin Module answered: a fallback, counted.
+        assert node.metric("ingester_capacity_fallback_total") > fallbacks
         # Both files are registered with the Admin Module, temporary with a TTL.
         ids = {node.session(u)["file_id"] for u in (first, second)}
         assert set(admin.files) == ids

@@ -200,7 +200,7 @@ class AdminToken(_Cached):
             if isinstance(value, str) and value and isinstance(lifetime, int | float):
                 return value, float(lifetime), min(300.0, lifetime / 2)
             raise TransientError("the Admin Module's token answer lacks access_token/expires_in")
-        why = detail(answer)
+        why = _without_secret(answer, self._secret)
         if status >= 500 or status in (200, 408, 429):
             raise TransientError(f"Admin Module token endpoint answered {status}: {why}")
         # 401 unknown client or wrong secret, 403 inactive or expired account, 422 a body the
@@ -208,3 +208,18 @@ class AdminToken(_Cached):
         raise ServiceAccountRejected(
             f"the Admin Module rejects service account {self._client_id!r} ({status}): {why}"
         )
+
+
+def _without_secret(answer: Any, secret: str) -> str:
+    """The detail of the token endpoint's error, never with our secret: a FastAPI 422 echoes
+    the request body (each error's `input`), and any answer might quote it."""
+    if isinstance(answer, dict) and isinstance(answer.get("detail"), list):
+        errors = answer["detail"]
+        answer = {
+            "detail": [
+                {k: v for k, v in e.items() if k != "input"} if isinstance(e, dict) else e
+                for e in errors
+            ]
+        }
+    text = detail(answer)
+    return text.replace(secret, "***") if secret else text

@@ -81,9 +81,15 @@ class ChainRegistry:
                 log.warning("registry %s: could not invalidate: %s", name, exc)
 
     async def snapshot(self) -> dict[str, ElementInfo]:
-        """Every element of the upload modes, by id (for the periodic reload)."""
+        """Every element of the upload modes, by id (for the periodic reload); `last_source` is
+        then the source that listed them (the first mode's that had any), `none` if no mode
+        had one: a mode with no element must not hide where the others came from."""
         found: dict[str, ElementInfo] = {}
+        source = "none"
         for mode in WRITABLE_MODES:
             for info in await self.elements(mode):
                 found[info.element_id] = info
+            if source == "none":
+                source = self._last_source
+        self._last_source = source
         return found

@@ -110,8 +110,19 @@ class Env:
         if raw is None:
             return None
         if not raw.startswith(tuple(f"{scheme}://" for scheme in schemes)):
-            raise ConfigError(name, f"{raw!r} is not a {' or '.join(schemes)} URL")
+            raise ConfigError(name, f"{redacted(raw)!r} is not a {' or '.join(schemes)} URL")
         return raw.rstrip("/")
+
+
+def redacted(url: str) -> str:
+    """`url` for a message: whatever precedes its last `@` (a user and a password, even one
+    with an unescaped `/` or `@`) is `***`, with or without a scheme."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    if "@" in rest:
+        rest = "***@" + rest.rpartition("@")[2]
+    return f"{scheme}{sep}{rest}"
 
 
 def _check_range(name: str, value: float, low: float | None, high: float | None) -> None:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tusingest.errors import ConfigError
-from tusingest.settings.env import Env
+from tusingest.settings.env import Env, redacted
 
 # Expiry timestamps must stay representable (datetime tops out at year 9999).
 _MAX_TTL_HOURS = 10 * 365 * 24
@@ -71,7 +71,7 @@ def normalise_database_url(variable: str, url: str) -> str:
     """Map plain `postgresql://` / `sqlite:///` URLs onto the async drivers we ship."""
     scheme, sep, rest = url.partition("://")
     if not sep:
-        raise ConfigError(variable, f"{url!r} is not a URL")
+        raise ConfigError(variable, f"{redacted(url)!r} is not a URL")
     base = scheme.split("+", 1)[0]
     if base in ("postgresql", "postgres"):
         return f"postgresql+asyncpg://{rest}"
