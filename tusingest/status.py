@@ -73,7 +73,7 @@ async def login(request: web.Request) -> web.StreamResponse:
         path="/",
         httponly=True,
         samesite="Strict",
-        secure=request.secure,
+        secure=_over_https(request),
     )
     return response
 
@@ -82,6 +82,15 @@ async def logout(request: web.Request) -> web.StreamResponse:
     response = _see_page()
     response.del_cookie(STATUS_COOKIE, path="/")
     return response
+
+
+def _over_https(request: web.Request) -> bool:
+    """Whether the browser reached us over HTTPS: the connection is TLS, or a proxy ended TLS
+    and says so in `X-Forwarded-Proto` (its first value is the browser's side). A client that
+    forges the header only makes its own cookie stricter (a browser drops a `Secure` cookie
+    set over plain HTTP)."""
+    forwarded = request.headers.get("X-Forwarded-Proto", "")
+    return request.secure or forwarded.split(",")[0].strip().lower() == "https"
 
 
 def _see_page() -> web.Response:

@@ -20,6 +20,7 @@ from tusingest.domain import (
     AuditEvent,
     CapacityStatus,
     ElementInfo,
+    ElementMode,
     OperationStatus,
     PendingWork,
     Upload,
@@ -39,6 +40,12 @@ _QUERY_SECONDS = 3.0
 _IN_PROGRESS = 50  # uploads in flight listed
 _QUEUE_ITEMS = 50  # operations listed
 _ERROR_CHARS = 300  # of an operation's last error
+_MODE_ORDER = {mode: index for index, mode in enumerate(ElementMode)}
+# The read-only modes first: the chain keeps which source answered its latest read (for the
+# saga's metrics and messages), and the status page's reads leave it as edit and rw left it.
+_LISTED_MODES = (*(m for m in ElementMode if m not in WRITABLE_MODES), *WRITABLE_MODES)
+# The registry sources' names (kept in the JSON, the metrics and readiness) as people read them.
+SOURCE_LABELS = {"redis": "Redis", "admin": "Admin Module", "memory": "embedded"}
 
 
 class Throughput:
@@ -200,15 +207,16 @@ class StatusReport:
         return {"counts": counts, "items": [_work(item) for item in items]}
 
     async def _storage(self) -> dict[str, Any]:
-        found, sources = await writable_elements(self._chain)
+        listed, sources = await known_elements(self._chain)
         reloaded = self._reloader.reloaded_at if self._reloader is not None else None
         return {
             "registry": {
                 "sources": self._chain.names,
                 "answered_by": sources,
                 "reloaded_at": None if reloaded is None else _iso(reloaded),
+                "labels": dict(SOURCE_LABELS),
             },
-            "elements": [element_view(info, self._elements) for _, info in sorted(found.items())],
+            "elements": [element_view(info, self._elements) for info in listed],
         }
 
 
@@ -218,20 +226,42 @@ async def writable_elements(chain: ChainRegistry) -> tuple[dict[str, ElementInfo
     found: dict[str, ElementInfo] = {}
     sources: dict[str, str] = {}
     for mode in WRITABLE_MODES:
-        try:
-            async with asyncio.timeout(_QUERY_SECONDS):
-                listed = await chain.elements(mode)
-            sources[mode.value] = chain.last_source
-        except Exception as exc:
-            listed, sources[mode.value] = [], f"error: {exc.__class__.__name__}"
+        listed, sources[mode.value] = await _listed(chain, mode)
         found.update((info.element_id, info) for info in listed)
     return found, sources
 
 
+async def known_elements(chain: ChainRegistry) -> tuple[list[ElementInfo], dict[str, str]]:
+    """Every element the registry sources list, of every mode (one entry per element and mode:
+    the embedded element takes both edit and rw), by mode, priority and id; and which source
+    listed each mode (or why none could)."""
+    found: list[ElementInfo] = []
+    sources: dict[str, str] = {}
+    for mode in _LISTED_MODES:
+        listed, sources[mode.value] = await _listed(chain, mode)
+        found.extend(listed)
+    found.sort(key=lambda info: (_MODE_ORDER[info.mode], info.priority, info.element_id))
+    return found, {mode.value: sources[mode.value] for mode in ElementMode}
+
+
+async def _listed(chain: ChainRegistry, mode: ElementMode) -> tuple[list[ElementInfo], str]:
+    """The elements of `mode` and the source that listed them (`none`, or why it failed)."""
+    try:
+        async with asyncio.timeout(_QUERY_SECONDS):
+            listed = await chain.elements(mode)
+        return listed, chain.last_source
+    except Exception as exc:
+        return [], f"error: {exc.__class__.__name__}"
+
+
 def element_view(info: ElementInfo, elements: ElementDirectory) -> dict[str, Any]:
-    """One element as readiness and the status page show it."""
+    """One element as readiness and the status page show it: `writable` when its mode takes
+    uploads, `usable` when uploads can go there now."""
     breaker = elements.breaker(info.element_id).state
-    usable = info.healthy and info.status is not CapacityStatus.FULL and breaker != "open"
+    writable = info.mode in WRITABLE_MODES
+    usable = (
+        writable and info.healthy and info.status is not CapacityStatus.FULL and breaker != "open"
+    )
     return {
         "element_id": info.element_id,
         "mode": info.mode.value,
@@ -244,6 +274,7 @@ def element_view(info: ElementInfo, elements: ElementDirectory) -> dict[str, Any
         "capacity_status": info.status.value,
         "healthy": info.healthy,
         "breaker": breaker,
+        "writable": writable,
         "usable": usable,
     }
 

@@ -5,8 +5,11 @@ record the `traceparent` they receive; and the same with tracing off."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import re
+import secrets
+import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -17,6 +20,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
@@ -93,15 +97,22 @@ class Rig:
     def auth(self, role: Role = Role.USER) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.keys.token('alice', role)}"}
 
-    async def upload(self, data: bytes) -> tuple[str, aiohttp.ClientResponse]:
-        """A tus upload in one PATCH: the upload id and the final PATCH's response."""
+    async def upload(
+        self,
+        data: bytes,
+        *,
+        create: Mapping[str, str] | None = None,
+        patch: Mapping[str, str] | None = None,
+    ) -> tuple[str, aiohttp.ClientResponse]:
+        """A tus upload in one PATCH: the upload id and the final PATCH's response; `create`
+        and `patch` are more headers for the POST and the PATCH."""
         headers = {**TUS, **self.auth(), "Upload-Length": str(len(data)),
-                   "Upload-Metadata": "filename dHJhY2VkLmJpbg=="}  # fmt: skip
+                   "Upload-Metadata": "filename dHJhY2VkLmJpbg==", **(create or {})}  # fmt: skip
         async with self.http.post(f"{self.url}/files/", headers=headers) as created:
             assert created.status == 201, await created.text()
             location = created.headers["Location"]
         headers = {**TUS, **self.auth(), "Upload-Offset": "0",
-                   "Content-Type": "application/offset+octet-stream"}  # fmt: skip
+                   "Content-Type": "application/offset+octet-stream", **(patch or {})}  # fmt: skip
         async with self.http.patch(f"{self.url}{location}", headers=headers, data=data) as patched:
             await patched.read()
         return location.rsplit("/", 1)[-1], patched
@@ -291,6 +302,122 @@ def test_an_upload_and_a_transfer_are_traced_into_the_elements(
     )
 
 
+def test_a_caller_s_traceparent_is_continued_into_the_pipeline_and_the_elements(
+    tmp_path: Path, keys: Keys, prefix: str
+) -> None:
+    """The PATCH that completes an upload carries the caller's W3C `traceparent`: its server
+    span, the upload's pipeline spans and the element's call are all in the caller's trace,
+    each under the right parent; the caller's `baggage` stays with the request. A malformed
+    `traceparent` (hostile input) starts a trace of its own; one whose caller did not sample it
+    records nothing (`parentbased_always_on`)."""
+    exporter = InMemorySpanExporter()
+    caller_trace, caller_span = secrets.token_hex(16), secrets.token_hex(8)
+    hostile = "00-<script>alert(1)</script>-" + "f" * 200 + "-01"
+
+    async def scenario(rig: Rig) -> None:
+        traceparent = {
+            "traceparent": f"00-{caller_trace}-{caller_span}-01",
+            "baggage": "tenant=acme",
+        }
+        upload_id, patched = await rig.upload(
+            os.urandom(20_000), create={"traceparent": hostile}, patch=traceparent
+        )
+        assert patched.status == 204
+        assert patched.headers["X-Upload-Status"] == "stored"
+        spans = await _finished(exporter, "PATCH /files/{upload_id}")
+
+        patch = _one(spans, "PATCH /files/{upload_id}")
+        assert _ids(patch)[0] == caller_trace
+        assert patch.parent is not None
+        assert patch.parent.is_remote
+        assert _parent(patch) == caller_span
+        upload = _one(spans, UPLOAD)
+        assert _ids(upload)[0] == caller_trace
+        assert _parent(upload) == _ids(patch)[1]
+        assert upload.attributes is not None
+        assert upload.attributes["artstore.upload_id"] == upload_id
+        for name in ("validation", "compression", "storage_selection"):
+            child = _one(spans, f"artstore.ingester.{name}")
+            assert _ids(child)[0] == caller_trace, name
+            assert _parent(child) == _ids(upload)[1], name
+        [sent] = rig.elements["se-a"].traceparents("POST", "/api/v1/files/upload")
+        assert sent is not None
+        match = TRACEPARENT.match(sent)
+        assert match is not None, sent
+        assert match[1] == caller_trace
+        client = {_ids(s)[1]: s for s in spans if s.kind is SpanKind.CLIENT}[match[2]]
+        assert _parent(client) == _ids(upload)[1]
+        # The caller's baggage is not carried on: the server span keeps only its trace.
+        assert all("baggage" not in h for _, _, h in rig.elements["se-a"].seen)
+        # Every call to the element carried the caller's trace, sampled, but for those outside
+        # any trace (the capacity monitor's polls), which say "not sampled".
+        sent_all = [
+            TRACEPARENT.match(h.get("traceparent") or "") for _, _, h in rig.elements["se-a"].seen
+        ]
+        flags = {(m[1] == caller_trace, int(m[0][-2:], 16) & 1) for m in sent_all if m is not None}
+        assert flags == {(True, 1), (False, 0)}, flags
+
+        attributes = {
+            name: dict(_one(spans, f"artstore.ingester.{name}").attributes or {})
+            for name in ("validation", "compression", "storage_selection")
+        }
+        assert attributes["validation"] == {
+            "artstore.upload_id": upload_id, "artstore.size": 20_000,
+            "artstore.content_type": "application/octet-stream",
+        }  # fmt: skip
+        assert attributes["compression"] == {
+            "artstore.upload_id": upload_id, "artstore.content_type": "application/octet-stream",
+            "artstore.codec": "none", "artstore.stored_size": 20_000,
+        }  # fmt: skip
+        assert attributes["storage_selection"] == {
+            "artstore.mode": "edit", "artstore.size": 20_000, "artstore.registry_source": "redis",
+            "artstore.candidates": 1, "artstore.element_id": "se-a",
+        }  # fmt: skip
+
+        # The malformed traceparent of the creation: ignored, a trace of the request's own.
+        create = _one(spans, "POST /files/")
+        assert create.parent is None
+        assert _ids(create)[0] != caller_trace
+
+        # A caller that did not sample its trace: continued unsampled, nothing recorded.
+        unsampled = {"traceparent": f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-00"}
+        path = f"{rig.url}/api/files/upload/session/{upload_id}"
+        async with rig.http.get(path, headers={**rig.auth(), **unsampled}) as response:
+            assert response.status == 200
+        await asyncio.sleep(0.3)
+        names = [s.name for s in exporter.get_finished_spans()]
+        assert not [name for name in names if name.startswith("GET ")], names
+
+        # A rejection: its code on the upload span and on the validation span.
+        wrong = base64.b64encode(f"sha256 {'0' * 64}".encode()).decode()
+        exporter.clear()
+        rejected_id, rejected = await rig.upload(
+            b"not what was declared",
+            create={"Upload-Metadata": f"filename ci5iaW4=,checksum {wrong}"},
+        )
+        assert rejected.headers["X-Upload-Status"] == "rejected"
+        spans = await _finished(exporter, "PATCH /files/{upload_id}")
+        refused = dict(_one(spans, UPLOAD).attributes or {})
+        assert refused["artstore.upload_id"] == rejected_id
+        assert refused["artstore.verdict"] == "rejected"
+        assert refused["artstore.rejection"] == "checksum_mismatch"
+        checked = dict(_one(spans, "artstore.ingester.validation").attributes or {})
+        assert checked["artstore.rejection"] == "checksum_mismatch"
+
+        # The application's own tracer provider: the process-wide one is never set.
+        assert isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+
+    run(
+        tmp_path,
+        keys,
+        prefix,
+        exporter,
+        scenario,
+        OPENTELEMETRY_ENABLED="true",
+        OTEL_TRACES_EXPORTER="none",
+    )
+
+
 def test_with_tracing_off_nothing_is_traced_or_propagated(
     tmp_path: Path, keys: Keys, prefix: str
 ) -> None:
@@ -307,3 +434,44 @@ def test_with_tracing_off_nothing_is_traced_or_propagated(
     run(
         tmp_path, keys, prefix, exporter, scenario, OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:9"
     )
+
+
+def test_the_last_batch_is_sent_on_shutdown_waiting_at_most_the_export_timeout(
+    tmp_path: Path, keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """OTLP to a collector that takes the connection and never answers: the spans wait in
+    their batch until the app stops, then the last batch is sent, and stopping waits for the
+    collector no longer than OTEL_EXPORTER_OTLP_TIMEOUT (1 s here)."""
+    received: list[bytes] = []
+
+    async def hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        received.append(await reader.readline())  # the request line; never an answer
+        await asyncio.sleep(3600)
+
+    async def main() -> float:
+        collector = await asyncio.start_server(hang, "127.0.0.1", 0)
+        port = collector.sockets[0].getsockname()[1]
+        settings = Settings.from_env(
+            {
+                "DATA_DIR": str(tmp_path / "ingester"),
+                "AUTH_PUBLIC_KEY_PATH": str(keys.public),
+                "LOG_LEVEL": "WARNING",
+                "OPENTELEMETRY_ENABLED": "true",
+                "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
+            }
+        )
+        async with serve(create_app(settings)) as url, aiohttp.ClientSession() as http:
+            async with http.get(f"{url}/health/live", headers=TUS) as response:
+                assert response.status == 200
+            await asyncio.sleep(0.5)
+            assert received == []  # still in its batch
+            stopping = time.monotonic()
+        stopped = time.monotonic() - stopping
+        collector.close()
+        return stopped
+
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "1")  # the exporter reads its own
+    stopped = asyncio.run(main())
+    assert received
+    assert set(received) == {b"POST /v1/traces HTTP/1.1\r\n"}
+    assert 0.9 <= stopped < 5, stopped

@@ -1,22 +1,28 @@
 """Webhooks end to end over real HTTP on SQLite and PostgreSQL: a receiver that hangs, then is
 down, then answers 503, then comes up gets every event (stored, rejected, deleted) exactly once
-per delivery id, signed; the uploads' verdicts never waited for it."""
+per delivery id, signed; the uploads' verdicts never waited for it. A transfer between two
+reference elements is delivered as `file.transferred`. Each event's data has the fields the
+README's table lists, and the README's own `verify` accepts the signatures."""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
 from tests.api.test_files import api, upload_id
 from tests.api.test_verdict import isolated_env, metadata
-from tests.conftest import BACKENDS, Server
-from tests.receiver import Receiver
+from tests.conftest import BACKENDS, Keys, Server
+from tests.receiver import Received, Receiver
+from tests.storage.conftest import Cluster
+from tests.storage.test_transfer_e2e import _finished, _store, _transfer
 
 SECRET = "test-webhook-secret-0123456789"
 # A delivery that waited on the receiver would take this long (or end as `processing`).
@@ -52,6 +58,38 @@ def hooked(
         WEBHOOK_RETRY_BASE_SECONDS="0.1",
         WEBHOOK_RETRY_MAX_SECONDS="0.5",
     )
+
+
+README = (Path(__file__).resolve().parents[2] / "README.md").read_text("utf-8")
+WEBHOOKS = README[README.index("### Webhooks") : README.index("## Reliability")]
+
+
+def _documented_fields() -> dict[str, set[str]]:
+    """The README's table: each event type and the fields of its `data`."""
+    rows = re.findall(r"^\| `([a-z]+\.[a-z]+)` \|[^|]*\|([^|]*)\|$", WEBHOOKS, re.MULTILINE)
+    return {kind: set(re.findall(r"`([a-z0-9_]+)`", fields)) for kind, fields in rows}
+
+
+def _readme_verify() -> Callable[[str, Mapping[str, str], bytes], bool]:
+    """The README's receiver-side check, run as printed."""
+    (code,) = re.findall(r"```python\n(.*?)```", WEBHOOKS, re.DOTALL)
+    scope: dict[str, object] = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    verify = scope["verify"]
+    assert callable(verify)
+    return verify
+
+
+def _check_documented(events: list[Received]) -> None:
+    """Each event's data has exactly the README's fields, and the README's `verify` accepts
+    its signature (and no other body)."""
+    documented = _documented_fields()
+    assert set(documented) == {"file.stored", "upload.rejected", "file.deleted", "file.transferred"}
+    verify = _readme_verify()
+    for r in events:
+        assert set(r.event["data"]) == documented[r.event["type"]], r.event
+        assert verify(SECRET, r.headers, r.body)
+        assert not verify(SECRET, r.headers, r.body.replace(b"}", b" }", 1))
 
 
 def _upload(server: Server, data: bytes, **meta: str) -> tuple[str, dict[str, str], float]:
@@ -139,6 +177,7 @@ def test_a_receiver_down_then_up_gets_every_event_once_signed(
     assert gone["data"]["actor"] == "alice"
     assert gone["data"]["element_id"] == "se-local"
     assert len(events) == 5
+    _check_documented(accepted)
 
     # The failed tries were logged, naming the receiver but neither the secret nor its URL's
     # path and query (which may hold a token). Not the receiver's own access log, of course.
@@ -150,3 +189,75 @@ def test_a_receiver_down_then_up_gets_every_event_once_signed(
     assert SECRET not in logged
     assert "t0ps3cret" not in logged
     assert "/hooks/" not in logged
+
+
+def test_a_transfer_is_delivered_as_file_transferred(
+    tmp_path: Path, keys: Keys, receiver: Receiver
+) -> None:
+    """A file stored on an edit element and moved to an rw one by the transfer API, between
+    two reference elements registered in Redis: the receiver gets `file.stored`, then
+    `file.transferred` naming both elements, signed."""
+    receiver.start(answer=200)
+    cluster = Cluster(tmp_path, keys)
+    try:
+        cluster.element("se-edit", mode="edit", priority=1)
+        cluster.element("se-rw", mode="rw", priority=1)
+        node = cluster.node(
+            WEBHOOK_URLS=receiver.url,
+            WEBHOOK_SECRET=SECRET,
+            WEBHOOK_RETRY_BASE_SECONDS="0.1",
+            WEBHOOK_RETRY_MAX_SECONDS="0.5",
+        )
+        file_id = _store(node, b"%PDF-1.4\n" + os.urandom(50_000), "moved.pdf", "application/pdf")[
+            "file_id"
+        ]
+        started = _transfer(node, file_id, "se-rw", delete_source=True)
+        assert started.status_code == 202, started.text
+        transfer_id = started.json()["transfer_id"]
+        assert _finished(node, transfer_id)["status"] == "completed"
+        accepted = receiver.wait_accepted(2)
+        time.sleep(1.0)  # what comes late would be a second delivery
+        accepted = receiver.accepted()
+    finally:
+        cluster.stop()
+    assert [r.event["type"] for r in accepted] == ["file.stored", "file.transferred"]
+    stored, moved = accepted
+    assert stored.event["data"]["element_id"] == "se-edit"
+    assert moved.event["data"] == {
+        "file_id": file_id,
+        "transfer_id": transfer_id,
+        "from_element_id": "se-edit",
+        "to_element_id": "se-rw",
+        "source_deleted": True,
+        "actor": "alice",
+    }
+    assert moved.headers["X-Tusingest-Event"] == "file.transferred"
+    assert moved.event["id"] == moved.delivery
+    assert moved.signed
+    _check_documented(accepted)
+
+
+def test_deliveries_in_flight_are_bounded_per_node(
+    receiver: Receiver, make_server: Callable[..., Server]
+) -> None:
+    """WEBHOOK_CONCURRENCY=2 and a receiver that never answers: of three events, two are on
+    their way and the third waits for one of them."""
+    receiver.start(answer=0)
+    server = make_server(
+        "sqlite",
+        WEBHOOK_URLS=receiver.url,
+        WEBHOOK_SECRET=SECRET,
+        WEBHOOK_CONCURRENCY="2",
+        WEBHOOK_TIMEOUT_SECONDS=str(HUNG),
+    )
+    for n in range(3):
+        rejected = server.request(
+            "POST",
+            server.endpoint,
+            headers={"Upload-Length": "0", "Upload-Metadata": metadata(filename=f"e{n}.txt")},
+        )
+        assert rejected.status_code == 422, rejected.text
+    _wait_for(lambda: len(receiver.received()) == 2, "two deliveries on their way")
+    time.sleep(1.5)  # a third would have come meanwhile
+    assert len(receiver.received()) == 2
+    assert len({r.delivery for r in receiver.received()}) == 2
