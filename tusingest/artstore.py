@@ -191,7 +191,7 @@ def build_attr(item: FileToStore, file_id: str, name: str, rel: str) -> dict[str
     }
     metadata = fit_metadata(attr, item.metadata)
     if metadata is None:
-        bare = len(encode_attr(attr)) > MAX_ATTR_BYTES
+        bare = attr_length(attr) > MAX_ATTR_BYTES
         raise TusingestError(
             f"attr.json of {file_id} exceeds {MAX_ATTR_BYTES} bytes"
             + (" even without metadata" if bare else ""),
@@ -207,13 +207,13 @@ def fit_metadata(attr: dict[str, Any], metadata: dict[str, Any]) -> dict[str, An
     keys dropped first, `DESCRIBING_KEYS` last, `"_truncated": true` recorded; None if that
     cannot fit (not even an empty one)."""
     fitted = dict(metadata)
-    if len(encode_attr({**attr, "metadata": fitted})) <= MAX_ATTR_BYTES:
+    if attr_length({**attr, "metadata": fitted}) <= MAX_ATTR_BYTES:
         return fitted  # the usual case: one encoding
     by_size = sorted(  # popped from the end: what describes the stored bytes goes last
         (key for key in fitted if key != TRUNCATED),
-        key=lambda key: (key not in DESCRIBING_KEYS, len(encode_attr({key: fitted[key]}))),
+        key=lambda key: (key not in DESCRIBING_KEYS, attr_length({key: fitted[key]})),
     )
-    while len(encode_attr({**attr, "metadata": fitted})) > MAX_ATTR_BYTES:
+    while attr_length({**attr, "metadata": fitted}) > MAX_ATTR_BYTES:
         if not by_size:
             return None
         del fitted[by_size.pop()]
@@ -224,3 +224,26 @@ def fit_metadata(attr: dict[str, Any], metadata: dict[str, Any]) -> dict[str, An
 def encode_attr(attr: dict[str, Any]) -> bytes:
     """UTF-8 JSON as the SE writes it (pydantic `model_dump_json(indent=2)`: raw Unicode)."""
     return json.dumps(attr, ensure_ascii=False, indent=2).encode("utf-8")
+
+
+def attr_length(attr: dict[str, Any]) -> int:
+    """`len(encode_attr(attr))`, computed from the compact encoding (json's C encoder; with
+    `indent` json falls back to pure Python): the indented form differs only by a newline and
+    the indentation before each member and before each closing bracket."""
+    compact = json.dumps(attr, ensure_ascii=False, separators=(",", ": "))
+    return len(compact.encode("utf-8")) + _layout(attr, 0)
+
+
+def _layout(value: Any, depth: int) -> int:
+    """The newlines and spaces `indent=2` adds to `value` at `depth` (empty containers and
+    scalars: none)."""
+    if isinstance(value, dict):
+        members: Any = value.values()
+    elif isinstance(value, list | tuple):
+        members = value
+    else:
+        return 0
+    if not members:
+        return 0
+    inner = 1 + 2 * (depth + 1)
+    return sum(inner + _layout(v, depth + 1) for v in members) + 1 + 2 * depth

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import re
 import threading
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -197,6 +198,13 @@ class Validated:
 def check_name(name: str, owner: str, when: datetime) -> None:
     """Refuse, before anything is sent, a file no element could name: no storage filename
     fits the name limits, or its attr.json would pass 4 KiB even without metadata."""
+    refusal = _name_refusal(name, owner, when)
+    if refusal is not None:
+        raise Rejection(*refusal)
+
+
+@functools.lru_cache(maxsize=1024)
+def _name_refusal_of(name: str, owner: str, when: datetime) -> tuple[RejectionCode, str] | None:
     probe_id = "00000000-0000-4000-8000-000000000000"
     try:
         filename = storage_filename(name, owner, when, probe_id)
@@ -210,7 +218,19 @@ def check_name(name: str, owner: str, when: datetime) -> None:
         code: RejectionCode = (
             "filename_too_long" if refused.code == "filename_too_long" else "attr_too_large"
         )
-        raise Rejection(code, refused.message) from None
+        return code, refused.message
+    return None
+
+
+def _name_refusal(name: str, owner: str, when: datetime) -> tuple[RejectionCode, str] | None:
+    """Whether (and why) `name` of `owner` is refused. The time only enters the storage
+    filename and the attr.json as fixed-width fields, so the answer is the same at any time:
+    the first time a name is asked stands for all (the cache saves a JSON encoding per
+    request and per ingest)."""
+    return _name_refusal_of(name, owner, _REFERENCE_TIME)
+
+
+_REFERENCE_TIME = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 async def validate(
