@@ -18,7 +18,7 @@ from aiohttp import web
 
 from tusingest import __version__
 from tusingest.auth import Authenticator
-from tusingest.domain import OperationKind
+from tusingest.domain import OperationKind, Upload
 from tusingest.elements.directory import ElementDirectory
 from tusingest.elements.tls import client_context
 from tusingest.elements.token import AdminToken, MintedToken
@@ -162,13 +162,16 @@ async def open_services(
         outbox, webhooks = _webhooks(settings, node, db, operations, storage, stack)
         catalog = SqlCatalog(db, outbox)
         tracer = NoTracer() if tracing is None else tracing.tracer
-        runner = _runner(settings, node, operations, sessions, staging, catalog, storage, tracer)
+        runner, ingest = _runner(
+            settings, node, operations, sessions, staging, catalog, storage, tracer
+        )
         runners = [runner, *webhooks]
         throughput = Throughput()
 
-        def completed(upload_id: str) -> None:
+        def completed(upload: Upload) -> None:
             throughput.add_upload()
-            runner.adopt(ingest_operation_id(upload_id), OperationKind.INGEST, upload_id)
+            ingest.hand_over(upload)  # its first attempt need not read the row back
+            runner.adopt(ingest_operation_id(upload.id), OperationKind.INGEST, upload.id)
 
         def received(count: int) -> None:
             throughput.add_bytes(count)
@@ -422,8 +425,8 @@ def _runner(
     catalog: Catalog,
     storage: Storage,
     tracer: Tracer,
-) -> Runner:
-    """The durable runner with a handler for every operation kind."""
+) -> tuple[Runner, Ingest]:
+    """The durable runner with a handler for every operation kind, and its ingest."""
     pipeline = settings.pipeline
     scanner: Scanner | None = None
     if pipeline.virus_scan_enabled and pipeline.clamd_url:
@@ -461,7 +464,7 @@ def _runner(
     )
     # A copy left on a dead element is retried about when its breaker lets calls through.
     discard_wait = min(60.0, max(1.0, settings.storage.breaker.timeout_seconds))
-    return Runner(
+    runner = Runner(
         operations,
         {
             OperationKind.INGEST: ingest,
@@ -498,6 +501,7 @@ def _runner(
         node=node,
         on_end=lambda kind, status: storage.metrics.operation_finished(kind.value, status),
     )
+    return runner, ingest
 
 
 def _webhooks(

@@ -85,10 +85,10 @@ class UploadStore:
         locker: Locker,
         policy: UploadPolicy,
         clock: Clock = utcnow,
-        on_complete: Callable[[str], None] | None = None,
+        on_complete: Callable[[Upload], None] | None = None,
         on_bytes: Callable[[int], None] | None = None,
     ) -> None:
-        self._on_complete = on_complete or (lambda _upload_id: None)
+        self._on_complete = on_complete or (lambda _upload: None)
         self._on_bytes = on_bytes
         self._streaming: dict[str, tuple[Upload, Receiver, float]] = {}
         self._sessions = sessions
@@ -151,7 +151,7 @@ class UploadStore:
             await self._staging.create(upload.id)
         await self._sessions.insert(upload)
         if complete and not partial:
-            self._on_complete(upload.id)
+            self._on_complete(upload)
         return upload
 
     async def create_final(
@@ -209,7 +209,7 @@ class UploadStore:
                 raise
             await self._sessions.insert(final)
             # The partials stay until their own expiry: the final may be asked for again.
-        self._on_complete(final.id)
+        self._on_complete(final)
         return final
 
     async def _concat_part(self, principal: Principal, url: str, part_id: str) -> Upload:
@@ -414,7 +414,7 @@ class UploadStore:
         if digest is not None and not complete:
             self._digests.put(upload.id, digest)
         if complete and not upload.is_partial:
-            self._on_complete(upload.id)
+            self._on_complete(committed)
         return committed
 
     async def finish(
@@ -444,7 +444,7 @@ class UploadStore:
             if committed is None:
                 raise Conflict("the upload changed while it was being completed")
             if not upload.is_partial:
-                self._on_complete(upload.id)
+                self._on_complete(committed)
             return committed
 
     async def terminate(self, principal: Principal, upload_id: str) -> None:
