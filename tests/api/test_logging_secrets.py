@@ -282,6 +282,8 @@ def test_an_admin_module_echoing_the_client_secret_never_gets_it_repeated(
         ("DATABASE_URL", f"postgresql://user:{DB_PASSWORD}@127.0.0.1:1/x"),
         ("DATABASE_URL", f"user:{DB_PASSWORD}@127.0.0.1:1/x"),  # the scheme forgotten
         ("REDIS_URL", f"http://:{DB_PASSWORD}@127.0.0.1:1/0"),  # the wrong scheme
+        ("DATABASE_URL", f"postgresql://user:{DB_PASSWORD}@127.0.0.1:port/x"),  # no number
+        ("DATABASE_URL", f"postgresql://user:{DB_PASSWORD}@127.0.0.1:1/x?sslmode=bogus"),
     ],
 )
 def test_a_url_that_fails_never_shows_its_password(

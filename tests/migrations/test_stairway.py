@@ -79,3 +79,21 @@ def test_code_knows_the_head_revision(database_url: str) -> None:
     asyncio.run(schema.upgrade(database_url))
 
     assert asyncio.run(_current(database_url)) == database.HEAD
+
+
+def test_a_url_with_libpq_sslmode_migrates_and_serves(new_pg_database: Callable[[], str]) -> None:
+    """`?sslmode=` is what libpq users write: both the migration (SQLAlchemy) and the server's
+    pool (asyncpg) take it."""
+    raw = new_pg_database() + "?sslmode=disable"
+    url = Settings.from_env({"DATABASE_URL": raw}).database.url
+    revision = asyncio.run(database.migrate(url))
+    assert revision == database.HEAD
+
+    async def opened() -> str | None:
+        db = await database.open_checked(url)
+        try:
+            return await database.current_revision(db)
+        finally:
+            await db.close()
+
+    assert asyncio.run(opened()) == database.HEAD

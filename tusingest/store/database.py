@@ -20,6 +20,13 @@ HEAD = "0005"
 _UNREACHABLE = (OSError, asyncpg.PostgresError, sqlite3.Error)
 
 
+def _scrubbed(exc: Exception, url: str) -> str:
+    """The driver's complaint, without the URL's user and password should it quote them."""
+    text = str(exc)
+    userinfo = url.partition("://")[2].rpartition("@")[0]
+    return text.replace(userinfo, "***") if userinfo else text
+
+
 def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
@@ -32,6 +39,8 @@ async def open_checked(url: str) -> Database:
         db = await open_database(url)
     except _UNREACHABLE as exc:
         raise ConfigError("DATABASE_URL", f"cannot reach the database: {exc}") from None
+    except ValueError as exc:  # the driver refuses the URL itself (a port, an sslmode)
+        raise ConfigError("DATABASE_URL", f"not a usable URL: {_scrubbed(exc, url)}") from None
     try:
         current = await current_revision(db)
         if current != HEAD and is_sqlite(url):
@@ -98,4 +107,6 @@ async def migrate(url: str) -> str:
     except (OSError, DBAPIError) as exc:
         reason = str(exc.orig) if isinstance(exc, DBAPIError) else str(exc)
         raise ConfigError("DATABASE_URL", f"cannot migrate: {reason}") from None
+    except ValueError as exc:  # SQLAlchemy or the driver refuses the URL itself
+        raise ConfigError("DATABASE_URL", f"not a usable URL: {_scrubbed(exc, url)}") from None
     return schema.head_revision()

@@ -15,8 +15,20 @@ MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 def alembic_config(url: str) -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
-    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    config.set_main_option("sqlalchemy.url", _for_sqlalchemy(url).replace("%", "%%"))
     return config
+
+
+def _for_sqlalchemy(url: str) -> str:
+    """`url` as SQLAlchemy's asyncpg dialect takes it: libpq's `sslmode=` (which the server's
+    own asyncpg pool understands) is `ssl=` there, with the same values."""
+    base, sep, query = url.partition("?")
+    if not sep or not base.startswith("postgresql"):
+        return url
+    params = [
+        "ssl=" + p.partition("=")[2] if p.startswith("sslmode=") else p for p in query.split("&")
+    ]
+    return f"{base}?{'&'.join(params)}"
 
 
 def head_revision() -> str:
