@@ -31,6 +31,7 @@ STEPS = (
     "catalog",
     "register",
     "stored",
+    "note",
     "cleanup",
 )
 

@@ -8,6 +8,7 @@ import hashlib
 import os
 import subprocess
 import time
+from typing import Any
 
 import pytest
 import requests
@@ -15,9 +16,10 @@ import requests
 from tests.adminmodule import running_admin_module
 from tests.storage.conftest import Cluster
 from tests.storage.rig import SEProcess
+from tusingest.domain import Role
 
 SIZE = 256 * 1024
-SAGA_STEPS = ("store", "verify", "catalog", "register", "stored", "cleanup")
+SAGA_STEPS = ("store", "verify", "catalog", "register", "stored", "note", "cleanup")
 
 
 def _crash_while_completing(cluster: Cluster, data: bytes, step: str, admin_url: str) -> str:
@@ -60,6 +62,14 @@ def test_a_crash_at_each_saga_step_stores_exactly_once(cluster: Cluster, step: s
         _settle_orphans([first, second], {file_id})
         assert set(admin.files) == {file_id}
         assert admin.count("POST", "/api/v1/files") >= 1
+        # Noted once, after the verdict (a `file.stored` webhook is never sent twice); after a
+        # crash between the two, by the retry that takes the operation over.
+        deadline = time.monotonic() + 20
+        while not (actions := _actions(cluster, node.url, file_id)):
+            assert time.monotonic() < deadline, "the stored file was never noted"
+            time.sleep(0.1)
+        time.sleep(0.5)  # a second note would follow at once
+        assert _actions(cluster, node.url, file_id) == actions == ["file_stored"]
         # After a crash at cleanup the verdict is already out; the retry removes the bytes.
         staged = cluster.data_dir / "staging" / upload_id
         deadline = time.monotonic() + 15
@@ -111,3 +121,24 @@ def test_a_registration_failing_for_good_undoes_the_saga(cluster: Cluster) -> No
         head = requests.head(f"{node.url}/files/{upload_id}", headers=node.headers(), timeout=10)
         assert head.status_code == 503
         assert head.headers["X-Upload-Error"] == "processing_failed"
+        # The file was never stored: no `file_stored` note, so no `file.stored` webhook.
+        events = _audit(cluster, node.url)
+        assert [e["action"] for e in events if e["action"] == "file_stored"] == []
+        assert [e["subject"] for e in events if e["action"] == "upload_failed"] == [upload_id]
+
+
+def _audit(cluster: Cluster, url: str, **params: str) -> list[dict[str, Any]]:
+    token = cluster.keys.token("root", Role.ADMIN)
+    audit = requests.get(
+        f"{url}/api/audit",
+        params=params,
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    assert audit.status_code == 200, audit.text
+    events: list[dict[str, Any]] = audit.json()["events"]
+    return events
+
+
+def _actions(cluster: Cluster, url: str, file_id: str) -> list[str]:
+    return [e["action"] for e in _audit(cluster, url, file_id=file_id)]

@@ -133,7 +133,14 @@ class Ingest:
         if upload is None:
             return replace(state, verdict="gone")
         if upload.status in (UploadStatus.STORED, UploadStatus.REJECTED):
-            await self._cleanup(upload)  # a crash may have come between verdict and cleanup
+            # A crash came between the verdict and the end of the operation: the note of a
+            # stored file (and its webhook deliveries, the same ones again) may be missing.
+            recorded = await self._catalog.by_upload(upload.id)
+            if upload.status is UploadStatus.STORED and recorded is not None:
+                notes = await self._catalog.events(subject=recorded.file_id)
+                if not any(note.action == "file_stored" for note in notes):
+                    await self._catalog.audit(_stored_note(upload, recorded))
+            await self._cleanup(upload)
             return replace(state, verdict=upload.status.value)
         if upload.status in (UploadStatus.TERMINATED, UploadStatus.EXPIRED):
             # Terminated while an earlier attempt ran: nothing it placed may stay.
@@ -157,7 +164,7 @@ class Ingest:
             stored, state = await self._store(state, upload, prepared, source, progress, unsaved)
             self._step("catalog")
             entry = prepared.entry(upload, stored)
-            await self._catalog.record(entry, _stored_note(upload, entry))
+            await self._catalog.record(entry)
         about(file_id=entry.file_id)
         span.set(ELEMENT_ID, entry.element_id)
         span.set(SIZE, entry.size)
@@ -176,6 +183,10 @@ class Ingest:
         )
         if not settled:  # the client terminated the upload while it was being stored
             return await self._withdraw(state, upload)
+        # Noted once the verdict is committed: a `file.stored` webhook never announces a file
+        # that a failed registration or a termination then takes back.
+        self._step("note")
+        await self._catalog.audit(_stored_note(upload, entry))
         log.info("stored upload %s as file %s on %s (%d bytes)", upload.id, entry.file_id,
                  entry.element_id, entry.size)  # fmt: skip
         self._count("stored", entry.size, (datetime.now(UTC) - upload.created_at).total_seconds())
