@@ -274,8 +274,11 @@ def test_event_loop_keeps_ticking_while_compressing(
         return elapsed, gaps
 
     elapsed, gaps = asyncio.run(run())
-    assert max(gaps) < 0.1, f"longest gap {max(gaps):.3f}s during {elapsed:.2f}s"
+    # Compression on the loop would leave about one tick per file; a loaded machine may
+    # delay a tick now and then, which the bounds allow.
+    assert max(gaps) < 0.3, f"longest gap {max(gaps):.3f}s during {elapsed:.2f}s"
     assert len(gaps) >= min(10, elapsed / 0.02 * 0.5), f"{len(gaps)} ticks in {elapsed:.2f}s"
+    assert sorted(gaps)[len(gaps) // 2] < 0.05, f"median gap {sorted(gaps)[len(gaps) // 2]:.3f}s"
 
 
 _MEMORY_PROBE = textwrap.dedent(
