@@ -80,9 +80,16 @@ async def open_database(url: str) -> Database:
 
 
 class SqliteDatabase:
-    """One connection, used by one thread: SQLite has one writer at a time, and a second
-    connection waiting for the write lock would sleep in SQLite's busy handler. A transaction
-    has the connection to itself until it ends."""
+    """Writes on one connection, used by one thread: SQLite has one writer at a time, and a
+    second connection waiting for the write lock would sleep in SQLite's busy handler. A
+    transaction has that connection to itself until it ends.
+
+    A SELECT outside a transaction runs at once on the event loop, on a read-only connection of
+    its own: a read of a small indexed table takes ~25 µs there, a quarter of what handing it
+    to the thread and back costs. In WAL mode it reads the latest commit without waiting for
+    the writer, and never sees a commit before it is durable (`synchronous=FULL` syncs the log
+    before a commit becomes visible). Should SQLite ever answer it busy, it goes the writer's
+    way."""
 
     dialect = "sqlite"
 
@@ -91,8 +98,10 @@ class SqliteDatabase:
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._serve, name="sqlite", daemon=True)
         self._conn: sqlite3.Connection | None = None
+        self._reader: sqlite3.Connection | None = None  # used on the event loop only
         self._turn = asyncio.Lock()
         self._sql: dict[str, str] = {}
+        self._reads: dict[str, bool] = {}  # statement text → a plain SELECT
 
     @classmethod
     async def open(cls, path: Path) -> SqliteDatabase:
@@ -100,16 +109,23 @@ class SqliteDatabase:
         db._thread.start()
         try:
             await db._call(db._connect)
+            db._reader = _read_only(path)
         except BaseException:
             await db.close()
             raise
         return db
 
     async def fetchrow(self, sql: str, *args: Any) -> Row | None:
+        found = self._read(sql, args, _one)
+        if not isinstance(found, _Busy):
+            return found
         async with self._turn:
             return await self._run(sql, args, _one)
 
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
+        found = self._read(sql, args, _all)
+        if not isinstance(found, _Busy):
+            return found
         async with self._turn:
             return await self._run(sql, args, _all)
 
@@ -120,13 +136,15 @@ class SqliteDatabase:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Queries]:
         async with self._turn:
-            await self._call(lambda conn: conn.execute("BEGIN IMMEDIATE"))
+            tx = _SqliteTx(self)  # BEGIN goes with its first statement: one hop less
             try:
-                yield _SqliteTx(self)
+                yield tx
             except BaseException:
-                await asyncio.shield(self._call(lambda conn: conn.rollback()))
+                if tx.begun:
+                    await asyncio.shield(self._call(lambda conn: conn.rollback()))
                 raise
-            await self._call(lambda conn: conn.commit())
+            if tx.begun:
+                await self._call(lambda conn: conn.commit())
 
     async def execute_all(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[int]:
         texts = []
@@ -150,16 +168,56 @@ class SqliteDatabase:
             return await self._call(run)
 
     async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
         if self._thread.is_alive():
             self._jobs.put(None)
             await asyncio.to_thread(self._thread.join)
 
-    async def _run(self, sql: str, args: Sequence[Any], fetch: Callable[[sqlite3.Cursor], T]) -> T:
+    def _read(
+        self, sql: str, args: Sequence[Any], fetch: Callable[[sqlite3.Cursor], T]
+    ) -> T | _Busy:
+        """`sql` on the read connection, if it is a plain SELECT; else (or busy) `_BUSY`."""
+        reader = self._reader
+        reads = self._reads.get(sql)
+        if reads is None:
+            reads = self._reads[sql] = sql.lstrip()[:6].upper() == "SELECT"
+        if reader is None or not reads:
+            return _BUSY
+        text = self._sql.get(sql)
+        if text is None:
+            text = self._sql[sql] = _PARAM.sub(r"?\1", sql)
+        try:
+            cursor = reader.execute(text, [_sqlite_value(a) for a in args])
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                return _BUSY
+            raise
+        try:
+            return fetch(cursor)
+        finally:
+            cursor.close()  # ends the read transaction: the next read sees the latest commit
+
+    async def _run(
+        self,
+        sql: str,
+        args: Sequence[Any],
+        fetch: Callable[[sqlite3.Cursor], T],
+        *,
+        begin: bool = False,
+    ) -> T:
         text = self._sql.get(sql)
         if text is None:
             text = self._sql[sql] = _PARAM.sub(r"?\1", sql)
         params = [_sqlite_value(a) for a in args]
-        return await self._call(lambda conn: fetch(conn.execute(text, params)))
+
+        def run(conn: sqlite3.Connection) -> T:
+            if begin:
+                conn.execute("BEGIN IMMEDIATE")
+            return fetch(conn.execute(text, params))
+
+        return await self._call(run)
 
     async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         loop = asyncio.get_running_loop()
@@ -191,20 +249,42 @@ class SqliteDatabase:
             self._conn.close()
 
 
+class _Busy:
+    """A read the loop's connection could not make (not a plain SELECT, or SQLite busy)."""
+
+
+_BUSY = _Busy()
+
+
+def _read_only(path: Path) -> sqlite3.Connection:
+    """The loop's connection: reads only, and never sleeps in SQLite's busy handler."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=0)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA query_only=1")
+    return conn
+
+
 class _SqliteTx:
     """Statements inside a transaction (the connection is already this caller's)."""
 
     def __init__(self, db: SqliteDatabase) -> None:
         self._db = db
+        self.begun = False  # BEGIN is sent with the first statement
 
     async def fetchrow(self, sql: str, *args: Any) -> Row | None:
-        return await self._db._run(sql, args, _one)
+        return await self._statement(sql, args, _one)
 
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
-        return await self._db._run(sql, args, _all)
+        return await self._statement(sql, args, _all)
 
     async def execute(self, sql: str, *args: Any) -> int:
-        return await self._db._run(sql, args, _count)
+        return await self._statement(sql, args, _count)
+
+    async def _statement(
+        self, sql: str, args: Sequence[Any], fetch: Callable[[sqlite3.Cursor], T]
+    ) -> T:
+        begin, self.begun = not self.begun, True
+        return await self._db._run(sql, args, fetch, begin=begin)
 
 
 class _Job:
