@@ -5,12 +5,12 @@ webhook secret, and the password of a database URL that cannot be reached."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
 import subprocess
 import sys
-import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
@@ -21,6 +21,7 @@ import requests
 from aiohttp import web
 
 from tests.adminmodule import running_admin_module
+from tests.appthread import serving
 from tests.conftest import Keys
 from tests.nodes import Node
 from tests.receiver import Receiver
@@ -203,35 +204,19 @@ class EchoingAdminModule:
     def __init__(self) -> None:
         self.url = ""
         self.tokens_asked = 0
-        self._loop = asyncio.new_event_loop()
-        self._stop: asyncio.Event | None = None
-        self._started = threading.Event()
-        self._thread = threading.Thread(
-            target=self._loop.run_until_complete, args=(self._main(),), daemon=True
-        )
+        self._serving = contextlib.ExitStack()
 
     def __enter__(self) -> EchoingAdminModule:
-        self._thread.start()
-        assert self._started.wait(15)
+        self.url = self._serving.enter_context(serving(self._app))
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(15)
+        self._serving.close()
 
-    async def _main(self) -> None:
+    def _app(self) -> web.Application:
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        runner = web.AppRunner(app, shutdown_timeout=0.1)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        host, port = runner.addresses[0][:2]
-        self.url = f"http://{host}:{port}"
-        self._stop = asyncio.Event()
-        self._started.set()
-        await self._stop.wait()
-        await runner.cleanup()
+        return app
 
     async def _handle(self, request: web.Request) -> web.Response:
         body = await request.read()

@@ -5,14 +5,12 @@ server took a PATCH, a header taken off an answer)."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import json
 import os
 import subprocess
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -23,6 +21,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from tests.appthread import serving
 from tests.cli.test_cli import COMMAND_TIMEOUT, _env
 from tests.conftest import Server
 from tests.nodes import free_port
@@ -126,29 +125,14 @@ class Wire:
 @contextmanager
 def running(wire: Wire) -> Iterator[Wire]:
     """The proxy served from its own thread and event loop while the block runs."""
-    loop = asyncio.new_event_loop()
-    started = threading.Event()
-    stop = asyncio.Event()
 
-    async def main() -> None:
-        app = web.Application(client_max_size=64 * MiB)
-        app.router.add_route("*", "/{tail:.*}", wire._handle)
-        runner = web.AppRunner(app, shutdown_timeout=0.1)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", wire.port).start()
-        started.set()
-        await stop.wait()
-        await runner.cleanup()
+    def app() -> web.Application:
+        proxy = web.Application(client_max_size=64 * MiB)
+        proxy.router.add_route("*", "/{tail:.*}", wire._handle)
+        return proxy
 
-    thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
-    thread.start()
-    assert started.wait(10), "the proxy did not start"
-    try:
+    with serving(app, wire.port):
         yield wire
-    finally:
-        loop.call_soon_threadsafe(stop.set)
-        thread.join(15)
-        loop.close()
 
 
 @pytest.fixture(scope="module")

@@ -100,8 +100,7 @@ class SqliteDatabase:
         self._conn: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None  # used on the event loop only
         self._turn = asyncio.Lock()
-        self._sql: dict[str, str] = {}
-        self._reads: dict[str, bool] = {}  # statement text → a plain SELECT
+        self._sql: dict[str, tuple[str, bool]] = {}  # `$n` statement → (`?n` text, a SELECT)
 
     @classmethod
     async def open(cls, path: Path) -> SqliteDatabase:
@@ -147,12 +146,7 @@ class SqliteDatabase:
                 await self._call(lambda conn: conn.commit())
 
     async def execute_all(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[int]:
-        texts = []
-        for sql, args in statements:
-            text = self._sql.get(sql)
-            if text is None:
-                text = self._sql[sql] = _PARAM.sub(r"?\1", sql)
-            texts.append((text, [_sqlite_value(a) for a in args]))
+        texts = [(self._text(sql)[0], [_sqlite_value(a) for a in args]) for sql, args in statements]
 
         def run(conn: sqlite3.Connection) -> list[int]:
             conn.execute("BEGIN IMMEDIATE")
@@ -175,19 +169,22 @@ class SqliteDatabase:
             self._jobs.put(None)
             await asyncio.to_thread(self._thread.join)
 
+    def _text(self, sql: str) -> tuple[str, bool]:
+        """`sql` with SQLite's `?n` parameters, and whether it is a plain SELECT (cached)."""
+        known = self._sql.get(sql)
+        if known is None:
+            text = _PARAM.sub(r"?\1", sql)
+            known = self._sql[sql] = (text, sql.lstrip()[:6].upper() == "SELECT")
+        return known
+
     def _read(
         self, sql: str, args: Sequence[Any], fetch: Callable[[sqlite3.Cursor], T]
     ) -> T | _Busy:
         """`sql` on the read connection, if it is a plain SELECT; else (or busy) `_BUSY`."""
         reader = self._reader
-        reads = self._reads.get(sql)
-        if reads is None:
-            reads = self._reads[sql] = sql.lstrip()[:6].upper() == "SELECT"
+        text, reads = self._text(sql)
         if reader is None or not reads:
             return _BUSY
-        text = self._sql.get(sql)
-        if text is None:
-            text = self._sql[sql] = _PARAM.sub(r"?\1", sql)
         try:
             cursor = reader.execute(text, [_sqlite_value(a) for a in args])
         except sqlite3.OperationalError as exc:
@@ -207,9 +204,7 @@ class SqliteDatabase:
         *,
         begin: bool = False,
     ) -> T:
-        text = self._sql.get(sql)
-        if text is None:
-            text = self._sql[sql] = _PARAM.sub(r"?\1", sql)
+        text = self._text(sql)[0]
         params = [_sqlite_value(a) for a in args]
 
         def run(conn: sqlite3.Connection) -> T:
