@@ -1,7 +1,7 @@
-"""A request body into a staging file (`Receiver`): full batches are written while their hashes
-run in parallel; a smaller batch is written and hashed in one worker call; the body's last batch
-is fsynced in its write call, and nothing is fsynced again. Written to a real file through
-`FileStagingWriter`."""
+"""A request body into a staging file (`Receiver`): full batches are written (SHA-256 fed in the
+same worker call) while MD5 runs in a lane of its own, several batches in flight; a smaller batch
+is written and hashed in one worker call; the body's last batch is fsynced in its write call, and
+nothing is fsynced again. Written to a real file through `FileStagingWriter`."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tusingest.store.digests import UploadDigest
-from tusingest.store.receive import BATCH_BYTES, SMALL_BATCH_BYTES, BufferPool, Receiver
+from tusingest.store.receive import _DEPTH, BATCH_BYTES, SMALL_BATCH_BYTES, BufferPool, Receiver
 from tusingest.store.staging import FileStagingWriter
 
 
@@ -99,8 +99,8 @@ def test_a_large_body_hashes_full_batches_apart_and_ends_with_its_tail(tmp_path:
     data = os.urandom(2 * BATCH_BYTES + 12_345)
     writer, digest = _receive(tmp_path / "staged", data)
     assert writer.calls == [
-        ("write", BATCH_BYTES, 0, False),
-        ("write", BATCH_BYTES, 0, False),
+        ("write", BATCH_BYTES, 1, False),
+        ("write", BATCH_BYTES, 1, False),
         ("write", 12_345, 2, True),
     ]
     assert (tmp_path / "staged").read_bytes() == data
@@ -110,5 +110,119 @@ def test_a_large_body_hashes_full_batches_apart_and_ends_with_its_tail(tmp_path:
 def test_a_body_of_whole_batches_is_synced_with_its_last_write(tmp_path: Path) -> None:
     data = os.urandom(2 * BATCH_BYTES)
     writer, digest = _receive(tmp_path / "staged", data)
-    assert writer.calls == [("write", BATCH_BYTES, 0, False), ("write", BATCH_BYTES, 0, True)]
+    assert writer.calls == [("write", BATCH_BYTES, 1, False), ("write", BATCH_BYTES, 1, True)]
     assert digest.hexdigests()[1] == hashlib.sha256(data).hexdigest()
+
+
+class SlowWriter(RecordingWriter):
+    """A writer whose writes take a while (and optionally fail at one call), noting how many
+    full-size batch buffers were out of the pool at each write."""
+
+    def __init__(self, path: Path, pool: BufferPool, fail_at: int | None = None) -> None:
+        super().__init__(path)
+        self.pool = pool
+        self.fail_at = fail_at
+        self.out_seen: list[int] = []
+        self.second_write = asyncio.Event()
+
+    async def write(
+        self,
+        buffers: Sequence[bytes | memoryview],
+        *,
+        feed: Sequence[Callable[[bytes | memoryview], object]] = (),
+        sync: bool = False,
+    ) -> None:
+        self.out_seen.append(self.pool.out)
+        if len(self.out_seen) == 2:
+            self.second_write.set()
+        if self.fail_at is not None and len(self.calls) == self.fail_at:
+            self.calls.append(("failed", 0, 0, False))
+            raise OSError(28, "No space left on device")
+        await asyncio.sleep(0.005)
+        await super().write(buffers, feed=feed, sync=sync)
+
+
+def test_batches_overlap_up_to_the_depth_and_come_back_to_the_pool(tmp_path: Path) -> None:
+    data = os.urandom(12 * BATCH_BYTES)
+    pool = BufferPool()
+    writer = SlowWriter(tmp_path / "staged", pool)
+    digest = UploadDigest.new()
+
+    async def scenario() -> None:
+        async def open_writer() -> SlowWriter:
+            return writer
+
+        receiver = Receiver(open_writer, pool, limit=len(data), digest=digest, checksum=None)
+        await receiver.receive(_chunks(data, 64 << 10))
+        await asyncio.gather(receiver.durable(), receiver.hashed())
+        await receiver.settle()
+        receiver.release()
+        await writer.close()
+
+    asyncio.run(scenario())
+    # While one batch is written, the next ones are already handed on (and the next fills).
+    assert max(writer.out_seen) >= 3
+    assert max(writer.out_seen) <= _DEPTH + 1
+    assert pool.out == 0
+    assert (tmp_path / "staged").read_bytes() == data
+    assert digest.hexdigests() == (hashlib.md5(data).hexdigest(), hashlib.sha256(data).hexdigest())
+
+
+def test_a_failing_write_stops_the_body_and_every_buffer_comes_back(tmp_path: Path) -> None:
+    data = os.urandom(10 * BATCH_BYTES)
+    pool = BufferPool()
+    writer = SlowWriter(tmp_path / "staged", pool, fail_at=2)
+
+    async def scenario() -> None:
+        async def open_writer() -> SlowWriter:
+            return writer
+
+        receiver = Receiver(
+            open_writer, pool, limit=len(data), digest=UploadDigest.new(), checksum=None
+        )
+        with pytest.raises(OSError, match="No space left"):
+            await receiver.receive(_chunks(data, 64 << 10))
+        with pytest.raises(OSError, match="No space left"):
+            await receiver.settle()
+        await receiver.settle()  # nothing left in flight: settles at once
+        receiver.release()
+        await writer.close()
+
+    asyncio.run(scenario())
+    assert pool.out == 0
+    # Nothing is written after the failed write: the batches behind it fail with it.
+    assert [call[0] for call in writer.calls] == ["write", "write", "failed"]
+    assert (tmp_path / "staged").stat().st_size == 2 * BATCH_BYTES
+
+
+def test_a_cancelled_request_waits_for_the_workers_before_reusing_buffers(tmp_path: Path) -> None:
+    data = os.urandom(8 * BATCH_BYTES)
+    pool = BufferPool()
+    writer = SlowWriter(tmp_path / "staged", pool)
+    digest = UploadDigest.new()
+
+    async def scenario() -> None:
+        async def open_writer() -> SlowWriter:
+            return writer
+
+        receiver = Receiver(open_writer, pool, limit=len(data), digest=digest, checksum=None)
+        receiving = asyncio.ensure_future(receiver.receive(_chunks(data, 64 << 10)))
+        await writer.second_write.wait()
+        receiving.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await receiving
+        # What arrived is handed on, in order, and every hash saw exactly the bytes written.
+        await asyncio.gather(receiver.durable(), receiver.hashed())
+        await receiver.settle()
+        receiver.release()
+        await writer.close()
+        written = (tmp_path / "staged").read_bytes()
+        assert receiver.received == len(written)
+        assert data.startswith(written)
+        assert digest.hexdigests() == (
+            hashlib.md5(written).hexdigest(),
+            hashlib.sha256(written).hexdigest(),
+        )
+
+    asyncio.run(scenario())
+    assert pool.out == 0

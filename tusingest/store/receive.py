@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
+import functools
 import hashlib
 import hmac
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
@@ -63,12 +66,90 @@ class BufferPool:
             self._small.append(buffer)
 
 
+_DEPTH = 4  # full batches of one request in flight at once (written and hashed in order)
+
+
+class _Batch:
+    """A batch handed on: its buffer goes back to the pool once every lane is done with it."""
+
+    __slots__ = ("buffer", "tasks")
+
+    def __init__(self, buffer: bytearray, tasks: list[asyncio.Future[None]]) -> None:
+        self.buffer = buffer
+        self.tasks = tasks
+
+
+class _Lane:
+    """Runs blocking steps in order, one worker thread at a time. The thread keeps taking the
+    next step while there is one, so a busy lane pays one hand-off, not one per step; a step
+    that fails fails the steps queued behind it too."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._lock = threading.Lock()
+        self._queue: collections.deque[tuple[Callable[[], object], asyncio.Future[None]]] = (
+            collections.deque()
+        )
+        self._running = False
+        self._failure: BaseException | None = None
+
+    def submit(self, step: Callable[[], object]) -> asyncio.Future[None]:
+        done: asyncio.Future[None] = self._loop.create_future()
+        with self._lock:
+            self._queue.append((step, done))
+            if self._running:
+                return done
+            self._running = True
+        self._loop.run_in_executor(None, self._drain)
+        return done
+
+    def _drain(self) -> None:
+        while True:
+            with self._lock:
+                if not self._queue:
+                    self._running = False
+                    return
+                step, done = self._queue.popleft()
+            if self._failure is None:
+                try:
+                    step()
+                except BaseException as failure:  # handed to the awaiting coroutine
+                    self._failure = failure
+            self._loop.call_soon_threadsafe(_resolve, done, self._failure)
+
+
+def _resolve(done: asyncio.Future[None], failure: BaseException | None) -> None:
+    if done.cancelled():
+        return
+    if failure is None:
+        done.set_result(None)
+    else:
+        done.set_exception(failure)
+
+
+async def _outcomes(work: list[asyncio.Future[None]]) -> list[BaseException | None]:
+    """Wait for `work` to end, each result or failure; a cancelled caller never cancels the
+    work itself (a worker thread may still be using the batch's buffer)."""
+    return await asyncio.gather(*(asyncio.shield(w) for w in work), return_exceptions=True)
+
+
+async def _after(previous: asyncio.Future[None] | None, step: Callable[[], Awaitable[Any]]) -> None:
+    """Run `step` once `previous` (the same lane's work on the batch before) has finished; if
+    it failed, fail the same way without running."""
+    if previous is not None:
+        await previous
+    await step()
+
+
 class Receiver:
     """Streams one body into a writer. Bytes are copied into a batch buffer; each full batch
-    is written and hashed in parallel worker threads (hashlib releases the GIL) while the next
-    one fills. A smaller batch (a small body, the end of a body, a batch in a crowd) is written
-    and hashed in one worker call: for small bodies the hand-offs between the loop and the
-    threads cost more than the hashing. The body's last batch is fsynced in its write call."""
+    goes to worker threads in lanes (hashlib and pwrite release the GIL): the first hasher
+    (MD5, the slowest) has a lane of its own, the write and the other hashers share one. Each
+    lane takes the batches in order, and up to _DEPTH batches are in flight while the next one
+    fills, so receiving, writing and hashing overlap. A smaller batch (a small body, the end
+    of a body, a batch in a crowd) waits for the lanes to drain and is written and hashed in
+    one worker call: for small bodies the hand-offs cost more than the hashing. The body's
+    last batch is fsynced in its write call."""
 
     def __init__(
         self,
@@ -91,13 +172,16 @@ class Receiver:
         self._request_hash = CHECKSUM_ALGORITHMS[checksum.algorithm]() if checksum else None
         if self._request_hash is not None:
             self._hashers.append(self._request_hash)
+        # Lane 0 writes and feeds the hashers after the first; the first has its own lane.
+        self._with_write = [h.update for h in self._hashers[1:]]
+        self._alone = self._hashers[:1]
+        self._tails: list[asyncio.Future[None] | None] = [None] * (1 + len(self._alone))
+        self._flight: collections.deque[_Batch] = collections.deque()
+        self._lanes: list[_Lane] | None = None
         self.writer: StagingWriter | None = None
         self.received = 0
         self._filling: bytearray | None = None
         self._filled = 0
-        self._in_flight: bytearray | None = None
-        self._writing: asyncio.Future[None] | None = None
-        self._hashing: asyncio.Future[Any] | None = None
         self._unsynced = 0
         self._synced = False  # the last write also made everything durable
 
@@ -132,22 +216,33 @@ class Receiver:
 
     async def durable(self) -> None:
         """Everything received is written and fsynced."""
-        await self._settle_writes()
+        writing, self._tails[0] = self._tails[0], None
+        if writing is not None:
+            await asyncio.shield(writing)
         if self.writer is not None and not self._synced:
             await self.writer.sync()
 
     async def hashed(self) -> None:
-        """Every hash has seen everything received."""
-        hashing, self._hashing = self._hashing, None
-        if hashing is not None:
-            await hashing
+        """Every hash has seen everything received (and everything is written)."""
+        tails = [t for t in self._tails if t is not None]
+        self._tails = [None] * len(self._tails)
+        for tail in tails:
+            await asyncio.shield(tail)
 
     async def settle(self) -> None:
-        """Wait for all work in flight; its buffer goes back to the pool."""
-        await asyncio.gather(self._settle_writes(), self.hashed())
-        if self._in_flight is not None:
-            self._pool.give(self._in_flight)
-            self._in_flight = None
+        """Wait for all work in flight, failed or not (a worker may still be reading a
+        buffer); the buffers go back to the pool, then the first failure is raised."""
+        self._tails = [None] * len(self._tails)
+        failure: BaseException | None = None
+        while self._flight:
+            batch = self._flight[0]
+            for outcome in await _outcomes(batch.tasks):
+                if isinstance(outcome, BaseException) and failure is None:
+                    failure = outcome
+            self._flight.popleft()
+            self._pool.give(batch.buffer)
+        if failure is not None:
+            raise failure
 
     def release(self) -> None:
         """Return the buffer being filled (call once the receiver is done)."""
@@ -166,35 +261,50 @@ class Receiver:
                 f"Upload-Checksum {self._checksum.algorithm} does not match the body ({actual})"
             )
 
-    async def _settle_writes(self) -> None:
-        writing, self._writing = self._writing, None
-        if writing is not None:
-            await writing
-
     async def _dispatch(self, *, last: bool = False) -> None:
         """Hand the filled batch on; `last`: the body has ended (nothing follows)."""
         if not self._filled or self._filling is None:
             return
-        # One batch in flight keeps memory bounded and the order intact.
-        await self.settle()
-        self._in_flight, self._filling = self._filling, None
-        data = memoryview(self._in_flight)[: self._filled]
+        if self.writer is None:
+            self.writer = await self._open_writer()
+        if self._filled < BATCH_BYTES:
+            await self.settle()
+        while len(self._flight) >= _DEPTH:
+            await self._retire()
+        # No await from here on: a cancelled request still hands this batch on (`receive`).
+        writer = self.writer
+        buffer, self._filling = self._filling, None
+        data = memoryview(buffer)[: self._filled]
         self._filled = 0
         if self._on_bytes is not None:
             self._on_bytes(len(data))
-        if self.writer is None:
-            self.writer = await self._open_writer()
         if len(data) < BATCH_BYTES:
             feed = [h.update for h in self._hashers]
-            self._writing = asyncio.ensure_future(self._write(self.writer, data, feed, last))
-            if feed:
-                self._hashing = self._writing
+            task = asyncio.ensure_future(self._write(writer, data, feed, last))
+            self._tails[0] = task
+            self._flight.append(_Batch(buffer, [task]))
             return
-        self._writing = asyncio.ensure_future(self._write(self.writer, data, (), last))
-        if self._hashers:
-            self._hashing = asyncio.gather(
-                *(asyncio.to_thread(h.update, data) for h in self._hashers)
+        tasks: list[asyncio.Future[None]] = [
+            asyncio.ensure_future(
+                _after(self._tails[0], lambda: self._write(writer, data, self._with_write, last))
             )
+        ]
+        if self._lanes is None:
+            self._lanes = [_Lane(asyncio.get_running_loop()) for _ in self._alone]
+        for lane, hasher in zip(self._lanes, self._alone, strict=True):
+            tasks.append(lane.submit(functools.partial(hasher.update, data)))
+        self._tails = [*tasks]
+        self._flight.append(_Batch(buffer, tasks))
+
+    async def _retire(self) -> None:
+        """Wait for the oldest batch in flight and take its buffer back."""
+        batch = self._flight[0]
+        outcomes = await _outcomes(batch.tasks)
+        self._flight.popleft()
+        self._pool.give(batch.buffer)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
 
     async def _write(
         self,
