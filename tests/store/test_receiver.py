@@ -38,8 +38,12 @@ class RecordingWriter:
         feed: Sequence[Callable[[bytes | memoryview], object]] = (),
         sync: bool = False,
     ) -> None:
+        await self.before_write()
         self.calls.append(("write", sum(len(b) for b in buffers), len(feed), sync))
         await self._inner.write(buffers, feed=feed, sync=sync)
+
+    async def before_write(self) -> None:
+        """A test writer's hook (slow or failing writes)."""
 
     async def sync(self) -> None:
         self.calls.append(("sync", 0, 0, False))
@@ -57,22 +61,31 @@ async def _chunks(data: bytes, size: int) -> AsyncIterator[bytes]:
         yield data[start : start + size]
 
 
+def _receiver(
+    writer: RecordingWriter, pool: BufferPool, data: bytes, digest: UploadDigest
+) -> Receiver:
+    async def open_writer() -> RecordingWriter:
+        return writer
+
+    return Receiver(open_writer, pool, limit=len(data), digest=digest, checksum=None)
+
+
+async def _finish(receiver: Receiver, writer: RecordingWriter) -> None:
+    """What a committing request does: durable and hashed, then every buffer back."""
+    await asyncio.gather(receiver.durable(), receiver.hashed())
+    await receiver.settle()
+    receiver.release()
+    await writer.close()
+
+
 def _receive(path: Path, data: bytes) -> tuple[RecordingWriter, UploadDigest]:
     writer = RecordingWriter(path)
     digest = UploadDigest.new()
 
     async def scenario() -> None:
-        async def open_writer() -> RecordingWriter:
-            return writer
-
-        receiver = Receiver(
-            open_writer, BufferPool(), limit=len(data), digest=digest, checksum=None
-        )
+        receiver = _receiver(writer, BufferPool(), data, digest)
         await receiver.receive(_chunks(data, 64 << 10))
-        await asyncio.gather(receiver.durable(), receiver.hashed())
-        await receiver.settle()
-        receiver.release()
-        await writer.close()
+        await _finish(receiver, writer)
 
     asyncio.run(scenario())
     return writer, digest
@@ -125,13 +138,7 @@ class SlowWriter(RecordingWriter):
         self.out_seen: list[int] = []
         self.second_write = asyncio.Event()
 
-    async def write(
-        self,
-        buffers: Sequence[bytes | memoryview],
-        *,
-        feed: Sequence[Callable[[bytes | memoryview], object]] = (),
-        sync: bool = False,
-    ) -> None:
+    async def before_write(self) -> None:
         self.out_seen.append(self.pool.out)
         if len(self.out_seen) == 2:
             self.second_write.set()
@@ -139,7 +146,6 @@ class SlowWriter(RecordingWriter):
             self.calls.append(("failed", 0, 0, False))
             raise OSError(28, "No space left on device")
         await asyncio.sleep(0.005)
-        await super().write(buffers, feed=feed, sync=sync)
 
 
 def test_batches_overlap_up_to_the_depth_and_come_back_to_the_pool(tmp_path: Path) -> None:
@@ -149,15 +155,9 @@ def test_batches_overlap_up_to_the_depth_and_come_back_to_the_pool(tmp_path: Pat
     digest = UploadDigest.new()
 
     async def scenario() -> None:
-        async def open_writer() -> SlowWriter:
-            return writer
-
-        receiver = Receiver(open_writer, pool, limit=len(data), digest=digest, checksum=None)
+        receiver = _receiver(writer, pool, data, digest)
         await receiver.receive(_chunks(data, 64 << 10))
-        await asyncio.gather(receiver.durable(), receiver.hashed())
-        await receiver.settle()
-        receiver.release()
-        await writer.close()
+        await _finish(receiver, writer)
 
     asyncio.run(scenario())
     # While one batch is written, the next ones are already handed on (and the next fills).
@@ -174,12 +174,7 @@ def test_a_failing_write_stops_the_body_and_every_buffer_comes_back(tmp_path: Pa
     writer = SlowWriter(tmp_path / "staged", pool, fail_at=2)
 
     async def scenario() -> None:
-        async def open_writer() -> SlowWriter:
-            return writer
-
-        receiver = Receiver(
-            open_writer, pool, limit=len(data), digest=UploadDigest.new(), checksum=None
-        )
+        receiver = _receiver(writer, pool, data, UploadDigest.new())
         with pytest.raises(OSError, match="No space left"):
             await receiver.receive(_chunks(data, 64 << 10))
         with pytest.raises(OSError, match="No space left"):
@@ -202,20 +197,14 @@ def test_a_cancelled_request_waits_for_the_workers_before_reusing_buffers(tmp_pa
     digest = UploadDigest.new()
 
     async def scenario() -> None:
-        async def open_writer() -> SlowWriter:
-            return writer
-
-        receiver = Receiver(open_writer, pool, limit=len(data), digest=digest, checksum=None)
+        receiver = _receiver(writer, pool, data, digest)
         receiving = asyncio.ensure_future(receiver.receive(_chunks(data, 64 << 10)))
         await writer.second_write.wait()
         receiving.cancel()
         with pytest.raises(asyncio.CancelledError):
             await receiving
         # What arrived is handed on, in order, and every hash saw exactly the bytes written.
-        await asyncio.gather(receiver.durable(), receiver.hashed())
-        await receiver.settle()
-        receiver.release()
-        await writer.close()
+        await _finish(receiver, writer)
         written = (tmp_path / "staged").read_bytes()
         assert receiver.received == len(written)
         assert data.startswith(written)
