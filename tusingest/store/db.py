@@ -5,6 +5,9 @@ its own; PostgreSQL: an asyncpg pool with prepared statements."""
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
+import functools
 import queue
 import re
 import sqlite3
@@ -26,6 +29,9 @@ _PARAM = re.compile(r"\$(\d+)")
 
 class Row(Protocol):
     def __getitem__(self, key: str) -> Any: ...
+
+
+Statement = tuple[str, Sequence[Any]]  # SQL with `$n` parameters, and their values
 
 
 class Duplicate(Exception):
@@ -54,6 +60,14 @@ class Database(Queries, Protocol):
     async def execute_all(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[int]:
         """Run `statements` in one transaction (one round trip where the driver allows);
         the rows each changed."""
+        ...
+
+    async def fetchrow_then(
+        self, sql: str, args: Sequence[Any], then: Callable[[Row], Sequence[Statement]]
+    ) -> Row | None:
+        """In one transaction (one round trip where the driver allows): `sql`, a statement
+        that returns at most one row, then, if it returned one, the statements `then` makes of
+        it (`then` may run on another thread: a pure function). The row."""
         ...
 
     async def close(self) -> None: ...
@@ -118,19 +132,16 @@ class SqliteDatabase:
         found = self._read(sql, args, _one)
         if not isinstance(found, _Busy):
             return found
-        async with self._turn:
-            return await self._run(sql, args, _one)
+        return await self._run(sql, args, _one, solo=True)
 
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
         found = self._read(sql, args, _all)
         if not isinstance(found, _Busy):
             return found
-        async with self._turn:
-            return await self._run(sql, args, _all)
+        return await self._run(sql, args, _all, solo=True)
 
     async def execute(self, sql: str, *args: Any) -> int:
-        async with self._turn:
-            return await self._run(sql, args, _count)
+        return await self._run(sql, args, _count, solo=True)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Queries]:
@@ -146,20 +157,29 @@ class SqliteDatabase:
                 await self._call(lambda conn: conn.commit())
 
     async def execute_all(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[int]:
-        texts = [(self._text(sql)[0], [_sqlite_value(a) for a in args]) for sql, args in statements]
+        texts = [self._bound(sql, args) for sql, args in statements]
 
         def run(conn: sqlite3.Connection) -> list[int]:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                counts = [_count(conn.execute(text, params)) for text, params in texts]
-            except BaseException:
-                conn.rollback()
-                raise
-            conn.commit()
-            return counts
+            return [_count(conn.execute(text, params)) for text, params in texts]
 
-        async with self._turn:
-            return await self._call(run)
+        return await self._call(functools.partial(_together, run), solo=True)
+
+    async def fetchrow_then(
+        self, sql: str, args: Sequence[Any], then: Callable[[Row], Sequence[Statement]]
+    ) -> Row | None:
+        text, params = self._bound(sql, args)
+
+        def run(conn: sqlite3.Connection) -> Row | None:
+            row = _one(conn.execute(text, params))
+            if row is not None:
+                for more, more_args in then(row):
+                    conn.execute(*self._bound(more, more_args))
+            return row
+
+        return await self._call(functools.partial(_together, run), solo=True)
+
+    def _bound(self, sql: str, args: Sequence[Any]) -> tuple[str, list[Any]]:
+        return self._text(sql)[0], [_sqlite_value(a) for a in args]
 
     async def close(self) -> None:
         if self._reader is not None:
@@ -203,6 +223,7 @@ class SqliteDatabase:
         fetch: Callable[[sqlite3.Cursor], T],
         *,
         begin: bool = False,
+        solo: bool = False,
     ) -> T:
         text = self._text(sql)[0]
         params = [_sqlite_value(a) for a in args]
@@ -212,12 +233,15 @@ class SqliteDatabase:
                 conn.execute("BEGIN IMMEDIATE")
             return fetch(conn.execute(text, params))
 
-        return await self._call(run)
+        return await self._call(run, solo=solo)
 
-    async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def _call(self, fn: Callable[[sqlite3.Connection], T], *, solo: bool = False) -> T:
+        """Run `fn` on the writer's thread. A `solo` statement stands alone (autocommit): it
+        may share one commit with other solo statements; any other job belongs to the
+        transaction of the `_turn` holder, or is one of its own."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._jobs.put(_Job(fn, future, loop))
+        self._jobs.put(_Job(fn, future, loop, solo))
         return await future
 
     def _connect(self, _conn: sqlite3.Connection) -> None:
@@ -230,18 +254,111 @@ class SqliteDatabase:
         self._conn = conn
 
     def _serve(self) -> None:
-        while (job := self._jobs.get()) is not None:
-            try:
-                result: Any = job.fn(self._conn)  # type: ignore[arg-type]
-            except sqlite3.IntegrityError as exc:
-                error: BaseException | None = Duplicate(str(exc)) if "UNIQUE" in str(exc) else exc
-                job.loop.call_soon_threadsafe(_settle, job.future, None, error)
-            except BaseException as exc:
-                job.loop.call_soon_threadsafe(_settle, job.future, None, exc)
+        """The writer's thread. Solo statements queued together share one transaction, so one
+        commit (one fsync of the log) acknowledges them all; those that arrive while a
+        transaction is open wait for its end, then go together."""
+        ahead: collections.deque[_Job | None] = collections.deque()  # taken, not yet run
+        waiting: list[_Job] = []  # solo statements that came during a transaction
+        while True:
+            in_transaction = self._conn is not None and self._conn.in_transaction
+            if waiting and not in_transaction:
+                group, waiting = waiting, []
+                self._group(group)
+                continue
+            job = ahead.popleft() if ahead else self._jobs.get()
+            if job is None:
+                break
+            if not job.solo:
+                _settle_from(job, self._conn)
+            elif in_transaction:
+                waiting.append(job)
             else:
-                job.loop.call_soon_threadsafe(_settle, job.future, result, None)
+                group = [job]
+                while len(group) < _GROUP_MAX:
+                    try:
+                        queued = self._jobs.get_nowait()
+                    except queue.Empty:
+                        break
+                    if queued is None or not queued.solo:
+                        ahead.append(queued)
+                        break
+                    group.append(queued)
+                self._group(group)
         if self._conn is not None:
             self._conn.close()
+
+    def _group(self, jobs: list[_Job]) -> None:
+        """Run solo statements in one transaction and commit it once. If SQLite rolls the
+        whole transaction back on an error (a full disk, I/O), the statements before lost
+        their writes: they fail with it, and the ones after start a new group."""
+        conn = self._conn
+        if len(jobs) == 1 or conn is None:
+            for job in jobs:
+                _settle_from(job, conn)
+            return
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except BaseException as exc:
+            for job in jobs:
+                _resolve(job, None, exc)
+            return
+        done: list[tuple[_Job, Any, BaseException | None]] = []
+        for index, job in enumerate(jobs):
+            try:
+                done.append((job, job.fn(conn), None))
+            except BaseException as exc:
+                if conn.in_transaction:  # the statement alone was undone
+                    done.append((job, None, exc))
+                    continue
+                for lost, _result, _error in done:
+                    _resolve(lost, None, exc)
+                _resolve(job, None, exc)
+                self._group(jobs[index + 1 :])
+                return
+        try:
+            conn.commit()
+        except BaseException as exc:
+            with contextlib.suppress(sqlite3.Error):
+                conn.rollback()
+            for job, _result, _error in done:
+                _resolve(job, None, exc)
+            return
+        for job, result, error in done:
+            _resolve(job, result, error)
+
+
+_GROUP_MAX = 64  # solo statements per shared commit
+
+
+def _together(run: Callable[[sqlite3.Connection], T], conn: sqlite3.Connection) -> T:
+    """`run`'s statements all or none: in a savepoint, which is a transaction of its own when
+    none is open, and part of a shared commit's transaction when one is."""
+    conn.execute("SAVEPOINT together")
+    try:
+        result = run(conn)
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):  # SQLite may have rolled back all already
+            conn.execute("ROLLBACK TO together")
+            conn.execute("RELEASE together")
+        raise
+    conn.execute("RELEASE together")
+    return result
+
+
+def _settle_from(job: _Job, conn: sqlite3.Connection | None) -> None:
+    """Run one job on its own and hand its outcome to the loop."""
+    try:
+        result: Any = job.fn(conn)  # type: ignore[arg-type]
+    except BaseException as exc:
+        _resolve(job, None, exc)
+    else:
+        _resolve(job, result, None)
+
+
+def _resolve(job: _Job, result: Any, error: BaseException | None) -> None:
+    if isinstance(error, sqlite3.IntegrityError) and "UNIQUE" in str(error):
+        error = Duplicate(str(error))
+    job.loop.call_soon_threadsafe(_settle, job.future, result, error)
 
 
 class _Busy:
@@ -283,17 +400,19 @@ class _SqliteTx:
 
 
 class _Job:
-    __slots__ = ("fn", "future", "loop")
+    __slots__ = ("fn", "future", "loop", "solo")
 
     def __init__(
         self,
         fn: Callable[[sqlite3.Connection], Any],
         future: asyncio.Future[Any],
         loop: asyncio.AbstractEventLoop,
+        solo: bool,
     ) -> None:
         self.fn = fn
         self.future = future
         self.loop = loop
+        self.solo = solo
 
 
 def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
@@ -376,6 +495,16 @@ class PgDatabase(_PgQueries):
     async def execute_all(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[int]:
         async with self.transaction() as tx:
             return [await tx.execute(sql, *args) for sql, args in statements]
+
+    async def fetchrow_then(
+        self, sql: str, args: Sequence[Any], then: Callable[[Row], Sequence[Statement]]
+    ) -> Row | None:
+        async with self.transaction() as tx:
+            row = await tx.fetchrow(sql, *args)
+            if row is not None:
+                for more, more_args in then(row):
+                    await tx.execute(more, *more_args)
+            return row
 
     async def close(self) -> None:
         await self._pool.close()
