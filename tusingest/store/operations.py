@@ -93,19 +93,23 @@ class SqlOperationStore:
     ) -> list[Operation]:
         now = _now()
         names = sorted(kind.value for kind in kinds)
+        claim_args = (now, now + timedelta(seconds=lease_seconds), node, *names)
+        if self._db.dialect == "sqlite":
+            # One writer, and the claim checks again that each row is due: the pick needs no
+            # transaction (a read that does not wait for the writer), the claim is one
+            # statement, and a poll that finds nothing writes nothing.
+            picked = await self._db.fetch(self._pick_sql(len(names)), now, limit, *names)
+            ids = [str(row["id"]) for row in picked]
+            if not ids:
+                return []
+            rows = await self._db.fetch(self._claim_sql(len(names), len(ids)), *claim_args, *ids)
+            return [_operation(row) for row in rows]
         async with self._db.transaction() as tx:
             picked = await tx.fetch(self._pick_sql(len(names)), now, limit, *names)
             ids = [str(row["id"]) for row in picked]
             if not ids:
                 return []
-            rows = await tx.fetch(
-                self._claim_sql(len(names), len(ids)),
-                now,
-                now + timedelta(seconds=lease_seconds),
-                node,
-                *names,
-                *ids,
-            )
+            rows = await tx.fetch(self._claim_sql(len(names), len(ids)), *claim_args, *ids)
         return [_operation(row) for row in rows]
 
     async def progress(

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from tusingest.domain import PARTIAL, OperationKind, OperationStatus, Upload, UploadStatus
-from tusingest.store.db import Database, Queries, Row, utc
+from tusingest.store.db import Database, Row, Statement, utc
 
 UPLOAD_COLUMNS = (
     "id, owner, length, upload_offset, metadata_raw, concat, status, error, file_id, "
@@ -87,9 +87,9 @@ class SqlSessionStore:
         if not _needs_ingest(upload.status, upload.concat):
             await self._db.execute(_INSERT, *values)
             return
-        async with self._db.transaction() as tx:
-            await self._queue_ingest(tx, upload.id, upload.created_at)
-            await tx.execute(_INSERT, *values)
+        await self._db.execute_all(
+            [self._queue_ingest(upload.id, upload.created_at), (_INSERT, values)]
+        )
 
     async def get(self, upload_id: str) -> Upload | None:
         row = await self._db.fetchrow(_GET, upload_id)
@@ -118,10 +118,12 @@ class SqlSessionStore:
         if not _needs_ingest(status, None):
             row = await self._db.fetchrow(_ADVANCE, *args)
             return None if row is None else upload_from_row(row)
-        async with self._db.transaction() as tx:
-            row = await tx.fetchrow(_ADVANCE, *args)
-            if row is not None and _needs_ingest(status, row["concat"]):
-                await self._queue_ingest(tx, upload_id, now)
+        queue = [self._queue_ingest(upload_id, now)]
+        row = await self._db.fetchrow_then(
+            _ADVANCE,
+            args,
+            lambda advanced: queue if _needs_ingest(status, advanced["concat"]) else [],
+        )
         return None if row is None else upload_from_row(row)
 
     async def settle(
@@ -168,18 +170,22 @@ class SqlSessionStore:
     async def ping(self) -> None:
         await self._db.fetchrow("SELECT 1 AS ok")
 
-    async def _queue_ingest(self, tx: Queries, upload_id: str, now: datetime) -> None:
+    def _queue_ingest(self, upload_id: str, now: datetime) -> Statement:
+        """The statement that queues the upload's ingest (claimed at once by this node when
+        it runs ingests), to go in the transaction that completes the upload."""
         claim = self._claim
-        await tx.execute(
+        return (
             _QUEUE_OPERATION,
-            ingest_operation_id(upload_id),
-            OperationKind.INGEST.value,
-            upload_id,
-            (OperationStatus.QUEUED if claim is None else OperationStatus.RUNNING).value,
-            0 if claim is None else 1,
-            now,
-            None if claim is None else claim.node,
-            None if claim is None else now + timedelta(seconds=claim.lease_seconds),
+            (
+                ingest_operation_id(upload_id),
+                OperationKind.INGEST.value,
+                upload_id,
+                (OperationStatus.QUEUED if claim is None else OperationStatus.RUNNING).value,
+                0 if claim is None else 1,
+                now,
+                None if claim is None else claim.node,
+                None if claim is None else now + timedelta(seconds=claim.lease_seconds),
+            ),
         )
 
 
