@@ -108,7 +108,9 @@ class StagingWriter(Protocol):
         sync: bool = False,
     ) -> None:
         """Append `buffers`; in the same blocking call, hand them to each of `feed` (hashes)
-        and, with `sync`, make everything written durable (one hop off the loop, not three)."""
+        and, with `sync`, make everything written durable (one hop off the loop, not three).
+        A `sync` write is the last: the writer takes no more writes, and `discard` still
+        works after it."""
         ...
 
     async def sync(self) -> None:

@@ -6,6 +6,7 @@ nothing is fsynced again. Written to a real file through `FileStagingWriter`."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -215,3 +216,45 @@ def test_a_cancelled_request_waits_for_the_workers_before_reusing_buffers(tmp_pa
 
     asyncio.run(scenario())
     assert pool.out == 0
+
+
+def _open_here(path: Path) -> bool:
+    """Whether this process holds a descriptor of `path`."""
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # the listing's own descriptor, gone already
+            if os.readlink(f"/proc/self/fd/{fd}") == str(path):
+                return True
+    return False
+
+
+def test_the_last_write_closes_the_file_and_a_discard_after_it_still_cuts_back(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "staged"
+    path.write_bytes(b"committed")
+    opened: list[int] = []
+
+    def open_file() -> int:
+        fd = os.open(path, os.O_WRONLY)
+        opened.append(fd)
+        if os.fstat(fd).st_size > 9:  # as FileStaging does: cut back to the committed offset
+            os.ftruncate(fd, 9)
+        return fd
+
+    writer = FileStagingWriter(open_file, start=9)
+
+    async def scenario() -> None:
+        await writer.write([b"abc"])
+        assert _open_here(path)
+        await writer.write([b"def"], sync=True)
+        # Closed by the last write itself, before close() is called.
+        assert not _open_here(path)
+        assert path.read_bytes() == b"committedabcdef"
+        with pytest.raises(RuntimeError, match="nothing after its last"):
+            await writer.write([b"more"])
+        await writer.discard()  # the request's checksum did not match, say
+        await writer.close()
+
+    asyncio.run(scenario())
+    assert path.read_bytes() == b"committed"
+    assert len(opened) == 2  # reopened once, to cut back

@@ -95,13 +95,15 @@ class FileStaging:
 
 class FileStagingWriter:
     """Writes batches with pwritev at the running position, off the event loop; the file is
-    opened with the first batch (in the same worker call) and its writeback started at once."""
+    opened with the first batch (in the same worker call) and its writeback started at once.
+    The last write (`sync`) also closes it, in the same call: no hop of its own to close."""
 
     def __init__(self, open_file: Callable[[], int], start: int) -> None:
         self._open_file = open_file
         self._fd = -1
         self._start = start
         self._written = 0
+        self._finished = False  # the last write is done and the file closed
 
     @property
     def written(self) -> int:
@@ -114,6 +116,8 @@ class FileStagingWriter:
         feed: Sequence[Callable[[bytes | memoryview], object]] = (),
         sync: bool = False,
     ) -> None:
+        if self._finished:
+            raise RuntimeError("a staging writer takes nothing after its last (synced) write")
         position = self._start + self._written
         size = sum(len(b) for b in buffers)
         await asyncio.to_thread(self._write, buffers, position, size, feed, sync)
@@ -134,7 +138,12 @@ class FileStagingWriter:
             for buffer in buffers:
                 consume(buffer)
         if sync:
-            _sync_and_drop(self._fd, self._start, position + size - self._start)
+            fd, self._fd = self._fd, -1
+            try:
+                _sync_and_drop(fd, self._start, position + size - self._start)
+            finally:
+                os.close(fd)
+            self._finished = True
         else:
             diskio.start_writeback(self._fd, position, size)
 
@@ -143,9 +152,11 @@ class FileStagingWriter:
             await asyncio.to_thread(_sync_and_drop, self._fd, self._start, self._written)
 
     async def discard(self) -> None:
-        self._written = 0
+        written, self._written = self._written, 0
         if self._fd >= 0:
             await asyncio.to_thread(os.ftruncate, self._fd, self._start)
+        elif written:  # closed by its last write: opening cuts the file back to the start
+            await asyncio.to_thread(lambda: os.close(self._open_file()))
 
     async def close(self) -> None:
         fd, self._fd = self._fd, -1
