@@ -461,6 +461,8 @@ def _runner(
         ),
         metrics=storage.metrics,
         tracer=tracer,
+        # The completing request waits on the runner: woken at the verdict, not at the end.
+        decided=lambda upload_id: runner.announce(upload_id),
     )
     # A copy left on a dead element is retried about when its breaker lets calls through.
     discard_wait = min(60.0, max(1.0, settings.storage.breaker.timeout_seconds))

@@ -7,6 +7,7 @@ import asyncio
 import base64
 import hashlib
 import json
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -117,6 +118,7 @@ async def rig(
     *,
     max_attempts: int = 3,
     empty: bool = False,
+    decided: Callable[[str], None] | None = None,
 ) -> AsyncIterator[Rig]:
     await schema.upgrade(url)
     db = await open_database(url)
@@ -149,6 +151,7 @@ async def rig(
             compression=parse_compression(Env({})),
             workdir=staging,
         ),
+        decided=decided,
     )
     runner = Runner(
         operations,
@@ -205,6 +208,42 @@ def test_a_clean_pdf_is_stored_with_its_attr_json(database: str, tmp_path: Path)
             assert attr["checksum"] == hashlib.sha256(PDF).hexdigest()
             assert attr["metadata"]["upload_id"] == upload.id
             assert not (r.staging / upload.id).exists()
+
+    asyncio.run(scenario())
+
+
+def test_the_verdict_is_announced_once_committed_before_its_note_and_cleanup(
+    tmp_path: Path,
+) -> None:
+    """The completing request waits for the verdict only: it hears of it as soon as the verdict
+    is committed, before the `file_stored` note and the staged bytes' removal."""
+    path = tmp_path / "db.sqlite"
+    seen: list[tuple[str, str, int, bool]] = []
+
+    def decided(upload_id: str) -> None:
+        conn = sqlite3.connect(path)
+        try:
+            [status] = conn.execute("SELECT status FROM uploads WHERE id = ?", (upload_id,))
+            [notes] = conn.execute("SELECT count(*) FROM audit_events WHERE action = 'file_stored'")
+        finally:
+            conn.close()
+        staged = (tmp_path / "staging" / upload_id).exists()
+        seen.append((upload_id, status[0], notes[0], staged))
+
+    async def scenario() -> None:
+        url = Settings.from_env({"DATABASE_URL": f"sqlite:///{path}"}).database.url
+        async with rig(url, tmp_path, None, decided=decided) as r:
+            upload = await r.upload(PDF, filename="report.pdf", filetype="text/plain")
+            done = await r.settled(upload)
+            assert done.status is UploadStatus.STORED
+            for _ in range(500):  # the note follows the verdict
+                if await r.db.fetch("SELECT id FROM audit_events WHERE action = 'file_stored'"):
+                    break
+                await asyncio.sleep(0.01)
+            assert seen == [(upload.id, "stored", 0, True)]
+            empty = await r.upload(b"", filename="empty.txt")
+            assert (await r.settled(empty)).status is UploadStatus.REJECTED
+            assert seen[1][:2] == (empty.id, "rejected")
 
     asyncio.run(scenario())
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -90,7 +91,11 @@ class Ingest:
         policy: IngestPolicy,
         metrics: Metrics | None = None,
         tracer: Tracer | None = None,
+        decided: Callable[[str], None] | None = None,
     ) -> None:
+        """`decided(upload_id)` hears of each verdict as soon as it is committed, before the
+        notes and the cleanup that follow it (the completing request waits for the verdict
+        only)."""
         self._sessions = sessions
         self._staging = staging
         self._catalog = catalog
@@ -100,6 +105,7 @@ class Ingest:
         self._policy = policy
         self._metrics = metrics
         self._tracer = tracer or NoTracer()
+        self._decided = decided or (lambda _upload_id: None)
         self._detector = MimeDetector()
         self._handed: OrderedDict[str, Upload] = OrderedDict()
 
@@ -183,6 +189,7 @@ class Ingest:
         )
         if not settled:  # the client terminated the upload while it was being stored
             return await self._withdraw(state, upload)
+        self._decided(upload.id)
         # Noted once the verdict is committed: a `file.stored` webhook never announces a file
         # that a failed registration or a termination then takes back.
         self._step("note")
@@ -335,6 +342,7 @@ class Ingest:
             error=rejection.code,
             detail=rejection.message,
         )
+        self._decided(upload.id)
         await self._cleanup(upload)
         self._count("rejected")
         return replace(state, verdict="rejected", code=rejection.code)

@@ -101,7 +101,9 @@ class Runner:
             if not waiters:
                 self._waiters.pop(subject, None)
 
-    def _ended(self, subject: str) -> None:
+    def announce(self, subject: str) -> None:
+        """Wake those waiting on `subject` now (a handler whose outcome is committed before
+        its operation ends); each looks at the subject's state again."""
         for future in self._waiters.pop(subject, []):
             if not future.done():
                 future.set_result(None)
@@ -205,7 +207,7 @@ class Runner:
         except Exception:
             log.exception("operation %s (%s %s) could not be recorded", op.id, op.kind, op.subject)
         finally:
-            self._ended(op.subject)
+            self.announce(op.subject)
 
     async def _after_failure(
         self, op: Operation, handler: Handler, error: str, *, final: bool
