@@ -461,7 +461,7 @@ def _runner(
         ),
         metrics=storage.metrics,
         tracer=tracer,
-        # The completing request waits on the runner: woken at the verdict, not at the end.
+        # The completing request waits on the runner: woken at the verdict, not at its end.
         decided=lambda upload_id: runner.announce(upload_id),
     )
     # A copy left on a dead element is retried about when its breaker lets calls through.

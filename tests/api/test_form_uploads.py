@@ -68,6 +68,14 @@ def _staged(server: Server) -> list[Path]:
     return sorted(p for p in staging.iterdir() if p.is_file()) if staging.exists() else []
 
 
+def _left_staged(server: Server, seconds: float = 10) -> list[Path]:
+    """What stays staged: the answer comes with the verdict, the cleanup follows it."""
+    deadline = time.monotonic() + seconds
+    while (staged := _staged(server)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return staged
+
+
 def _attr(server: Server, body: dict[str, Any]) -> dict[str, Any]:
     entry = requests.get(
         f"{server.url}/api/files/{body['file_id']}", headers=_auth(server), timeout=10
@@ -110,7 +118,7 @@ def test_a_file_is_stored_with_its_digests_and_metadata(forms: Server) -> None:
     ).json()
     assert session["status"] == "completed"
     assert session["bytes_uploaded"] == session["bytes_total"] == len(data)
-    assert not _staged(forms)
+    assert not _left_staged(forms)
 
 
 def test_metadata_after_the_file_still_counts(forms: Server) -> None:
@@ -141,7 +149,7 @@ def test_a_virus_is_refused_with_its_code(forms: Server) -> None:
     assert response.status_code == 422, response.text
     assert response.json()["error"] == "virus_detected"
     assert storage_files(forms) == before
-    assert not _staged(forms)
+    assert not _left_staged(forms)
 
 
 @pytest.mark.parametrize(
@@ -172,7 +180,7 @@ def test_bad_forms_get_a_clear_4xx(
     assert response.status_code == status, response.text
     assert response.json()["error"] == code
     assert storage_files(forms) == before
-    assert not _staged(forms)
+    assert not _left_staged(forms)
 
 
 def test_not_a_form_is_415(forms: Server) -> None:
@@ -217,10 +225,7 @@ def test_a_body_cut_off_leaves_nothing(forms: Server) -> None:
     )
     sock, _ = _raw_request(forms, "/api/files/upload", headers, start)
     sock.close()
-    deadline = time.monotonic() + 10
-    while _staged(forms) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not _staged(forms)
+    assert not _left_staged(forms)
     assert storage_files(forms) == before
     listed = requests.get(f"{forms.url}/api/files?limit=1000", headers=_auth(forms), timeout=10)
     assert all(f["original_filename"] != "cut.bin" for f in listed.json()["files"])
@@ -258,7 +263,7 @@ def test_a_batch_reports_each_file(forms: Server) -> None:
         assert result["size_bytes"] == len(data)
         assert result["sha256_hash"] == hashlib.sha256(data).hexdigest()
         assert re_uuid(result["file_id"])
-    assert not _staged(forms)
+    assert not _left_staged(forms)
 
 
 def re_uuid(value: str) -> bool:
@@ -280,7 +285,7 @@ def test_a_batch_over_its_limits_stores_nothing(
     assert response.status_code == 413, response.text
     assert response.json()["error"] == code
     assert storage_files(forms) == before
-    assert not _staged(forms)
+    assert not _left_staged(forms)
 
 
 def test_a_batch_declared_too_large_is_refused_before_reading(forms: Server) -> None:
@@ -377,4 +382,4 @@ def test_a_batch_file_whose_name_cannot_be_stored_fails_alone(forms: Server) -> 
     first, second = response.json()["results"]
     assert (first["status"], first["error"]) == ("failed", "filename_too_long")
     assert second["status"] == "success", second
-    assert not _staged(forms)
+    assert not _left_staged(forms)

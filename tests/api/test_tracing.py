@@ -196,14 +196,15 @@ def _parent(span: ReadableSpan) -> str | None:
     return None if span.parent is None else f"{span.parent.span_id:016x}"
 
 
-async def _finished(exporter: InMemorySpanExporter, name: str) -> list[ReadableSpan]:
-    """The spans once one named `name` ended (a server span ends after its response left)."""
+async def _finished(exporter: InMemorySpanExporter, *names: str) -> list[ReadableSpan]:
+    """The spans once one of each of `names` ended (a server span ends after its response
+    left; the upload's span after the note and the cleanup that follow its verdict)."""
     for _ in range(100):
         spans = list(exporter.get_finished_spans())
-        if any(s.name == name for s in spans):
+        if all(any(s.name == name for s in spans) for name in names):
             return spans
         await asyncio.sleep(0.05)
-    pytest.fail(f"no span {name}: {[s.name for s in exporter.get_finished_spans()]}")
+    pytest.fail(f"no span {names}: {[s.name for s in exporter.get_finished_spans()]}")
 
 
 def test_an_upload_and_a_transfer_are_traced_into_the_elements(
@@ -216,7 +217,7 @@ def test_an_upload_and_a_transfer_are_traced_into_the_elements(
         upload_id, patched = await rig.upload(data)
         assert patched.status == 204
         assert patched.headers["X-Upload-Status"] == "stored"
-        spans = await _finished(exporter, "PATCH /files/{upload_id}")
+        spans = await _finished(exporter, "PATCH /files/{upload_id}", UPLOAD)
 
         upload = _one(spans, UPLOAD)
         trace_id, upload_span = _ids(upload)
@@ -324,7 +325,7 @@ def test_a_caller_s_traceparent_is_continued_into_the_pipeline_and_the_elements(
         )
         assert patched.status == 204
         assert patched.headers["X-Upload-Status"] == "stored"
-        spans = await _finished(exporter, "PATCH /files/{upload_id}")
+        spans = await _finished(exporter, "PATCH /files/{upload_id}", UPLOAD)
 
         patch = _one(spans, "PATCH /files/{upload_id}")
         assert _ids(patch)[0] == caller_trace
@@ -396,7 +397,7 @@ def test_a_caller_s_traceparent_is_continued_into_the_pipeline_and_the_elements(
             create={"Upload-Metadata": f"filename ci5iaW4=,checksum {wrong}"},
         )
         assert rejected.headers["X-Upload-Status"] == "rejected"
-        spans = await _finished(exporter, "PATCH /files/{upload_id}")
+        spans = await _finished(exporter, "PATCH /files/{upload_id}", UPLOAD)
         refused = dict(_one(spans, UPLOAD).attributes or {})
         assert refused["artstore.upload_id"] == rejected_id
         assert refused["artstore.verdict"] == "rejected"

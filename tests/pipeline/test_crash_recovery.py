@@ -51,9 +51,9 @@ def _start(nodes: list[Node], data_dir: Path, keys: Keys, tmp_path: Path, **env:
     return node.wait_ready()
 
 
-# Steps after the `stored` verdict is committed: the completing request may have its answer
-# (it waits for the verdict, not for the note and the cleanup that follow).
-AFTER_VERDICT = ("note", "cleanup")
+# Steps after the `stored` verdict and its note are committed: the completing request may have
+# its answer (it does not wait for the cleanup that follows).
+AFTER_VERDICT = ("cleanup",)
 
 
 def _upload_and_crash(node: Node, data: bytes, step: str) -> str:

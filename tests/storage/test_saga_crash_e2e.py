@@ -30,9 +30,9 @@ def _crash_while_completing(cluster: Cluster, data: bytes, step: str, admin_url:
     except requests.ConnectionError:
         pass  # the connection died with the process
     else:
-        # Only once the `stored` verdict is committed (the note and the cleanup follow it)
+        # Only once the `stored` verdict and its note are committed (the cleanup follows)
         # may the completing request have its answer, and then it is that verdict.
-        assert step in ("note", "cleanup"), (step, answered.status_code, answered.headers)
+        assert step == "cleanup", (step, answered.status_code, answered.headers)
         assert answered.headers.get("X-Upload-Status") == "stored", answered.headers
     try:
         node.proc.wait(20)

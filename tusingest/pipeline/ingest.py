@@ -93,9 +93,9 @@ class Ingest:
         tracer: Tracer | None = None,
         decided: Callable[[str], None] | None = None,
     ) -> None:
-        """`decided(upload_id)` hears of each verdict as soon as it is committed, before the
-        notes and the cleanup that follow it (the completing request waits for the verdict
-        only)."""
+        """`decided(upload_id)` hears of each verdict once it and its audit note are
+        committed, before the cleanup and the operation's end (the completing request waits
+        for no more)."""
         self._sessions = sessions
         self._staging = staging
         self._catalog = catalog
@@ -189,11 +189,11 @@ class Ingest:
         )
         if not settled:  # the client terminated the upload while it was being stored
             return await self._withdraw(state, upload)
-        self._decided(upload.id)
         # Noted once the verdict is committed: a `file.stored` webhook never announces a file
         # that a failed registration or a termination then takes back.
         self._step("note")
         await self._catalog.audit(_stored_note(upload, entry))
+        self._decided(upload.id)  # the audit trail shows the file by the time the client hears
         log.info("stored upload %s as file %s on %s (%d bytes)", upload.id, entry.file_id,
                  entry.element_id, entry.size)  # fmt: skip
         self._count("stored", entry.size, (datetime.now(UTC) - upload.created_at).total_seconds())
