@@ -154,7 +154,13 @@ class SqliteDatabase:
                     await asyncio.shield(self._call(lambda conn: conn.rollback()))
                 raise
             if tx.begun:
-                await self._call(lambda conn: conn.commit())
+                try:
+                    await self._call(lambda conn: conn.commit())
+                except BaseException:
+                    # A commit that failed (a full disk) leaves the transaction open, and the
+                    # single statements waiting for its end would wait for ever.
+                    await asyncio.shield(self._call(_end_quietly))
+                    raise
 
     async def execute_all(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[int]:
         texts = [self._bound(sql, args) for sql, args in statements]
@@ -295,6 +301,8 @@ class SqliteDatabase:
         if len(jobs) == 1 or conn is None:
             for job in jobs:
                 _settle_from(job, conn)
+            if conn is not None and conn.in_transaction:  # its commit failed: not left open
+                _end_quietly(conn)
             return
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -318,8 +326,7 @@ class SqliteDatabase:
         try:
             conn.commit()
         except BaseException as exc:
-            with contextlib.suppress(sqlite3.Error):
-                conn.rollback()
+            _end_quietly(conn)
             for job, _result, _error in done:
                 _resolve(job, None, exc)
             return
@@ -343,6 +350,12 @@ def _together(run: Callable[[sqlite3.Connection], T], conn: sqlite3.Connection) 
         raise
     conn.execute("RELEASE together")
     return result
+
+
+def _end_quietly(conn: sqlite3.Connection) -> None:
+    """Roll back whatever transaction is open, if any."""
+    with contextlib.suppress(sqlite3.Error):
+        conn.rollback()
 
 
 def _settle_from(job: _Job, conn: sqlite3.Connection | None) -> None:
