@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import Callable
 
 import pytest
@@ -25,6 +26,29 @@ def _sample(text: str, name: str, **labels: str) -> float:
     return 0.0
 
 
+def scrape(server: Server) -> str:
+    response = requests.get(f"{server.url}/metrics", timeout=10)
+    assert response.status_code == 200
+    return response.text
+
+
+def delta(before: str, after: str, name: str, **labels: str) -> float:
+    """How much `name{labels}` grew between two scrapes."""
+    return _sample(after, name, **labels) - _sample(before, name, **labels)
+
+
+def wait_for(server: Server, name: str, minimum: float, seconds: float = 15, **labels: str) -> str:
+    """Scrape until `name{labels}` reads at least `minimum`; the last scrape."""
+    deadline = time.monotonic() + seconds
+    while True:
+        text = scrape(server)
+        if _sample(text, name, **labels) >= minimum:
+            return text
+        if time.monotonic() > deadline:
+            pytest.fail(f"{name}{labels} stayed below {minimum}: {_sample(text, name, **labels)}")
+        time.sleep(0.05)
+
+
 def test_uploads_operations_and_requests_are_counted(server: Server) -> None:
     data = os.urandom(100_000)
     url = server.create(len(data))
@@ -33,16 +57,15 @@ def test_uploads_operations_and_requests_are_counted(server: Server) -> None:
     assert rejected.status_code == 422  # an empty file
     server.request("TRACE", server.endpoint)  # a method nobody serves: one "other" label
 
-    text = requests.get(f"{server.url}/metrics", timeout=10).text
+    # An operation ends (and is counted) a moment after its request has the verdict.
+    text = wait_for(
+        server, "artstore_ingester_saga_transactions_total", 2, kind="ingest", status="success"
+    )
     assert _sample(text, "artstore_ingester_uploads_total", status="stored") >= 1
     assert _sample(text, "artstore_ingester_uploads_total", status="rejected") >= 1
     assert _sample(text, "artstore_ingester_upload_size_bytes_count") >= 1
     assert _sample(text, "artstore_ingester_upload_size_bytes_sum") >= len(data)
     assert _sample(text, "artstore_ingester_upload_duration_seconds_count") >= 1
-    assert (
-        _sample(text, "artstore_ingester_saga_transactions_total", kind="ingest", status="success")
-        >= 2
-    )
     patches = _sample(
         text,
         "artstore_ingester_http_requests_total",

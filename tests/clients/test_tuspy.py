@@ -18,6 +18,7 @@ from tusclient.exceptions import TusCommunicationError
 from tusclient.storage.filestorage import FileStorage
 
 from tests.conftest import Server
+from tests.protocol.support import wait_until
 
 MiB = 1 << 20
 
@@ -179,7 +180,7 @@ def test_embedded_server_token_and_tuspy(embedded_server: tuple[str, Path], tmp_
     assert info["file"]["content_type"] == "text/plain"
     stored = data_dir / "storage" / info["file"]["storage_path"] / info["file"]["storage_filename"]
     assert stored.read_bytes() == path.read_bytes()
-    assert not (data_dir / "staging" / upload_id).exists()
+    wait_until(lambda: not (data_dir / "staging" / upload_id).exists())  # after the verdict
 
 
 @pytest.fixture(scope="module")
@@ -198,4 +199,4 @@ def test_tuspy_sees_the_rejection_code(strict_server: Server, tmp_path: Path) ->
     assert b"mime_type_not_allowed" in caught.value.response_content
     upload_id = uploader.url.rsplit("/", 1)[-1]
     assert strict_server.status(uploader.url)["verdict"]["error"] == "mime_type_not_allowed"
-    assert not (strict_server.settings.uploads.staging_dir / upload_id).exists()
+    wait_until(lambda: not (strict_server.settings.uploads.staging_dir / upload_id).exists())

@@ -16,6 +16,7 @@ from tests.protocol.support import (
     staged_since,
     upload_ids,
     upload_row,
+    wait_unstaged,
 )
 
 
@@ -117,7 +118,7 @@ def test_zero_length_upload_is_complete_at_creation_and_rejected(server: Server)
     assert (row["status"], row["error"]) == ("rejected", "empty_file")
     assert row["length"] == row["upload_offset"] == 0
     url = f"{server.endpoint}{created}"
-    assert not server.staged(url).exists()
+    wait_unstaged(server, url)  # the cleanup follows the verdict
     head = server.request("HEAD", url)
     assert head.status_code == 422
     assert head.headers["X-Upload-Status"] == "rejected"

@@ -21,7 +21,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from tests.adminmodule import AdminModule, running_admin_module
-from tests.api.test_metrics import _sample
+from tests.api.test_metrics import _sample, delta, scrape, wait_for
 from tests.appthread import serving
 from tests.conftest import Keys, Server, ServerThread
 from tests.rediskeys import redis_url
@@ -157,29 +157,6 @@ def ingester(
     yield make
     for thread in threads:
         thread.stop()
-
-
-def scrape(server: Server) -> str:
-    response = requests.get(f"{server.url}/metrics", timeout=10)
-    assert response.status_code == 200
-    return response.text
-
-
-def delta(before: str, after: str, name: str, **labels: str) -> float:
-    """How much `name{labels}` grew between two scrapes."""
-    return _sample(after, name, **labels) - _sample(before, name, **labels)
-
-
-def wait_for(server: Server, name: str, minimum: float, seconds: float = 15, **labels: str) -> str:
-    """Scrape until `name{labels}` reads at least `minimum`; the last scrape."""
-    deadline = time.monotonic() + seconds
-    while True:
-        text = scrape(server)
-        if _sample(text, name, **labels) >= minimum:
-            return text
-        if time.monotonic() > deadline:
-            pytest.fail(f"{name}{labels} stayed below {minimum}: {_sample(text, name, **labels)}")
-        time.sleep(0.05)
 
 
 def wait_until(check: Callable[[], bool], what: str, seconds: float = 15) -> None:

@@ -193,10 +193,11 @@ class Ingest:
         # that a failed registration or a termination then takes back.
         self._step("note")
         await self._catalog.audit(_stored_note(upload, entry))
-        self._decided(upload.id)  # the audit trail shows the file by the time the client hears
         log.info("stored upload %s as file %s on %s (%d bytes)", upload.id, entry.file_id,
                  entry.element_id, entry.size)  # fmt: skip
         self._count("stored", entry.size, (datetime.now(UTC) - upload.created_at).total_seconds())
+        # The audit trail and the counts show the file by the time its client hears.
+        self._decided(upload.id)
         self._step("cleanup")
         await self._cleanup(upload, copies=self._compressible(prepared.validated))
         return replace(state, verdict="stored", file_id=entry.file_id)
@@ -342,9 +343,9 @@ class Ingest:
             error=rejection.code,
             detail=rejection.message,
         )
+        self._count("rejected")
         self._decided(upload.id)
         await self._cleanup(upload)
-        self._count("rejected")
         return replace(state, verdict="rejected", code=rejection.code)
 
     async def _withdraw(self, state: IngestState, upload: Upload) -> IngestState:
