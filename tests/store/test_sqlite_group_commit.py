@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from tusingest.domain import OperationKind
 from tusingest.store.database import open_checked
 from tusingest.store.db import Database, Duplicate, Row, Statement
+from tusingest.store.operations import SqlOperationStore
 
 _INSERT = "INSERT INTO upload_locks (key, holder, expires_at) VALUES ($1, $2, '2030-01-01')"
 _KEYS = "SELECT key FROM upload_locks ORDER BY key"
@@ -167,6 +169,33 @@ def test_a_failing_self_contained_transaction_undoes_only_itself(tmp_path: Path)
             assert outcomes[3] == 1
             keys = [r["key"] for r in await db.fetch(_KEYS)]
             assert keys == ["after", "before", "kept", "kept2", "tx"]
+        finally:
+            await db.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_claim_poll_that_finds_nothing_neither_waits_nor_writes(tmp_path: Path) -> None:
+    """On SQLite a claim picks with a read and claims with one statement that checks the row is
+    still due: an empty poll does not wait for a transaction in progress and leaves the log as
+    it was, and a claimed row is not claimed twice."""
+    path = tmp_path / "claims.db"
+
+    async def scenario() -> None:
+        db = await _open(path)
+        try:
+            operations = SqlOperationStore(db)
+            before = _log_frames(path)
+            async with db.transaction() as tx:  # holds the writer meanwhile
+                await tx.execute(_INSERT, "tx", "h")
+                for _ in range(20):
+                    poll = operations.claim("n1", 30, 8, [OperationKind.INGEST])
+                    assert await asyncio.wait_for(poll, 1.0) == []
+            assert _log_frames(path) - before < 3  # the transaction's one commit
+            assert await operations.enqueue("op-1", OperationKind.INGEST, "u1", {})
+            [claimed] = await operations.claim("n1", 30, 8, [OperationKind.INGEST])
+            assert claimed.id == "op-1"
+            assert await operations.claim("n2", 30, 8, [OperationKind.INGEST]) == []
         finally:
             await db.close()
 
