@@ -134,9 +134,10 @@ class Runner:
                     async with asyncio.timeout(self._policy.poll_seconds):
                         await self._wake.wait()
         finally:
-            for task in self._running:
-                task.cancel()
-            await asyncio.gather(*self._running, return_exceptions=True)
+            if not self._stopping:  # cancelled: no grace. `stop` gives running work its grace.
+                for task in set(self._running):
+                    task.cancel()
+                await asyncio.gather(*self._running, return_exceptions=True)
 
     async def _claim(self) -> int:
         if self._stopping:
@@ -200,7 +201,8 @@ class Runner:
                     final=isinstance(exc, Exhausted),
                 )
                 return
-            await self._store.finish(op, self.node, outcome.to_json())
+            # The work is done: a stop arriving now must not lose its record.
+            await asyncio.shield(self._store.finish(op, self.node, outcome.to_json()))
             self._on_end(op.kind, "success")
         except asyncio.CancelledError:
             raise
