@@ -71,9 +71,11 @@ class SessionStore(Protocol):
         detail: str | None = None,
         file_id: str | None = None,
         digests: tuple[str | None, str] | None = None,
+        note: AuditNote | None = None,
     ) -> bool:
-        """Record the completion pipeline's progress or verdict on the upload; False (and
-        nothing changed) when the client terminated it meanwhile."""
+        """Record the completion pipeline's progress or verdict on the upload, and `note` (with
+        what it brings along) in the same transaction; False (and nothing changed, nothing
+        noted) when the client terminated it meanwhile."""
         ...
 
     async def transition(

@@ -154,13 +154,13 @@ async def open_services(
         node = f"node-{uuid.uuid4().hex[:12]}"
         # The node that completes an upload runs its ingest at once (no claim round trip).
         claim = IngestClaim(node, settings.pipeline.lease_seconds)
-        sessions = SqlSessionStore(db, claim=claim)
         locker = await _locker(settings, db, stack)
         staging = FileStaging(config.staging_dir)
         storage = await open_storage(settings, stack, tracing)
         operations = SqlOperationStore(db)
         outbox, webhooks = _webhooks(settings, node, db, operations, storage, stack)
         catalog = SqlCatalog(db, outbox)
+        sessions = SqlSessionStore(db, claim=claim, notes=catalog)
         tracer = NoTracer() if tracing is None else tracing.tracer
         runner, ingest = _runner(
             settings, node, operations, sessions, staging, catalog, storage, tracer

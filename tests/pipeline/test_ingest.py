@@ -122,7 +122,8 @@ async def rig(
 ) -> AsyncIterator[Rig]:
     await schema.upgrade(url)
     db = await open_database(url)
-    sessions = SqlSessionStore(db)
+    catalog = SqlCatalog(db)
+    sessions = SqlSessionStore(db, notes=catalog)
     staging = root / "staging"
     staging.mkdir(parents=True, exist_ok=True)
     uploads = UploadStore(
@@ -142,7 +143,7 @@ async def rig(
     ingest = Ingest(
         sessions,
         FileStaging(staging),
-        SqlCatalog(db),
+        catalog,
         saga,
         None,
         ClamdScanner(scanner_url, timeout=5) if isinstance(scanner_url, str) else scanner_url,

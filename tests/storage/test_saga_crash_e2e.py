@@ -69,8 +69,7 @@ def test_a_crash_at_each_saga_step_stores_exactly_once(cluster: Cluster, step: s
         _settle_orphans([first, second], {file_id})
         assert set(admin.files) == {file_id}
         assert admin.count("POST", "/api/v1/files") >= 1
-        # Noted once, after the verdict (a `file.stored` webhook is never sent twice); after a
-        # crash between the two, by the retry that takes the operation over.
+        # Noted once, with the verdict (a `file.stored` webhook is never sent twice).
         deadline = time.monotonic() + 20
         while not (actions := _actions(cluster, node.url, file_id)):
             assert time.monotonic() < deadline, "the stored file was never noted"

@@ -139,13 +139,8 @@ class Ingest:
         if upload is None:
             return replace(state, verdict="gone")
         if upload.status in (UploadStatus.STORED, UploadStatus.REJECTED):
-            # A crash came between the verdict and the end of the operation: the note of a
-            # stored file (and its webhook deliveries, the same ones again) may be missing.
-            recorded = await self._catalog.by_upload(upload.id)
-            if upload.status is UploadStatus.STORED and recorded is not None:
-                notes = await self._catalog.events(subject=recorded.file_id)
-                if not any(note.action == "file_stored" for note in notes):
-                    await self._catalog.audit(_stored_note(upload, recorded))
+            # A crash came between the verdict (committed with its note) and the end of the
+            # operation: only the cleanup is left.
             await self._cleanup(upload)
             return replace(state, verdict=upload.status.value)
         if upload.status in (UploadStatus.TERMINATED, UploadStatus.EXPIRED):
@@ -180,19 +175,20 @@ class Ingest:
             ttl = self._policy.temporary_ttl_days if temporary else None
             await self._registrar.register(entry, ttl_days=ttl)
         self._step("stored")
+        # The note goes in the verdict's transaction: a `file.stored` webhook never announces
+        # a file that a failed registration or a termination then takes back, and a stored
+        # file never lacks its note.
         settled = await self._sessions.settle(
             upload.id,
             status=UploadStatus.STORED,
             now=datetime.now(UTC),
             file_id=entry.file_id,
             digests=(prepared.validated.md5, prepared.validated.sha256),
+            note=_stored_note(upload, entry),
         )
         if not settled:  # the client terminated the upload while it was being stored
             return await self._withdraw(state, upload)
-        # Noted once the verdict is committed: a `file.stored` webhook never announces a file
-        # that a failed registration or a termination then takes back.
         self._step("note")
-        await self._catalog.audit(_stored_note(upload, entry))
         log.info("stored upload %s as file %s on %s (%d bytes)", upload.id, entry.file_id,
                  entry.element_id, entry.size)  # fmt: skip
         self._count("stored", entry.size, (datetime.now(UTC) - upload.created_at).total_seconds())
@@ -322,19 +318,15 @@ class Ingest:
     async def _reject(
         self, state: IngestState, upload: Upload, meta: dict[str, str], rejection: Rejection
     ) -> IngestState:
-        # The note (and the webhook deliveries it brings along) before the verdict: a crash
-        # between them checks again and notes again (the deliveries are the same ones), where
-        # the other order would lose the event.
-        await self._catalog.audit(
-            AuditNote(
-                upload.owner,
-                "upload_rejected",
-                upload.id,
-                {"code": rejection.code, "message": rejection.message,
-                 "filename": meta.get("filename") or meta.get("name"), "size": upload.length},
-                address=upload.client_address,
-                outcome="rejected",
-            )
+        # The note (and the webhook deliveries it brings along) in the verdict's transaction.
+        note = AuditNote(
+            upload.owner,
+            "upload_rejected",
+            upload.id,
+            {"code": rejection.code, "message": rejection.message,
+             "filename": meta.get("filename") or meta.get("name"), "size": upload.length},
+            address=upload.client_address,
+            outcome="rejected",
         )  # fmt: skip
         await self._sessions.settle(
             upload.id,
@@ -342,6 +334,7 @@ class Ingest:
             now=datetime.now(UTC),
             error=rejection.code,
             detail=rejection.message,
+            note=note,
         )
         self._count("rejected")
         self._decided(upload.id)

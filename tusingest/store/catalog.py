@@ -4,6 +4,7 @@ deliveries) are queued in the note's transaction."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -65,7 +66,7 @@ class SqlCatalog:
 
     async def record(self, entry: CatalogEntry, note: AuditNote | None = None) -> None:
         values = [getattr(entry, name) for name in _FIELDS]
-        noted = [] if note is None else self._noted(note)
+        noted = [] if note is None else self.noted(note)
         try:
             if noted:
                 await self._db.execute_all([(_RECORD, values), *noted])
@@ -75,7 +76,7 @@ class SqlCatalog:
             if await self.by_upload(entry.upload_id) is None:
                 raise
             return
-        self._queued(noted)
+        self.queued(noted)
 
     async def by_upload(self, upload_id: str) -> CatalogEntry | None:
         row = await self._db.fetchrow(_BY_UPLOAD, upload_id)
@@ -108,19 +109,19 @@ class SqlCatalog:
         return [_entry(row) for row in await self._db.fetch(sql, *args)]
 
     async def mark_deleted(self, file_id: str, at: datetime, note: AuditNote | None) -> None:
-        noted = [] if note is None else self._noted(note)
+        noted = [] if note is None else self.noted(note)
         async with self._db.transaction() as tx:
             changed = await tx.execute(_MARK_DELETED, at, file_id)
             if changed:
                 for sql, args in noted:
                     await tx.execute(sql, *args)
         if changed:
-            self._queued(noted)
+            self.queued(noted)
 
     async def relocate(
         self, file_id: str, source_id: str, stored: StoredFile, retention: str, note: AuditNote
     ) -> bool:
-        noted = self._noted(note)
+        noted = self.noted(note)
         async with self._db.transaction() as tx:
             changed = await tx.execute(
                 _RELOCATE,
@@ -137,19 +138,19 @@ class SqlCatalog:
                 for sql, args in noted:
                     await tx.execute(sql, *args)
         if changed:
-            self._queued(noted)
+            self.queued(noted)
         return bool(changed)
 
     async def remove(self, upload_id: str) -> None:
         await self._db.execute(_REMOVE, upload_id)
 
     async def audit(self, note: AuditNote) -> None:
-        noted = self._noted(note)
+        noted = self.noted(note)
         if len(noted) == 1:
             await self._db.execute(noted[0][0], *noted[0][1])
             return
         await self._db.execute_all(noted)
-        self._queued(noted)
+        self.queued(noted)
 
     async def events(
         self,
@@ -176,12 +177,14 @@ class SqlCatalog:
         sql = f"SELECT {EVENT_COLUMNS} FROM audit_events {where}ORDER BY id DESC LIMIT ${len(args)}"
         return [event_from_row(row) for row in await self._db.fetch(sql, *args)]
 
-    def _noted(self, note: AuditNote) -> list[Statement]:
-        """The note's statement, then those queueing what it brings along."""
+    def noted(self, note: AuditNote) -> list[Statement]:
+        """The note's statement, then those queueing what it brings along (for a transaction
+        of another store's; `queued` once it committed)."""
         follow = [] if self._outbox is None else self._outbox.follow(note)
         return [_audit_statement(note), *(enqueue_statement(op) for op in follow)]
 
-    def _queued(self, noted: list[Statement]) -> None:
+    def queued(self, noted: Sequence[object]) -> None:
+        """The statements of `noted` were committed: what they queued may run now."""
         if len(noted) > 1 and self._outbox is not None:
             self._outbox.queued()
 

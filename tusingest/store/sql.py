@@ -7,8 +7,16 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
-from tusingest.domain import PARTIAL, OperationKind, OperationStatus, Upload, UploadStatus
+from tusingest.domain import (
+    PARTIAL,
+    AuditNote,
+    OperationKind,
+    OperationStatus,
+    Upload,
+    UploadStatus,
+)
 from tusingest.store.db import Database, Row, Statement, utc
 
 UPLOAD_COLUMNS = (
@@ -36,6 +44,7 @@ _SETTLE = (
     "file_id = COALESCE($5, file_id), md5 = COALESCE($6, md5), sha256 = COALESCE($7, sha256) "
     "WHERE id = $8 AND status <> 'terminated'"
 )
+_SETTLE_RETURNING = _SETTLE + " RETURNING id"
 _EXPIRED = (
     "SELECT id FROM uploads WHERE (status = 'receiving' OR (status = 'complete' AND "
     "concat = 'partial')) AND expires_at <= $1 ORDER BY expires_at LIMIT $2"
@@ -62,12 +71,28 @@ def ingest_operation_id(upload_id: str) -> str:
     return uuid.uuid5(uuid.NAMESPACE_URL, f"tusingest:ingest/{upload_id}").hex
 
 
-class SqlSessionStore:
-    """Implements `SessionStore`; offsets move only by compare-and-set."""
+class Notes(Protocol):
+    """Audit notes as statements for a transaction of this store's (the catalog's)."""
 
-    def __init__(self, db: Database, *, claim: IngestClaim | None = None) -> None:
+    def noted(self, note: AuditNote) -> Sequence[Statement]:
+        """The statements that record `note` and queue what it brings along."""
+        ...
+
+    def queued(self, noted: Sequence[Statement]) -> None:
+        """`noted` was committed."""
+        ...
+
+
+class SqlSessionStore:
+    """Implements `SessionStore`; offsets move only by compare-and-set. `notes` records the
+    audit note that goes with a verdict, in the verdict's transaction."""
+
+    def __init__(
+        self, db: Database, *, claim: IngestClaim | None = None, notes: Notes | None = None
+    ) -> None:
         self._db = db
         self._claim = claim
+        self._notes = notes
         self._transitions: dict[int, str] = {}
 
     async def insert(self, upload: Upload) -> None:
@@ -136,12 +161,20 @@ class SqlSessionStore:
         detail: str | None = None,
         file_id: str | None = None,
         digests: tuple[str | None, str] | None = None,
+        note: AuditNote | None = None,
     ) -> bool:
         md5, sha256 = digests if digests is not None else (None, None)
-        changed = await self._db.execute(
-            _SETTLE, status.value, now, error, detail, file_id, md5, sha256, upload_id
-        )
-        return changed > 0
+        args = (status.value, now, error, detail, file_id, md5, sha256, upload_id)
+        if note is None:
+            return await self._db.execute(_SETTLE, *args) > 0
+        if self._notes is None:
+            raise RuntimeError("this session store was given no catalog to record notes")
+        noted = self._notes.noted(note)
+        settled = await self._db.fetchrow_then(_SETTLE_RETURNING, args, lambda _row: noted)
+        if settled is None:
+            return False
+        self._notes.queued(noted)
+        return True
 
     async def transition(
         self,
