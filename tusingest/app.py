@@ -63,6 +63,7 @@ def create_app(settings: Settings, *, span_exporter: SpanExporter | None = None)
             yield
 
     app[INTAKE] = Intake()
+    app[PROBES] = ProbeLog()
     app.cleanup_ctx.append(services_ctx)
     app.on_response_prepare.append(_echo_request_id)
     app.add_subapp(TUS_PREFIX, create_tus_app())
@@ -165,13 +166,41 @@ _PROBE_SECONDS = 3.0
 _ORDER = ("ok", "degraded", "fail")
 
 
-async def _probe(ping: Callable[[], Awaitable[object]]) -> str:
+class ProbeLog:
+    """The log side of readiness. The probe's answer names only the kind of error (anyone may
+    ask, and a message may name hosts); the log says what the component answered, once when
+    it starts failing (or fails differently) and once when it is back, not at every probe."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, str] = {}
+
+    def saw(self, component: str, outcome: str, error: BaseException | None) -> None:
+        if self._last.get(component, "ok") == outcome:
+            return
+        self._last[component] = outcome
+        if error is None:
+            log.info("readiness: %s answers again", component)
+            return
+        if isinstance(error, TimeoutError):
+            reason = f"no answer within {_PROBE_SECONDS:g} s"
+        else:
+            reason = " ".join(str(error).split())[:300] or "(no message)"
+        log.warning("readiness: %s fails: %s: %s", component, type(error).__name__, reason)
+
+
+PROBES = web.AppKey("probes", ProbeLog)
+
+
+async def _probe(component: str, ping: Callable[[], Awaitable[object]], seen: ProbeLog) -> str:
     """`ok`, or `error: <kind>` when `ping` fails or takes longer than the probe may."""
     try:
         async with asyncio.timeout(_PROBE_SECONDS):
             await ping()
     except Exception as exc:
-        return f"error: {exc.__class__.__name__}"
+        outcome = f"error: {exc.__class__.__name__}"
+        seen.saw(component, outcome, exc)
+        return outcome
+    seen.saw(component, "ok", None)
     return "ok"
 
 
@@ -188,14 +217,15 @@ async def ready(request: web.Request) -> web.StreamResponse:
         nonlocal status
         status = max(status, level, key=_ORDER.index)
 
-    checks: dict[str, Any] = {"database": await _probe(services.sessions.ping)}
+    seen = request.app[PROBES]
+    checks: dict[str, Any] = {"database": await _probe("database", services.sessions.ping, seen)}
     if checks["database"] != "ok":
         worse("fail")
     storage = services.storage
     # Redis and the Admin Module, when configured: down, uploads can still be stored.
     for name, ping in (("redis", storage.redis), ("admin_module", storage.admin)):
         if ping is not None:
-            checks[name] = await _probe(ping.ping)
+            checks[name] = await _probe(name, ping.ping, seen)
             if checks[name] != "ok":
                 worse("degraded")
     found, sources = await writable_elements(storage.chain)

@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import Callable
 
 import asyncpg
+import pytest
 import requests
 
 from tests.conftest import Server, pg_admin_dsn
@@ -42,8 +43,11 @@ def test_wrong_method_is_405_with_allow(server: Server) -> None:
 
 
 def test_ready_is_503_when_the_database_is_gone(
-    make_server: Callable[..., Server], new_pg_database: Callable[[], str]
+    make_server: Callable[..., Server],
+    new_pg_database: Callable[[], str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level("INFO", logger="tusingest.app")
     url = new_pg_database()
     asyncio.run(schema.upgrade(Settings.from_env({"DATABASE_URL": url}).database.url))
     server = make_server("postgres", DATABASE_URL=url)
@@ -64,6 +68,14 @@ def test_ready_is_503_when_the_database_is_gone(
     assert response.status_code == 503
     body = response.json()
     assert body["status"] == "fail"
-    assert body["checks"]["database"].startswith("error")
+    assert body["checks"]["database"].startswith("error: ")
+    kind = body["checks"]["database"].removeprefix("error: ")
+    # The answer names the kind of error; the log says what the database answered, once.
+    again = requests.get(f"{server.url}/health/ready", timeout=30)
+    assert again.status_code == 503
+    said = [r.getMessage() for r in caplog.records if "readiness:" in r.getMessage()]
+    assert len(said) == 1, said
+    assert said[0].startswith(f"readiness: database fails: {kind}: "), said
+    assert len(said[0]) > len(f"readiness: database fails: {kind}: ")
     # Liveness does not depend on the database: the process is fine, only not ready.
     assert requests.get(f"{server.url}/health/live", timeout=30).status_code == 200
