@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -184,11 +185,13 @@ class ProbeLog:
         if isinstance(error, TimeoutError):
             reason = f"no answer within {_PROBE_SECONDS:g} s"
         else:
-            reason = " ".join(str(error).split())[:300] or "(no message)"
+            # One line, bounded, and no credentials a URL in the message may carry.
+            reason = _USERINFO.sub("://", " ".join(str(error).split()))[:300] or "(no message)"
         log.warning("readiness: %s fails: %s: %s", component, type(error).__name__, reason)
 
 
 PROBES = web.AppKey("probes", ProbeLog)
+_USERINFO = re.compile(r"://[^/@\s]*@")
 
 
 async def _probe(component: str, ping: Callable[[], Awaitable[object]], seen: ProbeLog) -> str:

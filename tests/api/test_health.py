@@ -11,6 +11,7 @@ import pytest
 import requests
 
 from tests.conftest import Server, pg_admin_dsn
+from tusingest.app import ProbeLog
 from tusingest.settings.app import Settings
 from tusingest.store import schema
 
@@ -79,3 +80,20 @@ def test_ready_is_503_when_the_database_is_gone(
     assert len(said[0]) > len(f"readiness: database fails: {kind}: ")
     # Liveness does not depend on the database: the process is fine, only not ready.
     assert requests.get(f"{server.url}/health/live", timeout=30).status_code == 200
+
+
+def test_a_failing_component_is_logged_on_one_line_without_credentials(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level("INFO", logger="tusingest.app")
+    probes = ProbeLog()
+    failure = OSError("cannot reach http://svc:s3cret-pw@admin.example:8443/api\n  (refused)")
+    for _ in range(3):
+        probes.saw("admin_module", "error: OSError", failure)
+    probes.saw("admin_module", "ok", None)
+    said = [r.getMessage() for r in caplog.records]
+    assert said == [
+        "readiness: admin_module fails: OSError: "
+        "cannot reach http://admin.example:8443/api (refused)",
+        "readiness: admin_module answers again",
+    ]
