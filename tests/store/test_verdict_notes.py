@@ -60,22 +60,35 @@ async def _recorded(db: Database, upload_id: str) -> tuple[int, int]:
     return len(notes), len(ops)
 
 
+NOW = T0 + timedelta(seconds=1)
+
+
+async def _inserted(store: SqlSessionStore) -> str:
+    upload = new_upload()
+    await store.insert(upload)
+    return upload.id
+
+
+async def _stored(store: SqlSessionStore, upload_id: str) -> bool:
+    """The `stored` verdict, with its note."""
+    return await store.settle(upload_id, status=UploadStatus.STORED, now=NOW, note=_note(upload_id))
+
+
+async def _status(store: SqlSessionStore, upload_id: str) -> UploadStatus:
+    got = await store.get(upload_id)
+    assert got is not None
+    return got.status
+
+
 def test_a_verdict_commits_with_its_note_and_deliveries(sessions: OpenSessions) -> None:
     async def scenario() -> None:
         async with sessions() as s:
             outbox = Deliveries()
             store = SqlSessionStore(s.db, notes=SqlCatalog(s.db, outbox))
-            upload = new_upload()
-            await store.insert(upload)
-            now = T0 + timedelta(seconds=1)
-            settled = await store.settle(
-                upload.id, status=UploadStatus.STORED, now=now, note=_note(upload.id)
-            )
-            assert settled
-            got = await store.get(upload.id)
-            assert got is not None
-            assert got.status is UploadStatus.STORED
-            assert await _recorded(s.db, upload.id) == (1, 1)
+            upload_id = await _inserted(store)
+            assert await _stored(store, upload_id)
+            assert await _status(store, upload_id) is UploadStatus.STORED
+            assert await _recorded(s.db, upload_id) == (1, 1)
             assert outbox.woken == 1
 
     asyncio.run(scenario())
@@ -86,23 +99,16 @@ def test_a_terminated_upload_gets_neither_verdict_nor_note(sessions: OpenSession
         async with sessions() as s:
             outbox = Deliveries()
             store = SqlSessionStore(s.db, notes=SqlCatalog(s.db, outbox))
-            upload = new_upload()
-            await store.insert(upload)
-            now = T0 + timedelta(seconds=1)
+            upload_id = await _inserted(store)
             assert await store.transition(
-                upload.id,
+                upload_id,
                 from_statuses=[UploadStatus.RECEIVING],
                 to_status=UploadStatus.TERMINATED,
-                now=now,
+                now=NOW,
             )
-            settled = await store.settle(
-                upload.id, status=UploadStatus.STORED, now=now, note=_note(upload.id)
-            )
-            assert not settled
-            got = await store.get(upload.id)
-            assert got is not None
-            assert got.status is UploadStatus.TERMINATED
-            assert await _recorded(s.db, upload.id) == (0, 0)
+            assert not await _stored(store, upload_id)
+            assert await _status(store, upload_id) is UploadStatus.TERMINATED
+            assert await _recorded(s.db, upload_id) == (0, 0)
             assert outbox.woken == 0
 
     asyncio.run(scenario())
@@ -113,17 +119,11 @@ def test_a_note_that_cannot_be_recorded_undoes_its_verdict(sessions: OpenSession
         async with sessions() as s:
             notes = Unrecordable(SqlCatalog(s.db, Deliveries()))
             store = SqlSessionStore(s.db, notes=notes)
-            upload = new_upload()
-            await store.insert(upload)
-            now = T0 + timedelta(seconds=1)
+            upload_id = await _inserted(store)
             with pytest.raises(Exception, match="no_such_table"):
-                await store.settle(
-                    upload.id, status=UploadStatus.STORED, now=now, note=_note(upload.id)
-                )
-            got = await store.get(upload.id)
-            assert got is not None
-            assert got.status is UploadStatus.RECEIVING
-            assert await _recorded(s.db, upload.id) == (0, 0)
+                await _stored(store, upload_id)
+            assert await _status(store, upload_id) is UploadStatus.RECEIVING
+            assert await _recorded(s.db, upload_id) == (0, 0)
             assert notes.committed == 0
 
     asyncio.run(scenario())

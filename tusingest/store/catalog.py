@@ -10,7 +10,7 @@ from typing import Any
 
 from tusingest.domain import AuditEvent, AuditNote, CatalogEntry, StoredFile
 from tusingest.ports import Outbox
-from tusingest.store.db import Database, Duplicate, Row, utc
+from tusingest.store.db import Database, Duplicate, Row, Statement, utc
 from tusingest.store.operations import enqueue_statement
 
 _FIELDS = (
@@ -51,9 +51,6 @@ _AUDIT = (
     "VALUES ($1, $2, $3, $4, $5, $6, $7)"
 )
 EVENT_COLUMNS = "id, at, actor, action, subject, detail, address, outcome"
-
-
-Statement = tuple[str, list[Any]]
 
 
 class SqlCatalog:
@@ -183,7 +180,7 @@ class SqlCatalog:
         follow = [] if self._outbox is None else self._outbox.follow(note)
         return [_audit_statement(note), *(enqueue_statement(op) for op in follow)]
 
-    def queued(self, noted: Sequence[object]) -> None:
+    def queued(self, noted: Sequence[Statement]) -> None:
         """The statements of `noted` were committed: what they queued may run now."""
         if len(noted) > 1 and self._outbox is not None:
             self._outbox.queued()

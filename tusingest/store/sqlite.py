@@ -22,9 +22,7 @@ from tusingest.store.db import Duplicate, Queries, Row, Statement
 
 T = TypeVar("T")
 
-# A timestamp in SQLite is text as SQLAlchemy (and so the migrations) writes it: UTC,
-# `YYYY-MM-DD HH:MM:SS.ffffff`, fixed width so that text order is time order.
-_PARAM = re.compile(r"\$(\d+)")
+_PARAM = re.compile(r"\$(\d+)")  # PostgreSQL's `$n`, SQLite's `?n`
 
 
 class SqliteDatabase:
@@ -165,8 +163,7 @@ class SqliteDatabase:
         begin: bool = False,
         solo: bool = False,
     ) -> T:
-        text = self._text(sql)[0]
-        params = [_sqlite_value(a) for a in args]
+        text, params = self._bound(sql, args)
 
         def run(conn: sqlite3.Connection) -> T:
             if begin:
@@ -385,6 +382,8 @@ def _count(cursor: sqlite3.Cursor) -> int:
 
 
 def _sqlite_value(value: Any) -> Any:
+    """A timestamp as SQLite keeps it, text as SQLAlchemy (and so the migrations) writes it:
+    UTC, `YYYY-MM-DD HH:MM:SS.ffffff`, fixed width so that text order is time order."""
     if isinstance(value, datetime):
         moment = value if value.tzinfo is None else value.astimezone(UTC).replace(tzinfo=None)
         return moment.isoformat(" ", "microseconds")
