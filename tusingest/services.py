@@ -33,7 +33,8 @@ from tusingest.pipeline.runner import Runner, RunnerPolicy
 from tusingest.pipeline.saga import SagaPolicy, StoreSaga
 from tusingest.pipeline.scan import ClamdScanner
 from tusingest.pipeline.tracing import NoTracer
-from tusingest.pipeline.transfer import Transfer, Transfers
+from tusingest.pipeline.transfer import Transfer
+from tusingest.pipeline.transfer_requests import Transfers
 from tusingest.pipeline.verdicts import Verdicts
 from tusingest.pipeline.webhooks import WebhookOutbox
 from tusingest.ports import (
