@@ -12,8 +12,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from tusingest.domain import (
-    AuditNote,
-    CatalogEntry,
     Operation,
     Retention,
     StoredFile,
@@ -25,6 +23,7 @@ from tusingest.logcontext import about
 from tusingest.metadata import metadata_text
 from tusingest.pipeline.compress import is_compressible, maybe_compress, remove_copies
 from tusingest.pipeline.faults import crash_point
+from tusingest.pipeline.ingest_notes import failed_note, rejected_note, stored_note
 from tusingest.pipeline.ingest_state import IngestState, Prepared, client_metadata
 from tusingest.pipeline.runner import Progress
 from tusingest.pipeline.saga import PlacementLog, StoreSaga
@@ -184,7 +183,7 @@ class Ingest:
             now=datetime.now(UTC),
             file_id=entry.file_id,
             digests=(prepared.validated.md5, prepared.validated.sha256),
-            note=_stored_note(upload, entry),
+            note=stored_note(upload, entry),
         )
         if not settled:  # the client terminated the upload while it was being stored
             return await self._withdraw(state, upload)
@@ -319,22 +318,13 @@ class Ingest:
         self, state: IngestState, upload: Upload, meta: dict[str, str], rejection: Rejection
     ) -> IngestState:
         # The note (and the webhook deliveries it brings along) in the verdict's transaction.
-        note = AuditNote(
-            upload.owner,
-            "upload_rejected",
-            upload.id,
-            {"code": rejection.code, "message": rejection.message,
-             "filename": meta.get("filename") or meta.get("name"), "size": upload.length},
-            address=upload.client_address,
-            outcome="rejected",
-        )  # fmt: skip
         await self._sessions.settle(
             upload.id,
             status=UploadStatus.REJECTED,
             now=datetime.now(UTC),
             error=rejection.code,
             detail=rejection.message,
-            note=note,
+            note=rejected_note(upload, meta, rejection),
         )
         self._count("rejected")
         self._decided(upload.id)
@@ -394,32 +384,4 @@ class Ingest:
         self._count("failed")
         upload = await self._sessions.get(op.subject)
         if upload is not None:
-            await self._catalog.audit(
-                AuditNote(
-                    upload.owner,
-                    "upload_failed",
-                    upload.id,
-                    {"error": error},
-                    address=upload.client_address,
-                    outcome="failed",
-                )
-            )
-
-
-def _stored_note(upload: Upload, entry: CatalogEntry) -> AuditNote:
-    return AuditNote(
-        upload.owner,
-        "file_stored",
-        entry.file_id,
-        {
-            "upload_id": upload.id,
-            "element_id": entry.element_id,
-            "filename": entry.original_filename,
-            "size": entry.size,
-            "sha256": entry.sha256,
-            "md5": entry.md5,
-            "content_type": entry.content_type,
-            "retention_policy": entry.retention_policy,
-        },
-        address=upload.client_address,
-    )
+            await self._catalog.audit(failed_note(upload, error))
