@@ -42,6 +42,14 @@ def utc(when: datetime) -> datetime:
     return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
 
 
+def created_at(value: Any) -> datetime:
+    """The `created_at` of an attr.json (or an SE's metadata) in UTC; now if unreadable."""
+    try:
+        return utc(datetime.fromisoformat(str(value)))
+    except ValueError:
+        return datetime.now(UTC)
+
+
 def hour_path(when: datetime) -> str:
     """The contract's `storage_path`: `"YYYY/MM/DD/HH/"` of the UTC time."""
     return utc(when).strftime("%Y/%m/%d/%H/")
@@ -219,6 +227,15 @@ def fit_metadata(attr: dict[str, Any], metadata: dict[str, Any]) -> dict[str, An
         del fitted[by_size.pop()]
         fitted[TRUNCATED] = True
     return fitted
+
+
+def fit_se_metadata(found: dict[str, Any], metadata: dict[str, Any]) -> dict[str, Any]:
+    """`metadata` cut to what an SE's attr.json of the file it described as `found` can take:
+    the SE answers 500 to a PATCH that would pass 4096 bytes."""
+    attr = {key: found.get(key) for key in METADATA_KEYS}
+    attr["updated_at"] = found.get("created_at")  # rewritten by the PATCH, in the same format
+    attr["created_by_id"] = "0" * 64  # the token's `sub`: room for any
+    return fit_metadata(attr, metadata) or {}
 
 
 def encode_attr(attr: dict[str, Any]) -> bytes:

@@ -10,6 +10,7 @@ import functools
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import IO, Any
 
 _IOV_MAX = 512  # well below the kernel's IOV_MAX (1024) for one pwritev
 _COPY_CHUNK = 64 << 20
@@ -28,6 +29,18 @@ def fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def write_hashed(out: IO[bytes], digest: Any, chunk: bytes) -> None:
+    """Append `chunk` to `out` and to the running `digest`."""
+    out.write(chunk)
+    digest.update(chunk)
+
+
+def sync_file(out: IO[bytes]) -> None:
+    """Flush `out` and put its bytes on disk."""
+    out.flush()
+    os.fsync(out.fileno())
 
 
 def pwrite_all(fd: int, buffers: Sequence[bytes | memoryview], position: int) -> None:

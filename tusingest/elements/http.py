@@ -16,17 +16,21 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import os
 import random
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
 import aiohttp
 
-from tusingest.artstore import METADATA_KEYS, canonical_file_id, fit_metadata, sendable_filename
+from tusingest.artstore import (
+    canonical_file_id,
+    created_at,
+    fit_se_metadata,
+    sendable_filename,
+)
+from tusingest.diskio import sync_file, write_hashed
 from tusingest.domain import ElementMode, FetchedFile, FileToStore, StoredFile
 from tusingest.elements.token import token_name
 from tusingest.errors import TransientError, TusingestError
@@ -113,7 +117,7 @@ class HttpElement:
             # The SE got a shortened name (it fails on long ones): keep the real one with the
             # file, unless the metadata already names the one the user uploaded.
             metadata = {"original_filename": item.original_filename, **metadata}
-        await self._patch_metadata(file_id, _fitted(found, metadata))
+        await self._patch_metadata(file_id, fit_se_metadata(found, metadata))
         return StoredFile(
             file_id=file_id,
             element_id=self._element_id,
@@ -196,7 +200,7 @@ class HttpElement:
             content_type=str(found.get("content_type") or "application/octet-stream"),
             size=got_size,
             sha256=got_sha256,
-            created_at=_created_at(found.get("created_at")),
+            created_at=created_at(found.get("created_at")),
         )
 
     async def _download(self, file_id: str, target: Path) -> tuple[int, str]:
@@ -216,8 +220,8 @@ class HttpElement:
                 try:
                     async for chunk in response.content.iter_chunked(_DOWNLOAD_CHUNK):
                         size += len(chunk)
-                        await asyncio.to_thread(_write, out, digest, chunk)
-                    await asyncio.to_thread(_sync, out)
+                        await asyncio.to_thread(write_hashed, out, digest, chunk)
+                    await asyncio.to_thread(sync_file, out)
                 finally:
                     await asyncio.to_thread(out.close)
                 return 200, (size, digest.hexdigest())
@@ -387,33 +391,6 @@ class HttpElement:
         # The codes name the lazy-reload reasons of a 507 and a 404.
         code = {507: "element_full", 404: "element_not_found"}.get(status)
         return ElementRejected(f"{what} on {self._element_id}: {status} {detail(body)}", code=code)
-
-
-def _write(out: IO[bytes], digest: Any, chunk: bytes) -> None:
-    out.write(chunk)
-    digest.update(chunk)
-
-
-def _sync(out: IO[bytes]) -> None:
-    out.flush()
-    os.fsync(out.fileno())
-
-
-def _created_at(value: Any) -> datetime:
-    try:
-        when = datetime.fromisoformat(str(value))
-    except ValueError:
-        return datetime.now(UTC)
-    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
-
-
-def _fitted(found: dict[str, Any], metadata: dict[str, Any]) -> dict[str, Any]:
-    """`metadata` cut to what the SE's attr.json of `found` can take: it answers 500 to a
-    PATCH that would pass 4096 bytes."""
-    attr = {key: found.get(key) for key in METADATA_KEYS}
-    attr["updated_at"] = found.get("created_at")  # rewritten by the PATCH, in the same format
-    attr["created_by_id"] = "0" * 64  # our token's `sub`: room for any
-    return fit_metadata(attr, metadata) or {}
 
 
 def _matches(found: dict[str, Any], item: FileToStore) -> bool:

@@ -11,11 +11,12 @@ import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from aiohttp import BodyPartReader, hdrs, web
 
 from tusingest.artstore import METADATA_KEYS, se_name_fits
+from tusingest.diskio import write_hashed
 from tusingest.domain import WRITABLE_MODES, ElementMode, FileToStore
 from tusingest.refelement.auth import Caller, authenticate
 from tusingest.refelement.replies import SEError, parse_file_id, validation_error
@@ -189,7 +190,7 @@ async def _spool(part: BodyPartReader, incoming: Path) -> _Spooled:
     try:
         with os.fdopen(fd, "wb") as out:
             while chunk := await part.read_chunk(_CHUNK):
-                await asyncio.to_thread(_write, out, hasher, chunk)
+                await asyncio.to_thread(write_hashed, out, hasher, chunk)
                 size += len(chunk)
     except BaseException:
         _discard(path)
@@ -205,11 +206,6 @@ def _discard(path: Path) -> None:
 def _mkstemp(directory: Path) -> tuple[int, str]:
     directory.mkdir(parents=True, exist_ok=True)
     return tempfile.mkstemp(prefix=".upload_", dir=directory)
-
-
-def _write(out: IO[bytes], hasher: Any, chunk: bytes) -> None:
-    out.write(chunk)
-    hasher.update(chunk)
 
 
 async def list_files(request: web.Request) -> web.StreamResponse:
