@@ -6,10 +6,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import hashlib
-import json
 import os
-import threading
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,21 +15,18 @@ from tusingest.artstore import (
     MAX_ATTR_BYTES,
     build_attr,
     canonical_file_id,
+    created_at,
     encode_attr,
     hour_path,
     storage_filename,
-    utc,
 )
 from tusingest.diskio import copy_range, fsync_dir
 from tusingest.domain import FetchedFile, FileToStore, StoredFile
+from tusingest.elements.id_index import IdIndex, load_attr, walk_attrs
 from tusingest.errors import TusingestError
 
 DATA_MODE = 0o644  # the modes an ArtStore SE gives its files
 ATTR_MODE = 0o600
-# file id → its attr.json, as relative symlinks `{INDEX}/{id[:2]}/{id}`; BUILT marks an index
-# that holds every file (one made before the element kept it is rebuilt once).
-INDEX = ".by-id"
-BUILT = ".built"
 # Linking fails across filesystems (EXDEV) or where hard links are not allowed: copy instead.
 _NO_LINK = frozenset({errno.EXDEV, errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK})
 
@@ -50,9 +44,7 @@ class LocalElement:
         # Normalised: paths found through the index are compared and made relative to it.
         self._root = Path(os.path.normpath(root))
         self._element_id = element_id
-        self._index = root / INDEX
-        self._indexed = False
-        self._index_lock = threading.Lock()
+        self._index = IdIndex(self._root)
 
     @property
     def element_id(self) -> str:
@@ -100,14 +92,14 @@ class LocalElement:
         attr = build_attr(item, file_id, name, rel)  # before any bytes move: fails on size early
         # The index is complete before any file is added (an index build walking the root
         # while files arrive would race their own linking).
-        self._ensure_index()
+        self._index.ensure()
 
         existing = self._entry(file_id) or _entry_at(directory, name)
         if existing is not None:
             stored = self._complete(*existing)
             same_place = existing[0] == directory and existing[1]["storage_filename"] == name
             if same_place and stored and (stored.size, stored.sha256) == (item.size, item.sha256):
-                self._link_index(file_id, directory / (name + ATTR_SUFFIX))
+                self._index.link(file_id, directory / (name + ATTR_SUFFIX))
                 return stored
             self._remove(*existing)  # partial, different or elsewhere: store it again
         _remove_temporaries(directory, file_id)
@@ -118,7 +110,7 @@ class LocalElement:
             checksum = _take(item, target, directory / _tmp_name(file_id, "data"))
             attr["checksum"] = checksum
             _write_attr(directory, file_id, name + ATTR_SUFFIX, encode_attr(attr), sync_dir=False)
-            self._link_index(file_id, directory / (name + ATTR_SUFFIX))
+            self._index.link(file_id, directory / (name + ATTR_SUFFIX))
             fsync_dir(directory)  # the data, attr.json and (when new) the directory itself
             for parent in created:
                 fsync_dir(parent)
@@ -163,7 +155,7 @@ class LocalElement:
             content_type=str(attr.get("content_type") or "application/octet-stream"),
             size=stored.size,
             sha256=checksum,
-            created_at=_created_at(attr),
+            created_at=created_at(attr.get("created_at")),
         )
 
     def _find(self, file_id: str) -> StoredFile | None:
@@ -175,13 +167,10 @@ class LocalElement:
         canonical = canonical_file_id(file_id)
         if canonical is None or not self._root.is_dir():
             return None
-        self._ensure_index()
-        link = self._index_path(canonical)
-        try:
-            target = Path(os.path.normpath(link.parent / os.readlink(link)))
-        except (FileNotFoundError, NotADirectoryError):
+        target = self._index.lookup(canonical)
+        if target is None:
             return None
-        attr = _load_attr(target.parent, target.name)
+        attr = load_attr(target.parent, target.name)
         if attr is None or attr.get("file_id") != canonical:
             return None
         return target.parent, attr
@@ -192,24 +181,12 @@ class LocalElement:
         (directory / (attr["storage_filename"] + ATTR_SUFFIX)).unlink(missing_ok=True)
         _remove_temporaries(directory, attr["file_id"])
         fsync_dir(directory)
-        link = self._index_path(attr["file_id"])
-        try:
-            link.unlink()
-        except FileNotFoundError:
-            return
-        fsync_dir(link.parent)
+        self._index.unlink(attr["file_id"])
 
     def _list_attrs(self) -> list[dict[str, Any]]:
         if not self._root.is_dir():
             return []
-        found = []
-        for dirpath, dirnames, names in os.walk(self._root):
-            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-            for name in names:
-                attr = _load_attr(Path(dirpath), name)
-                if attr is not None:
-                    found.append(attr)
-        return found
+        return [attr for _, attr in walk_attrs(self._root)]
 
     def _update_attr(self, file_id: str, changes: dict[str, Any]) -> dict[str, Any] | None:
         found = self._entry(file_id)
@@ -240,56 +217,6 @@ class LocalElement:
         return StoredFile(
             attr["file_id"], self._element_id, attr["storage_filename"], rel, size, checksum
         )
-
-    # The index.
-
-    def _index_path(self, file_id: str) -> Path:
-        return self._index / file_id[:2] / file_id
-
-    def _link_index(self, file_id: str, attr_path: Path) -> None:
-        """Point the index at `attr_path`, atomically and durably."""
-        link = self._index_path(file_id)
-        target = os.path.relpath(attr_path, link.parent)
-        try:
-            if os.readlink(link) == target:
-                return
-        except OSError:
-            pass
-        if not link.parent.is_dir():
-            link.parent.mkdir(parents=True, exist_ok=True)
-            fsync_dir(self._index)
-        # A name of this thread's own: the index build may link the same file meanwhile.
-        tmp = link.with_name(f".tmp_{file_id}.{os.getpid()}.{threading.get_ident()}")
-        tmp.unlink(missing_ok=True)
-        os.symlink(target, tmp)
-        os.replace(tmp, link)
-        fsync_dir(link.parent)
-
-    def _ensure_index(self) -> None:
-        """Index every file once if the index was never completed (files kept before it)."""
-        if self._indexed:
-            return
-        with self._index_lock:
-            if self._indexed or (self._index / BUILT).exists():
-                self._indexed = True
-                return
-            self._index.mkdir(parents=True, exist_ok=True)
-            for dirpath, dirnames, names in os.walk(self._root):
-                dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-                for name in names:
-                    attr = _load_attr(Path(dirpath), name)
-                    if attr is not None and canonical_file_id(str(attr.get("file_id"))):
-                        self._link_index(attr["file_id"], Path(dirpath) / name)
-            (self._index / BUILT).touch()
-            fsync_dir(self._index)
-            self._indexed = True
-
-
-def _created_at(attr: dict[str, Any]) -> datetime:
-    try:
-        return utc(datetime.fromisoformat(str(attr.get("created_at"))))
-    except ValueError:
-        return datetime.now(UTC)
 
 
 def _take(item: FileToStore, target: Path, tmp: Path) -> str:
@@ -323,27 +250,13 @@ def _take(item: FileToStore, target: Path, tmp: Path) -> str:
 def _entry_at(directory: Path, name: str) -> Entry | None:
     """The attr.json a store of `name` in `directory` would have written (an index entry may
     be missing after a crash)."""
-    attr = _load_attr(directory, name + ATTR_SUFFIX)
+    attr = load_attr(directory, name + ATTR_SUFFIX)
     return None if attr is None else (directory, attr)
 
 
 def _tmp_name(file_id: str, kind: str) -> str:
     # Exact names: no storage_filename can equal one (those always hold `_{time}_{id}`).
     return f".tmp_{file_id}.{kind}"
-
-
-def _load_attr(directory: Path, name: str) -> dict[str, Any] | None:
-    """The attr.json `name` in `directory`, if it is one (named after its storage_filename)."""
-    if not name.endswith(ATTR_SUFFIX):
-        return None
-    try:
-        with open(directory / name, "rb") as f:
-            attr = json.loads(f.read(MAX_ATTR_BYTES + 1))
-    except (OSError, ValueError):
-        return None
-    if isinstance(attr, dict) and attr.get("storage_filename", "") + ATTR_SUFFIX == name:
-        return attr
-    return None
 
 
 def _remove_temporaries(directory: Path, file_id: str) -> None:
