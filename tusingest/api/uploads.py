@@ -20,15 +20,21 @@ from typing import Any
 
 from aiohttp import BodyPartReader, MultipartReader, web
 
+from tusingest.api.multipart import (
+    drain,
+    multipart,
+    next_part,
+    read_chunk,
+    refuse_length,
+    small_field,
+)
 from tusingest.auth import PRINCIPAL, client_address
 from tusingest.domain import Principal, Upload, UploadStatus
 from tusingest.errors import (
     BadRequest,
-    BodyInterrupted,
     PayloadTooLarge,
     RateLimited,
     TusingestError,
-    UnsupportedMediaType,
 )
 from tusingest.intake import INTAKE
 from tusingest.metadata import encode_metadata
@@ -38,11 +44,9 @@ from tusingest.services import SERVICES, Services
 
 log = logging.getLogger(__name__)
 
-CHUNK = 256 * 1024
 FORM_OVERHEAD = 256 * 1024  # part headers, boundaries and small fields around the files
 METADATA_LIMIT = 16 * 1024  # the `metadata` field, as JSON
 BATCH_PARALLELISM = 4  # files of one batch completed and checked at a time
-_FIELD_SILENCE = 60.0  # small fields and skipped parts: a silent client is not waited for longer
 FILE_FIELDS = ("file", "files")
 
 
@@ -50,13 +54,13 @@ async def upload(request: web.Request) -> web.StreamResponse:
     services = request.config_dict[SERVICES]
     _refuse_resume(request)
     policy = services.uploads.policy
-    _refuse_length(request, policy.max_size + FORM_OVERHEAD, "file_too_large", "the file")
+    refuse_length(request, policy.max_size + FORM_OVERHEAD, "file_too_large", "the file")
     # One file: refused before a byte of the form is read.
     await services.limits.start_upload(request[PRINCIPAL])
     form = _Form(services, request[PRINCIPAL], client_address(request), max_files=1, counted=True)
     async with form.receiving():
         with request.config_dict[INTAKE].streaming(request):
-            await form.read(await _multipart(request))
+            await form.read(await multipart(request))
         if not form.files:
             raise BadRequest("the form has no `file` part", code="missing_file")
         staged = form.files[0]
@@ -70,7 +74,7 @@ async def batch(request: web.Request) -> web.StreamResponse:
     services = request.config_dict[SERVICES]
     _refuse_resume(request)
     policy = services.uploads.policy
-    _refuse_length(request, policy.max_batch_bytes + FORM_OVERHEAD, "batch_too_large", "the batch")
+    refuse_length(request, policy.max_batch_bytes + FORM_OVERHEAD, "batch_too_large", "the batch")
     form = _Form(
         services,
         request[PRINCIPAL],
@@ -80,7 +84,7 @@ async def batch(request: web.Request) -> web.StreamResponse:
     )
     async with form.receiving():
         with request.config_dict[INTAKE].streaming(request):
-            await form.read(await _multipart(request))
+            await form.read(await multipart(request))
         if not form.files:
             raise BadRequest("the form has no `files` part", code="missing_file")
         gate = asyncio.Semaphore(BATCH_PARALLELISM)
@@ -149,17 +153,17 @@ class _Form:
 
     async def read(self, reader: MultipartReader) -> None:
         while True:
-            part = await _next_part(reader)
+            part = await next_part(reader)
             if part is None:
                 return
             if not isinstance(part, BodyPartReader):
                 raise BadRequest("nested multipart forms are not supported", code="invalid_form")
             if part.name == "metadata" and part.filename is None:
-                self._read_metadata(await _small_field(part))
+                self._read_metadata(await small_field(part, METADATA_LIMIT))
             elif part.name in FILE_FIELDS and part.filename is not None:
                 await self._stage(part)
             else:
-                await _drain(part)  # a field we do not know: skipped
+                await drain(part)  # a field we do not know: skipped
 
     def _read_metadata(self, raw: str) -> None:
         if self._metadata_seen:
@@ -190,14 +194,14 @@ class _Form:
             check_at_creation({**self.metadata, "filename": name}, self.principal.sub, _now())
         except BadRequest as refused:
             staged.error = refused  # this file fails alone; the form goes on
-            await _drain(part)
+            await drain(part)
             return
         if not self.counted:
             try:
                 await self.services.limits.start_upload(self.principal)
             except RateLimited as refused:
                 staged.error = refused  # so does a file past the user's rate limit
-                await _drain(part)
+                await drain(part)
                 return
         uploads = self.services.uploads
         upload = await uploads.create(
@@ -220,12 +224,12 @@ class _Form:
             staged.error = PayloadTooLarge(too_large.message, code="file_too_large")
             await self._terminate(upload.id)
             staged.upload = None
-            await _drain(part)
+            await drain(part)
 
     async def _chunks(self, part: BodyPartReader) -> AsyncIterator[bytes]:
         silence = self.services.uploads.policy.body_timeout
         while True:
-            chunk = await _read(part, silence)
+            chunk = await read_chunk(part, silence)
             if not chunk:
                 return
             self.received += len(chunk)
@@ -340,65 +344,3 @@ def _refuse_resume(request: web.Request) -> None:
             "interrupted upload (it continues from the last byte the server has)",
             code="resumable_multipart_unsupported",
         )
-
-
-def _refuse_length(request: web.Request, limit: int, code: str, what: str) -> None:
-    """413 before reading a byte when the declared body cannot fit."""
-    length = request.content_length
-    if length is not None and length > limit:
-        raise PayloadTooLarge(
-            f"{what} ({length} bytes) passes the limit of {limit} bytes", code=code
-        )
-
-
-async def _multipart(request: web.Request) -> MultipartReader:
-    if not request.content_type.startswith("multipart/form-data"):
-        raise UnsupportedMediaType(
-            "send the file as multipart/form-data", code="unsupported_media_type"
-        )
-    try:
-        return await request.multipart()
-    except (AssertionError, ValueError, KeyError) as exc:
-        raise BadRequest(f"not a readable multipart form: {exc}", code="invalid_form") from None
-
-
-async def _next_part(reader: MultipartReader) -> Any:
-    try:
-        return await reader.next()
-    except (AssertionError, ValueError, KeyError) as exc:
-        raise BadRequest(f"not a readable multipart form: {exc}", code="invalid_form") from None
-    except Exception as exc:
-        raise BodyInterrupted(f"the request body ended early: {exc!r}") from None
-
-
-async def _small_field(part: BodyPartReader) -> str:
-    data = bytearray()
-    while chunk := await _read(part, _FIELD_SILENCE):
-        data += chunk
-        if len(data) > METADATA_LIMIT:
-            raise PayloadTooLarge(
-                f"the metadata field passes {METADATA_LIMIT} bytes", code="metadata_too_large"
-            )
-    try:
-        return data.decode()
-    except UnicodeDecodeError:
-        raise BadRequest("metadata is not UTF-8 text", code="invalid_metadata") from None
-
-
-async def _drain(part: BodyPartReader) -> None:
-    while await _read(part, _FIELD_SILENCE):
-        pass
-
-
-async def _read(part: BodyPartReader, silence: float) -> bytes:
-    """The next chunk of `part`; a client silent for `silence` seconds, or gone, ends the
-    body (`BodyInterrupted`)."""
-    try:
-        async with asyncio.timeout(silence):
-            return await part.read_chunk(CHUNK)
-    except TimeoutError:
-        raise BodyInterrupted(
-            f"the client sent nothing for {silence:g} s", code="body_timeout"
-        ) from None
-    except Exception as exc:
-        raise BodyInterrupted(f"the request body ended early: {exc!r}") from None
