@@ -1,5 +1,5 @@
-"""tus state transitions: create, append (stream → staging → durable commit), concatenate,
-terminate, expire."""
+"""tus state transitions: create, append (stream → staging → durable commit), concatenate
+(`concat.py` assembles the final), terminate, expire."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from tusingest.domain import FINAL_PREFIX, PARTIAL, Checksum, Principal, Upload, UploadStatus
+from tusingest.domain import PARTIAL, Checksum, Principal, Upload, UploadStatus
 from tusingest.errors import (
     BadRequest,
     BodyInterrupted,
@@ -25,6 +25,7 @@ from tusingest.errors import (
     PayloadTooLarge,
 )
 from tusingest.ports import Locker, ReleaseRequest, SessionStore, Staging
+from tusingest.store.concat import Concatenation
 from tusingest.store.digests import InlineDigests, UploadDigest
 from tusingest.store.receive import BufferPool, Receiver
 
@@ -34,14 +35,6 @@ Clock = Callable[[], datetime]
 
 # Upload ids are uuid4 hex; anything else (NUL bytes, huge strings) never reaches the database.
 _UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
-
-
-# A final in one of these states is not given out again: the same parts make a new one.
-_GONE = (UploadStatus.TERMINATED, UploadStatus.EXPIRED)
-
-
-def _final_id(owner: str, part_ids: Sequence[str]) -> str:
-    return uuid.uuid5(uuid.NAMESPACE_URL, f"tusingest:final/{owner}/{','.join(part_ids)}").hex
 
 
 def utcnow() -> datetime:
@@ -98,6 +91,16 @@ class UploadStore:
         self._clock = clock
         self._digests = InlineDigests(md5=policy.md5)
         self._buffers = BufferPool()
+        # Concatenation is a concept of its own: `create_final` is `Concatenation.create_final`.
+        self.create_final = Concatenation(
+            sessions,
+            staging,
+            locker,
+            find=self.find,
+            check_size=self._check_size,
+            clock=clock,
+            on_complete=self._on_complete,
+        ).create_final
 
     @property
     def policy(self) -> UploadPolicy:
@@ -153,85 +156,6 @@ class UploadStore:
         if complete and not partial:
             self._on_complete(upload)
         return upload
-
-    async def create_final(
-        self,
-        principal: Principal,
-        *,
-        concat: str,
-        part_ids: Sequence[tuple[str, str]],
-        metadata_raw: str | None,
-        address: str | None = None,
-    ) -> Upload:
-        """Concatenate complete partials (`(url, id)` in order) into a new, complete upload;
-        the same owner and parts in the same order give the same final again (unless it was
-        terminated or expired: then a new one). The partials stay until their own expiry.
-
-        The partials' leases are held from the check to the final's creation, so a DELETE, the
-        reaper or another final cannot take a partial away halfway (ids in sorted order: no
-        deadlock).
-        """
-        # Check before taking leases: a bad reference must not disturb another upload's holder.
-        for url, part_id in part_ids:
-            await self._concat_part(principal, url, part_id)
-        async with contextlib.AsyncExitStack() as leases:
-            for part_id in sorted({part_id for _, part_id in part_ids}):
-                await leases.enter_async_context(self._locker.hold(part_id))
-            parts = [await self._concat_part(principal, url, part_id) for url, part_id in part_ids]
-            # The same parts in the same order make the same final: a client whose answer was
-            # lost retries and gets the upload it created (one file, not two).
-            final_id = _final_id(principal.sub, [p.id for p in parts])
-            earlier = await self._sessions.get(final_id)
-            if earlier is not None and earlier.status not in _GONE:
-                return earlier
-            length = sum(part.length or 0 for part in parts)
-            self._check_size(length)
-            now = self._clock()
-            final = Upload(
-                id=final_id if earlier is None else uuid.uuid4().hex,
-                owner=principal.sub,
-                length=length,
-                offset=length,
-                metadata_raw=metadata_raw,
-                status=UploadStatus.COMPLETE,
-                created_at=now,
-                updated_at=now,
-                expires_at=None,
-                concat=FINAL_PREFIX + concat,
-                client_address=address,
-            )
-            # Bytes first, durably; the row makes them visible. A crash in between leaves a
-            # file without a row, which the staging sweep removes.
-            try:
-                await self._staging.assemble(final.id, [(p.id, p.length or 0) for p in parts])
-            except BaseException:
-                await asyncio.shield(self._staging.delete(final.id))  # no half-built final
-                raise
-            await self._sessions.insert(final)
-            # The partials stay until their own expiry: the final may be asked for again.
-        self._on_complete(final)
-        return final
-
-    async def _concat_part(self, principal: Principal, url: str, part_id: str) -> Upload:
-        """The complete partial `url` refers to; 400 naming the URL otherwise."""
-        try:
-            part = await self.find(principal, part_id)
-        except (NotFound, Gone):
-            raise BadRequest(
-                f"Upload-Concat references {url}, which is not an upload of yours",
-                code="invalid_concat_part",
-            ) from None
-        if not part.is_partial:
-            raise BadRequest(
-                f"Upload-Concat references {url}, which is not a partial upload",
-                code="invalid_concat_part",
-            )
-        if part.status is not UploadStatus.COMPLETE or part.length is None:
-            raise BadRequest(
-                f"Upload-Concat references {url}, which is not complete",
-                code="concat_part_incomplete",
-            )
-        return part
 
     async def find(self, principal: Principal, upload_id: str) -> Upload:
         """The upload as `principal` may see it: 404 unknown/foreign/terminated, 410 expired."""
