@@ -1,5 +1,7 @@
-"""Stopping a node's runner (SIGTERM): running operations get their grace to finish, and what
-outlives it is handed back at once, on a real SQLite operation store."""
+"""The runner on a real SQLite operation store: stopping a node (SIGTERM) gives running
+operations their grace to finish and hands back at once what outlives it; operations adopted
+from completing requests run at once up to a limit, past which they go to the queue, and never
+take the claimed operations' slots."""
 
 from __future__ import annotations
 
@@ -97,3 +99,83 @@ def test_stop_hands_back_what_outlives_its_grace(tmp_path: Path) -> None:
             assert "node stopped" in op.error
 
     asyncio.run(scenario())
+
+
+class Gated:
+    """A handler whose operations on `held` subjects wait for `gate`; the others run at once."""
+
+    def __init__(self, held: set[str]) -> None:
+        self.held = held
+        self.gate = asyncio.Event()
+        self.finished: list[str] = []
+        self.done = asyncio.Event()
+
+    async def run(self, op: Operation, progress: Progress) -> Done:
+        if op.subject in self.held:
+            await self.gate.wait()
+        self.finished.append(op.subject)
+        self.done.set()
+        return Done()
+
+    async def give_up(self, op: Operation, error: str) -> None:
+        raise AssertionError(f"no attempt should fail: {error}")
+
+
+def test_adopted_operations_past_the_limit_go_to_the_queue_and_run_from_there(
+    tmp_path: Path,
+) -> None:
+    async def scenario() -> None:
+        url = normalise_database_url("DATABASE_URL", f"sqlite:///{tmp_path / 'db.sqlite'}")
+        await schema.upgrade(url)
+        db = await open_database(url)
+        handler = Gated({"u1", "u2"})
+        operations = SqlOperationStore(db)
+        runner = Runner(
+            operations,
+            {OperationKind.INGEST: handler},
+            RunnerPolicy(max_attempts=3, attempt_timeout=30, lease_seconds=30, poll_seconds=0.05,
+                         concurrency=1, adopt_limit=2),
+        )  # fmt: skip
+        ids = {subject: subject[1] * 32 for subject in ("u1", "u2", "u3")}
+        try:
+            # As a completing request leaves them: queued and already leased to this node.
+            for subject, op_id in ids.items():
+                assert await operations.enqueue(op_id, OperationKind.INGEST, subject, {})
+            leased = await operations.claim(runner.node, 30, 3, kinds=[OperationKind.INGEST])
+            assert len(leased) == 3
+            for subject, op_id in ids.items():
+                runner.adopt(op_id, OperationKind.INGEST, subject)
+            third = await _reaches(operations, ids["u3"], OperationStatus.QUEUED)
+            # u1 and u2 run (held at the gate); u3 went back to the queue, its attempt uncounted.
+            assert third.attempts == 0
+            assert third.error is not None
+            assert "busy" in third.error
+            task = asyncio.create_task(runner.run_forever())
+            try:
+                # The claim loop runs u3 although both adopted operations still run.
+                async with asyncio.timeout(10):
+                    await handler.done.wait()
+                assert handler.finished == ["u3"]
+                handler.gate.set()
+                for op_id in ids.values():
+                    await _reaches(operations, op_id, OperationStatus.DONE)
+            finally:
+                await runner.stop(grace_seconds=5)
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+            assert sorted(handler.finished) == ["u1", "u2", "u3"]
+        finally:
+            await db.close()
+
+    asyncio.run(scenario())
+
+
+async def _reaches(
+    operations: SqlOperationStore, op_id: str, status: OperationStatus, seconds: float = 10
+) -> Operation:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while (op := await operations.get(op_id)) is None or op.status is not status:
+        assert loop.time() < deadline, f"{op_id} is {op and op.status}, not {status}"
+        await asyncio.sleep(0.02)
+    return op

@@ -29,7 +29,10 @@ class RunnerPolicy:
     attempt_timeout: float  # seconds one attempt may take
     lease_seconds: float  # how long a claim holds before another node may take over
     poll_seconds: float = 1.0
-    concurrency: int = 4
+    concurrency: int = 4  # claimed operations running at once
+    # Operations adopted from completing requests running at once; past it, one goes to the
+    # queue, where the next free claim (on any node) takes it.
+    adopt_limit: int = 32
     base_delay: float = 1.0
     max_delay: float = 60.0
 
@@ -73,6 +76,8 @@ class Runner:
         self._wake = asyncio.Event()
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._running: set[asyncio.Task[None]] = set()
+        self._adopted: set[asyncio.Task[None]] = set()  # also in `_running`
+        self._handing_back: set[asyncio.Task[None]] = set()
         self._stopping = False
 
     def wake(self) -> None:
@@ -80,9 +85,23 @@ class Runner:
 
     def adopt(self, op_id: str, kind: OperationKind, subject: str) -> None:
         """Run an operation this node queued already claimed (its first attempt), without
-        claiming it again."""
+        claiming it again; when `adopt_limit` of them run already, or the node stops, hand it
+        to the queue instead."""
         op = Operation(op_id, kind, subject, OperationStatus.RUNNING, None, 1, {})
-        self._start(op)
+        if self._stopping or len(self._adopted) >= self._policy.adopt_limit:
+            task = asyncio.create_task(self._hand_back(op))
+            self._handing_back.add(task)
+            task.add_done_callback(self._handing_back.discard)
+            return
+        self._adopted.add(self._start(op))
+
+    async def _hand_back(self, op: Operation) -> None:
+        try:
+            await self._store.defer(op, self.node, "queued: its node was busy", 0)
+        except Exception as exc:  # the lease lapses, then any node claims it
+            log.warning("could not queue operation %s (%s): %s", op.id, op.subject, exc)
+            return
+        self._wake.set()
 
     async def wait(self, subject: str, seconds: float) -> bool:
         """Wait until an operation on `subject` ends on this node; False on timeout."""
@@ -117,7 +136,7 @@ class Runner:
             await asyncio.wait(set(self._running), timeout=grace_seconds)
         for task in set(self._running):
             task.cancel()
-        await asyncio.gather(*self._running, return_exceptions=True)
+        await asyncio.gather(*self._running, *self._handing_back, return_exceptions=True)
 
     async def run_forever(self) -> None:
         try:
@@ -142,9 +161,10 @@ class Runner:
     async def _claim(self) -> int:
         if self._stopping:
             return 0
-        free = self._policy.concurrency - len(self._running)
+        claimed = self._running - self._adopted  # adopted operations have slots of their own
+        free = self._policy.concurrency - len(claimed)
         if free <= 0:
-            await asyncio.wait(self._running, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(claimed, return_when=asyncio.FIRST_COMPLETED)
             return 1
         ops = await self._store.claim(
             self.node, self._policy.lease_seconds, free, kinds=self._handlers.keys()
@@ -153,10 +173,12 @@ class Runner:
             self._start(op)
         return len(ops)
 
-    def _start(self, op: Operation) -> None:
+    def _start(self, op: Operation) -> asyncio.Task[None]:
         task = asyncio.create_task(self._execute(op))
         self._running.add(task)
         task.add_done_callback(self._running.discard)
+        task.add_done_callback(self._adopted.discard)
+        return task
 
     async def _execute(self, op: Operation) -> None:
         handler = self._handlers[op.kind]  # only kinds with a handler are claimed
