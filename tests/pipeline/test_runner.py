@@ -1,7 +1,7 @@
 """The runner on a real SQLite operation store: stopping a node (SIGTERM) gives running
 operations their grace to finish and hands back at once what outlives it; operations adopted
-from completing requests run at once up to a limit, past which they go to the queue, and never
-take the claimed operations' slots."""
+from completing requests run at once up to a limit, past which they wait their turn in order
+(a stopping node hands them to the queue), and never take the claimed operations' slots."""
 
 from __future__ import annotations
 
@@ -121,51 +121,78 @@ class Gated:
         raise AssertionError(f"no attempt should fail: {error}")
 
 
-def test_adopted_operations_past_the_limit_go_to_the_queue_and_run_from_there(
-    tmp_path: Path,
-) -> None:
-    async def scenario() -> None:
-        url = normalise_database_url("DATABASE_URL", f"sqlite:///{tmp_path / 'db.sqlite'}")
-        await schema.upgrade(url)
-        db = await open_database(url)
-        handler = Gated({"u1", "u2"})
+@asynccontextmanager
+async def _adopting(tmp_path: Path, handler: Gated, adopt_limit: int) -> AsyncIterator[Rig]:
+    """A runner (one claim slot, `adopt_limit` adopted) on a fresh store, not yet polling."""
+    url = normalise_database_url("DATABASE_URL", f"sqlite:///{tmp_path / 'db.sqlite'}")
+    await schema.upgrade(url)
+    db = await open_database(url)
+    try:
         operations = SqlOperationStore(db)
-        runner = Runner(
+        yield Runner(
             operations,
             {OperationKind.INGEST: handler},
             RunnerPolicy(max_attempts=3, attempt_timeout=30, lease_seconds=30, poll_seconds=0.05,
-                         concurrency=1, adopt_limit=2),
-        )  # fmt: skip
-        ids = {subject: subject[1] * 32 for subject in ("u1", "u2", "u3")}
-        try:
-            # As a completing request leaves them: queued and already leased to this node.
-            for subject, op_id in ids.items():
-                assert await operations.enqueue(op_id, OperationKind.INGEST, subject, {})
-            leased = await operations.claim(runner.node, 30, 3, kinds=[OperationKind.INGEST])
-            assert len(leased) == 3
-            for subject, op_id in ids.items():
-                runner.adopt(op_id, OperationKind.INGEST, subject)
-            third = await _reaches(operations, ids["u3"], OperationStatus.QUEUED)
-            # u1 and u2 run (held at the gate); u3 went back to the queue, its attempt uncounted.
-            assert third.attempts == 0
-            assert third.error is not None
-            assert "busy" in third.error
+                         concurrency=1, adopt_limit=adopt_limit),
+        ), operations  # fmt: skip
+    finally:
+        await db.close()
+
+
+async def _adopt(runner: Runner, operations: SqlOperationStore, subjects: list[str]) -> list[str]:
+    """Queue and lease an operation per subject as a completing request does, then adopt it."""
+    ids = [f"{n:032x}" for n in range(1, len(subjects) + 1)]
+    for subject, op_id in zip(subjects, ids, strict=True):
+        assert await operations.enqueue(op_id, OperationKind.INGEST, subject, {})
+    leased = await operations.claim(runner.node, 30, len(ids), kinds=[OperationKind.INGEST])
+    assert len(leased) == len(ids)
+    for subject, op_id in zip(subjects, ids, strict=True):
+        runner.adopt(op_id, OperationKind.INGEST, subject)
+    return ids
+
+
+def test_adopted_operations_past_the_limit_wait_their_turn_in_order(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        handler = Gated({"u1", "u2"})
+        async with _adopting(tmp_path, handler, adopt_limit=2) as (runner, operations):
+            ids = await _adopt(runner, operations, ["u1", "u2", "u3", "u4"])
             task = asyncio.create_task(runner.run_forever())
             try:
-                # The claim loop runs u3 although both adopted operations still run.
+                # A claimed operation has a slot of its own while the adopted ones hold theirs.
+                assert await operations.enqueue("f" * 32, OperationKind.INGEST, "c1", {})
+                runner.wake()
                 async with asyncio.timeout(10):
                     await handler.done.wait()
-                assert handler.finished == ["u3"]
+                assert handler.finished == ["c1"]  # u3 and u4 wait: both adopted slots taken
+                for op_id in ids[2:]:
+                    op = await operations.get(op_id)
+                    assert op is not None
+                    assert op.status is OperationStatus.RUNNING  # still leased to this node
                 handler.gate.set()
-                for op_id in ids.values():
+                for op_id in ids:
                     await _reaches(operations, op_id, OperationStatus.DONE)
             finally:
                 await runner.stop(grace_seconds=5)
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
-            assert sorted(handler.finished) == ["u1", "u2", "u3"]
-        finally:
-            await db.close()
+            assert handler.finished.index("u3") < handler.finished.index("u4")
+            assert sorted(handler.finished) == ["c1", "u1", "u2", "u3", "u4"]
+
+    asyncio.run(scenario())
+
+
+def test_a_stopping_node_hands_waiting_adopted_operations_to_the_queue(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        handler = Gated({"u1"})
+        async with _adopting(tmp_path, handler, adopt_limit=1) as (runner, operations):
+            ids = await _adopt(runner, operations, ["u1", "u2"])
+            async with asyncio.timeout(5):
+                await runner.stop(grace_seconds=0.2)
+            assert handler.finished == []
+            for op_id in ids:  # u1 outlived its grace, u2 never started: both queued, due now
+                op = await _reaches(operations, op_id, OperationStatus.QUEUED)
+                assert op.error is not None
+                assert "node stopped" in op.error
 
     asyncio.run(scenario())
 

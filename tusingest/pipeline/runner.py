@@ -5,6 +5,7 @@ and jitter, gives up after the configured attempts (or at once when the handler 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import logging
@@ -30,9 +31,9 @@ class RunnerPolicy:
     lease_seconds: float  # how long a claim holds before another node may take over
     poll_seconds: float = 1.0
     concurrency: int = 4  # claimed operations running at once
-    # Operations adopted from completing requests running at once; past it, one goes to the
-    # queue, where the next free claim (on any node) takes it.
-    adopt_limit: int = 32
+    # Operations adopted from completing requests running at once; past it they wait their
+    # turn on this node, first come first served.
+    adopt_limit: int = 128
     base_delay: float = 1.0
     max_delay: float = 60.0
 
@@ -77,6 +78,7 @@ class Runner:
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._running: set[asyncio.Task[None]] = set()
         self._adopted: set[asyncio.Task[None]] = set()  # also in `_running`
+        self._backlog: collections.deque[tuple[Operation, float]] = collections.deque()
         self._handing_back: set[asyncio.Task[None]] = set()
         self._stopping = False
 
@@ -85,19 +87,42 @@ class Runner:
 
     def adopt(self, op_id: str, kind: OperationKind, subject: str) -> None:
         """Run an operation this node queued already claimed (its first attempt), without
-        claiming it again; when `adopt_limit` of them run already, or the node stops, hand it
-        to the queue instead."""
+        claiming it again. Past `adopt_limit` running, it waits for a slot behind those
+        adopted before it; a node that stops hands it to the queue instead."""
         op = Operation(op_id, kind, subject, OperationStatus.RUNNING, None, 1, {})
-        if self._stopping or len(self._adopted) >= self._policy.adopt_limit:
-            task = asyncio.create_task(self._hand_back(op))
-            self._handing_back.add(task)
-            task.add_done_callback(self._handing_back.discard)
-            return
-        self._adopted.add(self._start(op))
+        if self._stopping:
+            self._hand_back(op, "handed back: its node stopped")
+        elif self._backlog or len(self._adopted) >= self._policy.adopt_limit:
+            self._backlog.append((op, asyncio.get_running_loop().time()))
+        else:
+            self._run_adopted(op)
 
-    async def _hand_back(self, op: Operation) -> None:
+    def _run_adopted(self, op: Operation) -> None:
+        task = self._start(op)
+        self._adopted.add(task)
+        task.add_done_callback(self._next_adopted)  # after `_adopted.discard`
+
+    def _next_adopted(self, _done: asyncio.Task[None]) -> None:
+        """A slot is free: the operation adopted longest ago takes it."""
+        now = asyncio.get_running_loop().time()
+        while self._backlog and len(self._adopted) < self._policy.adopt_limit:
+            op, since = self._backlog.popleft()
+            if self._stopping:
+                self._hand_back(op, "handed back: its node stopped")
+            elif now - since > self._policy.lease_seconds / 2:
+                # Its lease may lapse before it ends: the queue takes it (any node, at once).
+                self._hand_back(op, "queued: its node was busy")
+            else:
+                self._run_adopted(op)
+
+    def _hand_back(self, op: Operation, why: str) -> None:
+        task = asyncio.create_task(self._defer(op, why))
+        self._handing_back.add(task)
+        task.add_done_callback(self._handing_back.discard)
+
+    async def _defer(self, op: Operation, why: str) -> None:
         try:
-            await self._store.defer(op, self.node, "queued: its node was busy", 0)
+            await self._store.defer(op, self.node, why, 0)
         except Exception as exc:  # the lease lapses, then any node claims it
             log.warning("could not queue operation %s (%s): %s", op.id, op.subject, exc)
             return
@@ -132,6 +157,8 @@ class Runner:
         cancel the rest, which hand their lease back (another node resumes them at once)."""
         self._stopping = True
         self._wake.set()
+        while self._backlog:
+            self._hand_back(self._backlog.popleft()[0], "handed back: its node stopped")
         if self._running:
             await asyncio.wait(set(self._running), timeout=grace_seconds)
         for task in set(self._running):
@@ -154,9 +181,12 @@ class Runner:
                         await self._wake.wait()
         finally:
             if not self._stopping:  # cancelled: no grace. `stop` gives running work its grace.
+                self._stopping = True  # nothing starts any more; what waits is handed back
+                while self._backlog:
+                    self._hand_back(self._backlog.popleft()[0], "handed back: its node stopped")
                 for task in set(self._running):
                     task.cancel()
-                await asyncio.gather(*self._running, return_exceptions=True)
+                await asyncio.gather(*self._running, *self._handing_back, return_exceptions=True)
 
     async def _claim(self) -> int:
         if self._stopping:
