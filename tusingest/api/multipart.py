@@ -43,8 +43,8 @@ async def next_part(reader: MultipartReader) -> Any:
         raise BodyInterrupted(f"the request body ended early: {exc!r}") from None
 
 
-async def small_field(part: BodyPartReader, limit: int) -> str:
-    """A small form field's text, at most `limit` bytes of UTF-8."""
+async def metadata_field(part: BodyPartReader, limit: int) -> str:
+    """The form's `metadata` field as text: at most `limit` bytes of UTF-8."""
     data = bytearray()
     while chunk := await read_chunk(part, FIELD_SILENCE):
         data += chunk

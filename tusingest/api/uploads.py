@@ -22,11 +22,11 @@ from aiohttp import BodyPartReader, MultipartReader, web
 
 from tusingest.api.multipart import (
     drain,
+    metadata_field,
     multipart,
     next_part,
     read_chunk,
     refuse_length,
-    small_field,
 )
 from tusingest.auth import PRINCIPAL, client_address
 from tusingest.domain import Principal, Upload, UploadStatus
@@ -159,7 +159,7 @@ class _Form:
             if not isinstance(part, BodyPartReader):
                 raise BadRequest("nested multipart forms are not supported", code="invalid_form")
             if part.name == "metadata" and part.filename is None:
-                self._read_metadata(await small_field(part, METADATA_LIMIT))
+                self._read_metadata(await metadata_field(part, METADATA_LIMIT))
             elif part.name in FILE_FIELDS and part.filename is not None:
                 await self._stage(part)
             else:

@@ -1,11 +1,10 @@
-"""Protocols at the seams: session store, staging bytes and per-upload locks, operations, the
-catalog and what its audit notes bring along, storage elements and registries, webhook
-receivers, rate limiters."""
+"""The seams of the node's state: upload sessions, staged bytes, per-upload leases, durable
+operations, the catalog with the outbox its notes fill, and the status page's queries."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager, AbstractContextManager
+from collections.abc import Callable, Collection, Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -14,15 +13,10 @@ from tusingest.domain import (
     AuditEvent,
     AuditNote,
     CatalogEntry,
-    ElementInfo,
-    ElementMode,
-    FetchedFile,
-    FileToStore,
     NewOperation,
     Operation,
     OperationKind,
     PendingWork,
-    ScanResult,
     StoredFile,
     Upload,
     UploadStatus,
@@ -187,32 +181,6 @@ class Locker(Protocol):
         ...
 
 
-class Scanner(Protocol):
-    """A virus scanner. Anything but a definite answer raises `ScannerUnavailable`."""
-
-    async def scan(self, path: Path) -> ScanResult: ...
-
-    async def ping(self) -> None: ...
-
-
-class StorageElement(Protocol):
-    """Where files end up. `store` is idempotent by `file_id`; `delete` of an absent file is
-    not an error."""
-
-    @property
-    def element_id(self) -> str: ...
-
-    async def store(self, item: FileToStore) -> StoredFile: ...
-
-    async def delete(self, file_id: str) -> None: ...
-
-    async def fetch(self, file_id: str, target: Path) -> FetchedFile | None:
-        """Write the element's copy of `file_id` to `target` (streamed, durable); None when the
-        element does not hold it. A copy whose bytes differ from what the element says they are
-        raises."""
-        ...
-
-
 class OperationStore(Protocol):
     """Durable operations, each claimed by one node at a time with a lease; `state` is the
     operation's progress as a JSON object (written whole)."""
@@ -316,107 +284,6 @@ class Outbox(Protocol):
         ...
 
 
-class WebhookSender(Protocol):
-    """POSTs one signed event to a webhook receiver."""
-
-    async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> int:
-        """The receiver's status code (its answer is not read beyond that, redirects are not
-        followed); `TransientError` when no answer came in time."""
-        ...
-
-
-class Registry(Protocol):
-    """Where the storage elements are and how full they are."""
-
-    async def elements(self, mode: ElementMode) -> list[ElementInfo]:
-        """The elements of `mode`, by ascending priority."""
-        ...
-
-    async def element(self, element_id: str) -> ElementInfo | None:
-        """One element by id, whatever its mode and however full (an element listed under
-        several modes: its `edit` entry); None when this source does not know it."""
-        ...
-
-    async def invalidate(self) -> None:
-        """Forget anything cached: the next call reads the source again."""
-        ...
-
-
-class TokenSource(Protocol):
-    """A service-account bearer token for the SEs and the Admin Module."""
-
-    async def token(self, *, fresh: bool = False) -> str:
-        """The cached token, renewed ahead of its expiry; `fresh` forces a new one (after
-        a 401)."""
-        ...
-
-
-class FileRegistrar(Protocol):
-    """The Admin Module's file registry."""
-
-    async def register(self, entry: CatalogEntry, *, ttl_days: int | None) -> None:
-        """Register a stored file; an existing registration of the same `file_id` counts as
-        done. `ttl_days` is set for temporary files, None for permanent ones."""
-        ...
-
-    async def unregister(self, file_id: str) -> None:
-        """Compensation: remove the registration (absent is not an error)."""
-        ...
-
-    async def relocate(self, entry: CatalogEntry, *, ttl_days: int | None) -> None:
-        """The file moved to `entry.element_id` (a transfer): update its registration, or
-        register it when there is none."""
-        ...
-
-
-class Breaker(Protocol):
-    """One storage element's circuit breaker."""
-
-    @property
-    def state(self) -> str:
-        """closed | open | half_open."""
-        ...
-
-    def allows(self) -> bool: ...
-
-    def record_success(self) -> None: ...
-
-    def record_failure(self) -> None: ...
-
-
-class Elements(Protocol):
-    """Storage elements by what the registry says about them, each with its breaker."""
-
-    def element(self, info: ElementInfo) -> StorageElement:
-        """A client for `info` (`file://` local disk or `http(s)://` SE), reused per id."""
-        ...
-
-    def breaker(self, element_id: str) -> Breaker: ...
-
-    def open_ids(self) -> set[str]:
-        """Elements whose breaker refuses calls now (placement skips them)."""
-        ...
-
-    def forget(self, element_id: str) -> None:
-        """Drop the client and the breaker of an element that left the registry."""
-        ...
-
-
-class RegistryChain(Registry, Protocol):
-    """A registry that falls back from one source to the next, and says which one answered."""
-
-    last_errors: list[str]  # why each source gave nothing, for the last `elements` call
-
-    @property
-    def last_source(self) -> str:
-        """The source of the last `elements` answer (redis | admin | memory | none)."""
-        ...
-
-    async def snapshot(self) -> dict[str, ElementInfo]:
-        """Every element of the upload modes, by id."""
-        ...
-
-
 class StatusQueries(Protocol):
     """What the operators' status view reads from the database (cluster-wide)."""
 
@@ -435,83 +302,4 @@ class StatusQueries(Protocol):
     async def queue(self, limit: int) -> tuple[dict[str, int], list[PendingWork]]:
         """Operations by state (`queued`, `retrying`, `running`, `failed`) and the latest
         `limit` of them, most recently changed first."""
-        ...
-
-
-class Metrics(Protocol):
-    """What the storage side reports (Prometheus names in observability.py)."""
-
-    def selection(self, retention_policy: str, status: str, source: str, seconds: float) -> None:
-        """`storage_selection_total` + `storage_selection_duration_seconds`."""
-        ...
-
-    def config_reload(self, source: str, status: str, seconds: float) -> None: ...
-
-    def capacity_lookup(self, source: str, seconds: float, *, fallback: bool) -> None:
-        """`ingester_capacity_latency_seconds{source}`; `fallback` counts an answer from a
-        source behind the first in `ingester_capacity_fallback_total`."""
-        ...
-
-    def compression(self, original: int, stored: int) -> None:
-        """`artstore_ingester_compression_ratio` of a compressed file."""
-        ...
-
-    def endpoints(self, count: int) -> None: ...
-
-    def config_change(self, change_type: str) -> None:
-        """added | removed | updated."""
-        ...
-
-    def lazy_reload(self, reason: str, status: str) -> None: ...
-
-    def breaker(self, element_id: str, state: str) -> None:
-        """closed | half_open | open."""
-        ...
-
-    def forget_element(self, element_id: str) -> None:
-        """Drop the series of an element that left the registry."""
-        ...
-
-    def upload_finished(self, status: str, size: int | None, seconds: float | None) -> None:
-        """`artstore_ingester_uploads_total{status}`, and for a stored file its size and the
-        time from the upload's creation."""
-        ...
-
-    def operation_finished(self, kind: str, status: str) -> None:
-        """`artstore_ingester_saga_transactions_total{kind,status}` (success | failed)."""
-        ...
-
-    def compensations(self, count: int) -> None:
-        """`artstore_ingester_saga_compensations_total`."""
-        ...
-
-
-# What a span attribute may hold.
-Attribute = str | int | float | bool
-
-
-class Span(Protocol):
-    """One traced piece of work, open while its context manager is."""
-
-    def set(self, key: str, value: Attribute) -> None: ...
-
-
-class Tracer(Protocol):
-    """Traces the pipeline's work: a span is the child of the one open around it, in this task
-    or in the task that created this one."""
-
-    def span(
-        self, name: str, attributes: Mapping[str, Attribute] | None = None
-    ) -> AbstractContextManager[Span]:
-        """A span that is current inside the block; an exception leaving it is recorded."""
-        ...
-
-
-class RateLimiter(Protocol):
-    """Token buckets by key: each holds up to `burst` tokens and refills at `rate` per second."""
-
-    async def take(self, key: str, cost: float, rate: float, burst: float) -> float:
-        """Take `cost` tokens (at most `burst`) from the bucket `key`: 0 when they were taken,
-        else the seconds until they will be there (nothing taken). A store that cannot answer
-        lets the request through (0): a limiter never stops uploads by being down."""
         ...
