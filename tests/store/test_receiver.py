@@ -63,12 +63,25 @@ async def _chunks(data: bytes, size: int) -> AsyncIterator[bytes]:
 
 
 def _receiver(
-    writer: RecordingWriter, pool: BufferPool, data: bytes, digest: UploadDigest
+    writer: RecordingWriter,
+    pool: BufferPool,
+    data: bytes,
+    digest: UploadDigest,
+    *,
+    limit: int | None = None,
+    expected: int | None = None,
 ) -> Receiver:
     async def open_writer() -> RecordingWriter:
         return writer
 
-    return Receiver(open_writer, pool, limit=len(data), digest=digest, checksum=None)
+    return Receiver(
+        open_writer,
+        pool,
+        limit=len(data) if limit is None else limit,
+        expected=expected,
+        digest=digest,
+        checksum=None,
+    )
 
 
 async def _finish(receiver: Receiver, writer: RecordingWriter) -> None:
@@ -79,12 +92,14 @@ async def _finish(receiver: Receiver, writer: RecordingWriter) -> None:
     await writer.close()
 
 
-def _receive(path: Path, data: bytes) -> tuple[RecordingWriter, UploadDigest]:
+def _receive(
+    path: Path, data: bytes, *, limit: int | None = None, expected: int | None = None
+) -> tuple[RecordingWriter, UploadDigest]:
     writer = RecordingWriter(path)
     digest = UploadDigest.new()
 
     async def scenario() -> None:
-        receiver = _receiver(writer, BufferPool(), data, digest)
+        receiver = _receiver(writer, BufferPool(), data, digest, limit=limit, expected=expected)
         await receiver.receive(_chunks(data, 64 << 10))
         await _finish(receiver, writer)
 
@@ -125,6 +140,32 @@ def test_a_body_of_whole_batches_is_synced_with_its_last_write(tmp_path: Path) -
     data = os.urandom(2 * BATCH_BYTES)
     writer, digest = _receive(tmp_path / "staged", data)
     assert writer.calls == [("write", BATCH_BYTES, 1, False), ("write", BATCH_BYTES, 1, True)]
+    assert digest.hexdigests()[1] == hashlib.sha256(data).hexdigest()
+
+
+def test_a_patch_of_whole_batches_in_a_longer_upload_is_synced_with_its_last_write(
+    tmp_path: Path,
+) -> None:
+    """A PATCH of 1 MiB into a larger upload: its Content-Length marks the last batch, so the
+    fsync goes with that write instead of a worker call of its own."""
+    data = os.urandom(2 * BATCH_BYTES)
+    writer, digest = _receive(tmp_path / "staged", data, limit=100 << 20, expected=len(data))
+    assert writer.calls == [("write", BATCH_BYTES, 1, False), ("write", BATCH_BYTES, 1, True)]
+    assert (tmp_path / "staged").read_bytes() == data
+    assert digest.hexdigests()[1] == hashlib.sha256(data).hexdigest()
+
+
+def test_a_body_of_unknown_length_is_synced_once_it_has_ended(tmp_path: Path) -> None:
+    """Without a Content-Length (chunked), a full batch may be followed by more: the body's
+    end is known only once it arrives, and then one fsync covers what was written."""
+    data = os.urandom(2 * BATCH_BYTES)
+    writer, digest = _receive(tmp_path / "staged", data, limit=100 << 20)
+    assert writer.calls == [
+        ("write", BATCH_BYTES, 1, False),
+        ("write", BATCH_BYTES, 1, False),
+        ("sync", 0, 0, False),
+    ]
+    assert (tmp_path / "staged").read_bytes() == data
     assert digest.hexdigests()[1] == hashlib.sha256(data).hexdigest()
 
 

@@ -149,7 +149,8 @@ class Receiver:
     fills, so receiving, writing and hashing overlap. A smaller batch (a small body, the end
     of a body, a batch in a crowd) waits for the lanes to drain and is written and hashed in
     one worker call: for small bodies the hand-offs cost more than the hashing. The body's
-    last batch is fsynced in its write call."""
+    last batch is fsynced in its write call (a batch that fills exactly to the declared
+    Content-Length is known to be the last)."""
 
     def __init__(
         self,
@@ -157,6 +158,7 @@ class Receiver:
         pool: BufferPool,
         *,
         limit: int,
+        expected: int | None = None,
         digest: UploadDigest | None,
         checksum: Checksum | None,
         on_bytes: Callable[[int], None] | None = None,
@@ -165,6 +167,9 @@ class Receiver:
         self._on_bytes = on_bytes
         self._pool = pool
         self._limit = limit
+        # Where the body ends: its declared length (Content-Length), else the most it may
+        # carry. A batch that fills up to it is the last: written and fsynced in one call.
+        self._end = limit if expected is None else min(limit, expected)
         self._hashers: list[Any] = []
         if digest is not None:
             self._hashers += digest.hashers()
@@ -205,8 +210,8 @@ class Receiver:
                     self._filled += n
                     view = view[n:]
                     if self._filled == len(self._filling):
-                        # Full; the body's last batch when the request can carry no more.
-                        await self._dispatch(last=not view and self.received == self._limit)
+                        # Full; the body's last batch when it has reached its end.
+                        await self._dispatch(last=not view and self.received >= self._end)
         except PayloadTooLarge:
             raise
         except BaseException:

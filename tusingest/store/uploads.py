@@ -220,7 +220,7 @@ class UploadStore:
                 if await _has_data(body):
                     raise PayloadTooLarge("the upload is already complete")
                 return upload
-            return await self._receive(upload, new_length, limit, body, checksum)
+            return await self._receive(upload, new_length, limit, body, checksum, content_length)
 
     @contextlib.asynccontextmanager
     async def _lease(
@@ -265,6 +265,7 @@ class UploadStore:
         limit: int,
         body: AsyncIterator[bytes],
         checksum: Checksum | None,
+        expected: int | None,
     ) -> Upload:
         before = self._digests.take(upload.id, upload.offset)
         running = before.copy() if before is not None else None
@@ -272,6 +273,7 @@ class UploadStore:
             lambda: self._staging.writer(upload.id, upload.offset, reserve=new_length),
             self._buffers,
             limit=limit,
+            expected=expected,
             digest=running,
             checksum=checksum,
             on_bytes=self._on_bytes,
