@@ -1,14 +1,18 @@
 """`Database.execute_all`: several statements in one transaction, on both drivers; a failing
-one (a duplicate key) leaves nothing of the others."""
+one (a duplicate key) leaves nothing of the others. On PostgreSQL a pooled statement is one
+round trip (no reset query when its connection goes back), and a failed transaction leaves
+its connection idle."""
 
 from __future__ import annotations
 
 import asyncio
 
+import asyncpg
 import pytest
 
 from tests.conftest import BACKENDS
 from tusingest.store.db import Duplicate, open_database
+from tusingest.store.pglocks import asyncpg_dsn
 
 _INSERT = "INSERT INTO audit_events (at, actor, action, subject) VALUES (now(), $1, $2, $3)"
 _INSERT_LITE = (
@@ -41,3 +45,52 @@ def test_statements_commit_together_or_not_at_all(
             await db.close()
 
     asyncio.run(scenario())
+
+
+def test_a_pooled_statement_costs_one_round_trip_and_leaves_no_transaction(
+    pg_database: str,
+) -> None:
+    """A statement on the pool is the last thing its connection ran: no reset query follows it
+    when the connection goes back (asyncpg's default is one more round trip per statement).
+    A transaction that fails still leaves its connection clean for the next statement."""
+
+    async def scenario() -> None:
+        db = await open_database(pg_database)
+        try:
+            for _ in range(3):
+                row = await db.fetchrow("SELECT pg_backend_pid() AS pid")
+                assert row is not None
+                seen = await asyncpg_last_query(pg_database, row["pid"])
+                assert seen == ("SELECT pg_backend_pid() AS pid", "idle")
+            pids: list[int] = []
+
+            async def failing() -> None:
+                async with db.transaction() as tx:
+                    row = await tx.fetchrow("SELECT pg_backend_pid() AS pid")
+                    assert row is not None
+                    pids.append(row["pid"])
+                    await tx.execute("DELETE FROM upload_locks")
+                    await tx.execute(_LOCK, "k2")
+                    await tx.execute(_LOCK, "k2")
+
+            with pytest.raises(Duplicate):
+                await failing()
+            # Rolled back: nothing of it stays, and its connection is not left in a transaction.
+            assert (await asyncpg_last_query(pg_database, pids[0]))[1] == "idle"
+            keys = [r["key"] for r in await db.fetch("SELECT key FROM upload_locks")]
+            assert "k2" not in keys
+        finally:
+            await db.close()
+
+    asyncio.run(scenario())
+
+
+async def asyncpg_last_query(url: str, pid: int) -> tuple[str, str]:
+    """What backend `pid` ran last and its state, seen from a connection of its own."""
+    conn = await asyncpg.connect(asyncpg_dsn(url))
+    try:
+        row = await conn.fetchrow("SELECT query, state FROM pg_stat_activity WHERE pid = $1", pid)
+    finally:
+        await conn.close()
+    assert row is not None
+    return row["query"], row["state"]
