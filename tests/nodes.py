@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -76,8 +77,19 @@ class Node:
             time.sleep(0.05)
         pytest.fail(f"tusingest serve did not become ready: {self.log_text()}")
 
+    @contextlib.contextmanager
+    def answering(self) -> Iterator[None]:
+        """A refused or dropped connection fails the test with what the node said last and
+        whether its process is still running: a node that died mid-test explains itself."""
+        try:
+            yield
+        except requests.ConnectionError as exc:
+            state = "running" if self.proc.poll() is None else f"exited {self.proc.returncode}"
+            pytest.fail(f"node {self.url} ({state}) did not answer: {exc}\n{self.log_text()}")
+
     def log_text(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return Path(self._log.name).read_text("utf-8", "replace")[-3000:]
 
     def stop(self) -> None:
@@ -121,11 +133,12 @@ class Node:
         return requests.head(f"{self.url}/files/{upload_id}", headers=self.headers(), timeout=10)
 
     def session(self, upload_id: str) -> dict[str, Any]:
-        response = requests.get(
-            f"{self.url}/api/files/upload/session/{upload_id}",
-            headers={"Authorization": f"Bearer {self.keys.token('alice')}"},
-            timeout=10,
-        )
+        with self.answering():
+            response = requests.get(
+                f"{self.url}/api/files/upload/session/{upload_id}",
+                headers={"Authorization": f"Bearer {self.keys.token('alice')}"},
+                timeout=10,
+            )
         assert response.status_code == 200, response.text
         result: dict[str, Any] = response.json()
         return result
@@ -161,7 +174,8 @@ class Node:
 
     def metric(self, name: str, **labels: str) -> float:
         """One sample of GET /metrics (0 when absent)."""
-        text = requests.get(f"{self.url}/metrics", timeout=10).text
+        with self.answering():
+            text = requests.get(f"{self.url}/metrics", timeout=10).text
         wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
         for line in text.splitlines():
             series, _, value = line.rpartition(" ")
