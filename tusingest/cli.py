@@ -27,6 +27,7 @@ from tusingest.observability import configure_logging
 from tusingest.services import SERVICES
 from tusingest.settings.app import Settings
 from tusingest.store.database import migrate
+from tusingest.tus.protocol import TUS_VERSION
 
 if TYPE_CHECKING:
     # Each command imports what only it uses (the reference element, the upload client, the
@@ -298,7 +299,14 @@ async def _serve(settings: Settings) -> int:
         loop.add_signal_handler(signum, stop.set)
     try:
         cap = connection_cap(settings.server.max_connections, open_files)
-        await CappedSite(runner, sock, max_connections=cap, on_connection=admit).start()
+        await CappedSite(
+            runner,
+            sock,
+            max_connections=cap,
+            on_connection=admit,
+            # A request the HTTP parser refuses is answered as the tus surface answers.
+            refusal_headers={"Tus-Resumable": TUS_VERSION},
+        ).start()
         _banner(settings, runner)
         await stop.wait()
         log.info("shutting down: draining for up to %g s", grace)

@@ -8,10 +8,12 @@ import asyncio
 import logging
 import resource
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
+
+from tusingest import refusals
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +101,8 @@ class _Reset(asyncio.Protocol):
 
 
 class CappedSite(web.SockSite):
-    """A `SockSite` serving at most `max_connections` connections; the next ones get a 503."""
+    """A `SockSite` serving at most `max_connections` connections; the next ones get a 503.
+    Requests the HTTP parser refuses are answered as JSON with `refusal_headers` (`refusals`)."""
 
     def __init__(
         self,
@@ -108,8 +111,10 @@ class CappedSite(web.SockSite):
         *,
         max_connections: int,
         on_connection: Callable[[asyncio.Transport], None] | None = None,
+        refusal_headers: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(runner, sock)
+        self._handler_class = refusals.handler_class(refusal_headers or {})
         self._max_connections = max_connections
         self._on_connection = on_connection
         self._refusing: set[_Busy] = set()
@@ -124,7 +129,7 @@ class CappedSite(web.SockSite):
 
         def factory() -> asyncio.Protocol:
             if len(handlers.connections) < self._max_connections:
-                return handlers()
+                return refusals.adopt(handlers(), self._handler_class)
             if len(self._refusing) < _MAX_ANSWERED_REFUSALS:
                 return _Busy(self._refusing)
             return _Reset()

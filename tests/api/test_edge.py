@@ -1,12 +1,14 @@
 """The edge under hostile clients, against a real `tusingest serve` process: idle and
 slow-header connections are closed after HTTP_IDLE_TIMEOUT_SECONDS while others are served, a
 body that goes silent is ended after BODY_TIMEOUT_SECONDS keeping what arrived, connections
-past the cap get a 503 at once (also with 1,100 sockets under a 1,024 open-file limit), and
-malformed requests are logged as one counted line, never a traceback each."""
+past the cap get a 503 at once (also with 1,100 sockets under a 1,024 open-file limit),
+malformed requests are logged as one counted line, never a traceback each, and answered with
+the JSON of every refusal (431 for oversized headers)."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import resource
 import socket
 import time
@@ -167,3 +169,77 @@ def test_malformed_requests_are_logged_as_one_counted_line(tmp_path: Path, keys:
         lines = [line for line in log.splitlines() if "malformed requests" in line]
         assert 1 <= len(lines) <= 3, lines
         assert all(" WARNING " in line for line in lines)
+
+
+def _exchange(node: Node, raw: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send `raw` on a new connection; the answer's status, headers (lower-case) and body,
+    read until the server closes the connection (it must, within the socket's timeout)."""
+    with _connect(node) as sock:
+        sock.sendall(raw)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return int(lines[0].split()[1]), headers, body
+
+
+@pytest.mark.parametrize(
+    ("raw", "status", "code"),
+    [
+        pytest.param(
+            b"POST /files/ HTTP/1.1\r\nHost: x\r\nUpload-Metadata: "
+            + b"k dg==," * 2000
+            + b"\r\n\r\n",
+            431,
+            "header_too_large",
+            id="a 14 KB Upload-Metadata",
+        ),
+        pytest.param(
+            b"HEAD /files/" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+            431,
+            "header_too_large",
+            id="a 9 KB request line",
+        ),
+        pytest.param(
+            b"POST /files/ HTTP/1.1\r\nHost: x\r\n"
+            + b"".join(b"X-H%d: v\r\n" % i for i in range(200))
+            + b"\r\n",
+            431,
+            "too_many_headers",
+            id="200 header fields",
+        ),
+        pytest.param(
+            b"PATCH /files/x HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Length: 3\r\nContent-Length: 30\r\n\r\n",
+            400,
+            "duplicate_header",
+            id="two Content-Lengths",
+        ),
+        pytest.param(
+            b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n",
+            400,
+            "malformed_request",
+            id="TLS to the HTTP port",
+        ),
+    ],
+)
+def test_requests_the_http_parser_refuses_get_a_json_reason(
+    tmp_path: Path, keys: Keys, raw: bytes, status: int, code: str
+) -> None:
+    """aiohttp refuses these before any handler runs, in plain text quoting the client's
+    bytes; the answer is the JSON of every other refusal, with a fixed message, and the
+    node serves on."""
+    with _node(tmp_path, keys) as node:
+        answered, headers, body = _exchange(node, raw)
+        assert (answered, json.loads(body)["error"]) == (status, code), body
+        assert headers["content-type"].startswith("application/json")
+        assert headers["tus-resumable"] == "1.0.0"
+        # None of the request is echoed (aiohttp's text quoted up to 100 bytes of it).
+        assert b"dg==" not in body
+        assert b"aaaa" not in body
+        assert requests.get(f"{node.url}/health/live", timeout=5).status_code == 200
