@@ -7,6 +7,7 @@ interval (`observability.NoiseFilter`)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from collections.abc import Mapping
@@ -53,8 +54,10 @@ def handler_class(headers: Mapping[str, str]) -> type[RequestHandler]:
 
 
 def adopt(handler: RequestHandler, cls: type[RequestHandler]) -> RequestHandler:
-    """`handler`, now of `cls` (a `handler_class`)."""
-    handler.__class__ = cls
+    """`handler`, now of `cls` (a `handler_class`); as it was if a future aiohttp's handler
+    cannot change class (its refusals are then aiohttp's plain text, nothing worse)."""
+    with contextlib.suppress(TypeError):
+        handler.__class__ = cls
     return handler
 
 
