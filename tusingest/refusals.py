@@ -39,7 +39,10 @@ def handler_class(headers: Mapping[str, str]) -> type[RequestHandler]:
             # aiohttp's own handling logs the refusal, and raises if a response has begun.
             super().handle_error(request, status, exc, message)
             status, code, text = refusal(
-                exc, max_field_size=self.max_field_size, max_headers=self.max_headers
+                exc,
+                status=status,
+                max_field_size=self.max_field_size,
+                max_headers=self.max_headers,
             )
             response = web.Response(
                 status=status,
@@ -62,9 +65,14 @@ def adopt(handler: RequestHandler, cls: type[RequestHandler]) -> RequestHandler:
 
 
 def refusal(
-    exc: BaseException | None, *, max_field_size: int = 8190, max_headers: int = 128
+    exc: BaseException | None,
+    *,
+    status: int = 500,
+    max_field_size: int = 8190,
+    max_headers: int = 128,
 ) -> tuple[int, str, str]:
-    """(status, code, message) for what the parser raised; anything else is a server error."""
+    """(status, code, message) for what the parser raised; anything else keeps aiohttp's
+    `status`: a handler that timed out (504) or failed (500)."""
     if isinstance(exc, LineTooLong):
         return (
             431,
@@ -82,4 +90,6 @@ def refusal(
             named = name if _TOKEN.fullmatch(name) else "a"
             return 400, "duplicate_header", f"{named} header is sent more than once"
         return 400, "malformed_request", "the request is not valid HTTP/1.1"
+    if status == 504:
+        return 504, "timeout", "the request took too long to handle"
     return 500, "internal_error", "unexpected server error"

@@ -28,6 +28,10 @@ def test_each_refusal_has_its_status_and_code(
     assert (status, code) == expected
 
 
+def test_a_handler_that_timed_out_keeps_its_504() -> None:
+    assert refusal(None, status=504)[:2] == (504, "timeout")
+
+
 def test_messages_name_limits_and_plain_header_names_only() -> None:
     assert refusal(LineTooLong(b"x", 100), max_field_size=4096)[2].endswith("4096 bytes")
     assert refusal(BadHttpMessage("Too many headers received"), max_headers=64)[2] == (
