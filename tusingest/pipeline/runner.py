@@ -104,16 +104,21 @@ class Runner:
 
     def _next_adopted(self, _done: asyncio.Task[None]) -> None:
         """A slot is free: the operation adopted longest ago takes it."""
+        if self._stopping:
+            self._hand_back_waiting()
         now = asyncio.get_running_loop().time()
         while self._backlog and len(self._adopted) < self._policy.adopt_limit:
             op, since = self._backlog.popleft()
-            if self._stopping:
-                self._hand_back(op, "handed back: its node stopped")
-            elif now - since > self._policy.lease_seconds / 2:
+            if now - since > self._policy.lease_seconds / 2:
                 # Its lease may lapse before it ends: the queue takes it (any node, at once).
                 self._hand_back(op, "queued: its node was busy")
             else:
                 self._run_adopted(op)
+
+    def _hand_back_waiting(self) -> None:
+        """The node stops: every adopted operation still waiting goes to the queue."""
+        while self._backlog:
+            self._hand_back(self._backlog.popleft()[0], "handed back: its node stopped")
 
     def _hand_back(self, op: Operation, why: str) -> None:
         task = asyncio.create_task(self._defer(op, why))
@@ -157,8 +162,7 @@ class Runner:
         cancel the rest, which hand their lease back (another node resumes them at once)."""
         self._stopping = True
         self._wake.set()
-        while self._backlog:
-            self._hand_back(self._backlog.popleft()[0], "handed back: its node stopped")
+        self._hand_back_waiting()
         if self._running:
             await asyncio.wait(set(self._running), timeout=grace_seconds)
         for task in set(self._running):
@@ -182,8 +186,7 @@ class Runner:
         finally:
             if not self._stopping:  # cancelled: no grace. `stop` gives running work its grace.
                 self._stopping = True  # nothing starts any more; what waits is handed back
-                while self._backlog:
-                    self._hand_back(self._backlog.popleft()[0], "handed back: its node stopped")
+                self._hand_back_waiting()
                 for task in set(self._running):
                     task.cancel()
                 await asyncio.gather(*self._running, *self._handing_back, return_exceptions=True)
