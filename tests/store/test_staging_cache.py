@@ -1,0 +1,51 @@
+"""What a synced staging write leaves in the page cache: the file's head (read at once by the
+completion's type sniff), not what later requests write past it (read never again). Probed
+with preadv(RWF_NOWAIT), which fails with EAGAIN instead of reading from the disk."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+
+from tusingest.pipeline.validate import SNIFF_BYTES
+from tusingest.store.staging import KEEP_CACHED_HEAD, FileStagingWriter
+
+pytestmark = pytest.mark.skipif(
+    not hasattr(os, "RWF_NOWAIT"), reason="preadv(RWF_NOWAIT) is Linux-only"
+)
+
+
+def _cached(path: Path, offset: int, length: int = 4096) -> bool:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.preadv(fd, [bytearray(length)], offset, os.RWF_NOWAIT)
+        return True
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def _write_synced(path: Path, start: int, data: bytes) -> None:
+    writer = FileStagingWriter(lambda: os.open(path, os.O_WRONLY | os.O_CREAT, 0o640), start)
+    asyncio.run(writer.write([data], sync=True))
+
+
+def test_a_small_upload_stays_cached_for_the_type_sniff(tmp_path: Path) -> None:
+    assert SNIFF_BYTES <= KEEP_CACHED_HEAD
+    path = tmp_path / "upload"
+    _write_synced(path, 0, os.urandom(KEEP_CACHED_HEAD))
+    assert _cached(path, 0, SNIFF_BYTES)
+    assert _cached(path, KEEP_CACHED_HEAD - 4096)
+
+
+def test_a_later_patch_drops_all_it_wrote_past_the_head(tmp_path: Path) -> None:
+    path = tmp_path / "upload"
+    _write_synced(path, 0, os.urandom(KEEP_CACHED_HEAD))
+    _write_synced(path, KEEP_CACHED_HEAD, os.urandom(2 * KEEP_CACHED_HEAD))
+    assert _cached(path, 0, SNIFF_BYTES)
+    assert not _cached(path, KEEP_CACHED_HEAD)
+    assert not _cached(path, 3 * KEEP_CACHED_HEAD - 4096)
