@@ -30,13 +30,14 @@ OUTPUT = Path(
 def test_the_page_follows_an_upload_live(make_server: Callable[..., Server]) -> None:
     require_chromium()
     server = make_server("sqlite")
-    length = 24 << 20
+    length = 256 << 20
     upload = server.create(length, **{"Upload-Metadata": named(HOSTILE)})
     upload_id = upload.rsplit("/", 1)[-1]
     OUTPUT.mkdir(parents=True, exist_ok=True)
     screenshot = OUTPUT / "status-page.png"
     screenshot.unlink(missing_ok=True)
-    # About 2.5 MiB/s: the upload lasts ~10 s, long enough for three redraws of the page.
+    # About 2.5 MiB/s, 1 % of the length a second: distinct progress at each redraw, and the
+    # upload (~100 s) outlasts the page however slowly the browser starts (it is stopped).
     slow = SlowUpload(server, upload, length, chunk=256 << 10, pause=0.1)
     try:
         result = run_node(
