@@ -171,6 +171,8 @@ class Server:
     settings: Settings
     keys: Keys
     session: requests.Session = field(default_factory=requests.Session)
+    # Stops it before the session ends (a test that breaks its database, say).
+    stop: Callable[[], None] = lambda: None
 
     @property
     def endpoint(self) -> str:
@@ -279,7 +281,9 @@ def make_server(
         settings = Settings.from_env(values)
         thread = ServerThread(settings).start()
         threads.append(thread)
-        return Server(url=thread.url, backend=backend, settings=settings, keys=keys)
+        return Server(
+            url=thread.url, backend=backend, settings=settings, keys=keys, stop=thread.stop
+        )
 
     yield make
     for thread in threads:

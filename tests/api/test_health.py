@@ -52,6 +52,16 @@ def test_ready_is_503_when_the_database_is_gone(
     url = new_pg_database()
     asyncio.run(schema.upgrade(Settings.from_env({"DATABASE_URL": url}).database.url))
     server = make_server("postgres", DATABASE_URL=url)
+    try:
+        _ready_fails_once_the_database_is_dropped(server, url, caplog)
+    finally:
+        # Left running, its runner and reaper would retry (and log) for the rest of the run.
+        server.stop()
+
+
+def _ready_fails_once_the_database_is_dropped(
+    server: Server, url: str, caplog: pytest.LogCaptureFixture
+) -> None:
     assert requests.get(f"{server.url}/health/ready", timeout=30).status_code == 200
 
     name = url.rsplit("/", 1)[-1]
