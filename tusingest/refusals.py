@@ -8,7 +8,6 @@ interval (`observability.NoiseFilter`)."""
 from __future__ import annotations
 
 import contextlib
-import json
 import re
 from collections.abc import Mapping
 
@@ -44,11 +43,8 @@ def handler_class(headers: Mapping[str, str]) -> type[RequestHandler]:
                 max_field_size=self.max_field_size,
                 max_headers=self.max_headers,
             )
-            response = web.Response(
-                status=status,
-                text=json.dumps({"error": code, "message": text}),
-                content_type="application/json",
-                headers=fixed,
+            response = web.json_response(
+                {"error": code, "message": text}, status=status, headers=fixed
             )
             response.force_close()
             return response

@@ -106,6 +106,7 @@ class Runner:
         """A slot is free: the operation adopted longest ago takes it."""
         if self._stopping:
             self._hand_back_waiting()
+            return
         now = asyncio.get_running_loop().time()
         while self._backlog and len(self._adopted) < self._policy.adopt_limit:
             op, since = self._backlog.popleft()
