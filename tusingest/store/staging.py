@@ -175,9 +175,17 @@ def _sync_and_drop(fd: int, start: int, length: int) -> None:
     head stays cached: completion reads it at once (the type sniff), and dropping it would
     turn every small upload's completion into a disk read."""
     os.fdatasync(fd)
+    dropped = to_drop(start, length)
+    if dropped is not None:
+        os.posix_fadvise(fd, *dropped, os.POSIX_FADV_DONTNEED)
+
+
+def to_drop(start: int, length: int) -> tuple[int, int] | None:
+    """The (offset, length) of `length` bytes written at `start` that leave the page cache
+    once synced: all past the file's first `KEEP_CACHED_HEAD` bytes; None for none."""
     drop_from = max(start, KEEP_CACHED_HEAD)
-    if start + length > drop_from:
-        os.posix_fadvise(fd, drop_from, start + length - drop_from, os.POSIX_FADV_DONTNEED)
+    end = start + length
+    return (drop_from, end - drop_from) if end > drop_from else None
 
 
 def _assemble(target: Path, sources: Sequence[tuple[Path, int]]) -> None:
