@@ -285,6 +285,36 @@ def test_different_content_under_the_same_id_is_replaced(
     assert run(element.find(item.file_id)) == stored
 
 
+def test_an_hour_directory_removed_after_a_store_is_made_again(
+    element: LocalElement, source: Path
+) -> None:
+    # The element remembers hour directories it made; one removed since is made again.
+    first = run(element.store(make_item(source)))
+    shutil.rmtree(element.root / first.storage_path)
+    second = run(element.store(make_item(source)))
+    assert second.storage_path == first.storage_path
+    directory = element.root / second.storage_path
+    assert sorted(os.listdir(directory)) == sorted(
+        [second.storage_filename, second.storage_filename + ".attr.json"]
+    )
+    assert run(element.find(second.file_id)) == second
+    assert run(element.find(first.file_id)) is None
+
+
+def test_a_file_stored_again_in_another_hour_is_found_there(
+    element: LocalElement, source: Path
+) -> None:
+    # The id's index entry exists already: it is replaced, pointing at the new place.
+    item = make_item(source)
+    first = run(element.store(item))
+    moved = run(element.store(replace(item, uploaded_at=WHEN + timedelta(hours=1))))
+    assert moved.storage_path != first.storage_path
+    assert run(element.find(item.file_id)) == moved
+    assert not (element.root / first.storage_path / first.storage_filename).exists()
+    index = element.root / ".by-id" / item.file_id[:2]
+    assert sorted(os.listdir(index)) == [item.file_id]  # no temporary left beside it
+
+
 def test_oversized_metadata_dropped_largest_first(element: LocalElement, source: Path) -> None:
     metadata = {"small": "x", "big": "y" * 3000, "mid": "z" * 1500, "also": "w" * 100}
     item = make_item(source, metadata=metadata)

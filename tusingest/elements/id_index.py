@@ -42,19 +42,27 @@ class IdIndex:
         link = self._path(file_id)
         target = os.path.relpath(attr_path, link.parent)
         try:
-            if os.readlink(link) == target:
-                return
-        except OSError:
-            pass
-        if not link.parent.is_dir():
+            os.symlink(target, link)  # a new file's entry: created whole or not at all
+        except FileNotFoundError:  # the first entry under this prefix
             link.parent.mkdir(parents=True, exist_ok=True)
             fsync_dir(self._dir)
+            self._replace(file_id, link, target)
+        except FileExistsError:
+            try:
+                if os.readlink(link) == target:
+                    return
+            except OSError:
+                pass
+            self._replace(file_id, link, target)
+        fsync_dir(link.parent)
+
+    @staticmethod
+    def _replace(file_id: str, link: Path, target: str) -> None:
         # A name of this thread's own: the index build may link the same file meanwhile.
         tmp = link.with_name(f".tmp_{file_id}.{os.getpid()}.{threading.get_ident()}")
         tmp.unlink(missing_ok=True)
         os.symlink(target, tmp)
         os.replace(tmp, link)
-        fsync_dir(link.parent)
 
     def unlink(self, file_id: str) -> None:
         link = self._path(file_id)

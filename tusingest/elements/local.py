@@ -29,6 +29,7 @@ DATA_MODE = 0o644  # the modes an ArtStore SE gives its files
 ATTR_MODE = 0o600
 # Linking fails across filesystems (EXDEV) or where hard links are not allowed: copy instead.
 _NO_LINK = frozenset({errno.EXDEV, errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK})
+_KNOWN_HOURS = 64
 
 Entry = tuple[Path, dict[str, Any]]  # the directory of a stored file, its attr.json
 
@@ -45,6 +46,8 @@ class LocalElement:
         self._root = Path(os.path.normpath(root))
         self._element_id = element_id
         self._index = IdIndex(self._root)
+        # Hour directories this element made or found durable (their mkdirs are skipped).
+        self._hours: set[str] = set()
 
     @property
     def element_id(self) -> str:
@@ -94,7 +97,7 @@ class LocalElement:
         # while files arrive would race their own linking).
         self._index.ensure()
 
-        existing = self._entry(file_id) or _entry_at(directory, name)
+        existing = self._indexed(file_id) or _entry_at(directory, name)
         if existing is not None:
             stored = self._complete(*existing)
             same_place = existing[0] == directory and existing[1]["storage_filename"] == name
@@ -104,16 +107,27 @@ class LocalElement:
             self._remove(*existing)  # partial, different or elsewhere: store it again
         _remove_temporaries(directory, file_id)
 
-        created = _make_dirs(self._root, rel)
+        created = [] if rel in self._hours else _make_dirs(self._root, rel)
         target = directory / name
         try:
-            checksum = _take(item, target, directory / _tmp_name(file_id, "data"))
+            try:
+                checksum = _take(item, target, directory / _tmp_name(file_id, "data"))
+            except FileNotFoundError:
+                if rel not in self._hours:
+                    raise
+                # The hour directory was removed since: make it again.
+                self._hours.discard(rel)
+                created = _make_dirs(self._root, rel)
+                checksum = _take(item, target, directory / _tmp_name(file_id, "data"))
             attr["checksum"] = checksum
             _write_attr(directory, file_id, name + ATTR_SUFFIX, encode_attr(attr), sync_dir=False)
             self._index.link(file_id, directory / (name + ATTR_SUFFIX))
             fsync_dir(directory)  # the data, attr.json and (when new) the directory itself
             for parent in created:
                 fsync_dir(parent)
+            if len(self._hours) >= _KNOWN_HOURS:
+                self._hours.clear()
+            self._hours.add(rel)
         except BaseException:
             target.unlink(missing_ok=True)
             (directory / (name + ATTR_SUFFIX)).unlink(missing_ok=True)
@@ -167,6 +181,9 @@ class LocalElement:
         canonical = canonical_file_id(file_id)
         if canonical is None or not self._root.is_dir():
             return None
+        return self._indexed(canonical)
+
+    def _indexed(self, canonical: str) -> Entry | None:
         target = self._index.lookup(canonical)
         if target is None:
             return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+import os
 import re
 import threading
 import zipfile
@@ -87,8 +88,10 @@ class MimeDetector:
     def detect(self, path: Path) -> str:
         """The MIME type libmagic sniffs from the first 16 KiB, zip refined to OOXML / ODF
         (blocking: call from a worker thread)."""
-        with path.open("rb") as f:
-            head = f.read(SNIFF_BYTES)
+        return self.sniff(path, _head(path)[1])
+
+    def sniff(self, path: Path, head: bytes) -> str:
+        """`detect` for `head`, the first bytes of `path` read already."""
         with self._lock:
             if self._magic is None:
                 self._magic = magic.Magic(mime=True)
@@ -118,10 +121,21 @@ def _zip_type(path: Path) -> str | None:
     return None
 
 
+def _head(path: Path) -> tuple[int, bytes]:
+    """The file's size and its first `SNIFF_BYTES` (four system calls: each one a worker
+    makes hands the interpreter lock over)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        return size, os.pread(fd, SNIFF_BYTES, 0) if size else b""
+    finally:
+        os.close(fd)
+
+
 def _inspect(path: Path, detector: MimeDetector) -> tuple[int, str]:
     """The file's size and sniffed MIME type, in one worker call."""
-    size = path.stat().st_size
-    return size, detector.detect(path) if size else "application/x-empty"
+    size, head = _head(path)
+    return size, detector.sniff(path, head) if size else "application/x-empty"
 
 
 async def detect_mime(path: Path, detector: MimeDetector | None = None) -> str:
