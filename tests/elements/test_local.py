@@ -23,7 +23,7 @@ import pytest
 from tests.samples import ATTR_KEYS
 from tusingest.artstore import hour_path, storage_filename
 from tusingest.domain import FileToStore, StoredFile
-from tusingest.elements.local import LocalElement
+from tusingest.elements.local import LocalElement, _parents
 from tusingest.errors import TusingestError
 from tusingest.ports import StorageElement
 
@@ -299,6 +299,17 @@ def test_an_hour_directory_removed_after_a_store_is_made_again(
     )
     assert run(element.find(second.file_id)) == second
     assert run(element.find(first.file_id)) is None
+
+
+def test_the_parents_synced_with_an_hours_first_store_hold_each_entry_of_its_path() -> None:
+    root = Path("/srv/se")
+    assert _parents(root, hour_path(WHEN)) == [
+        root,
+        root / "2025",
+        root / "2025/01",
+        root / "2025/01/02",
+    ]
+    assert hour_path(WHEN).strip("/") == "2025/01/02/15"
 
 
 def test_a_file_stored_again_in_another_hour_is_found_there(

@@ -46,7 +46,8 @@ class LocalElement:
         self._root = Path(os.path.normpath(root))
         self._element_id = element_id
         self._index = IdIndex(self._root)
-        # Hour directories this element made or found durable (their mkdirs are skipped).
+        # Hour directories this element has stored into, with their parents synced (their
+        # mkdirs and those syncs are skipped).
         self._hours: set[str] = set()
 
     @property
@@ -107,24 +108,30 @@ class LocalElement:
             self._remove(*existing)  # partial, different or elsewhere: store it again
         _remove_temporaries(directory, file_id)
 
-        created = [] if rel in self._hours else _make_dirs(self._root, rel)
+        first_here = rel not in self._hours
+        if first_here:
+            _make_dirs(self._root, rel)
         target = directory / name
         try:
             try:
                 checksum = _take(item, target, directory / _tmp_name(file_id, "data"))
             except FileNotFoundError:
-                if rel not in self._hours:
+                if first_here:
                     raise
                 # The hour directory was removed since: make it again.
                 self._hours.discard(rel)
-                created = _make_dirs(self._root, rel)
+                first_here = True
+                _make_dirs(self._root, rel)
                 checksum = _take(item, target, directory / _tmp_name(file_id, "data"))
             attr["checksum"] = checksum
             _write_attr(directory, file_id, name + ATTR_SUFFIX, encode_attr(attr), sync_dir=False)
             self._index.link(file_id, directory / (name + ATTR_SUFFIX))
             fsync_dir(directory)  # the data, attr.json and (when new) the directory itself
-            for parent in created:
-                fsync_dir(parent)
+            if first_here:
+                # Each directory's entry in its parent, whoever made it (a store that made it
+                # and then failed, or a node that crashed, may have synced none of them).
+                for parent in _parents(self._root, rel):
+                    fsync_dir(parent)
             if len(self._hours) >= _KNOWN_HOURS:
                 self._hours.clear()
             self._hours.add(rel)
@@ -281,19 +288,17 @@ def _remove_temporaries(directory: Path, file_id: str) -> None:
         (directory / _tmp_name(file_id, kind)).unlink(missing_ok=True)
 
 
-def _make_dirs(root: Path, rel: str) -> list[Path]:
-    """Create root/YYYY/MM/DD/HH; returns the parents that gained an entry (to be fsynced)."""
-    root.mkdir(parents=True, exist_ok=True)
-    current = root
-    gained = []
-    for part in rel.strip("/").split("/"):
-        parent, current = current, current / part
-        try:
-            current.mkdir()
-        except FileExistsError:
-            continue
-        gained.append(parent)
-    return gained
+def _make_dirs(root: Path, rel: str) -> None:
+    """Create root/YYYY/MM/DD/HH (the parts that are missing)."""
+    (root / rel).mkdir(parents=True, exist_ok=True)
+
+
+def _parents(root: Path, rel: str) -> list[Path]:
+    """root, root/YYYY, root/YYYY/MM, root/YYYY/MM/DD: each holds an entry of the next."""
+    parents = [root]
+    for part in rel.strip("/").split("/")[:-1]:
+        parents.append(parents[-1] / part)
+    return parents
 
 
 def _copy(source: Path, tmp: Path, target: Path, size: int) -> str:
