@@ -110,19 +110,20 @@ class LocalElement:
 
         first_here = rel not in self._hours
         if first_here:
-            _make_dirs(self._root, rel)
+            directory.mkdir(parents=True, exist_ok=True)
         target = directory / name
+        tmp_data = directory / _tmp_name(file_id, "data")
         try:
             try:
-                checksum = _take(item, target, directory / _tmp_name(file_id, "data"))
+                checksum = _take(item, target, tmp_data)
             except FileNotFoundError:
                 if first_here:
                     raise
                 # The hour directory was removed since: make it again.
                 self._hours.discard(rel)
                 first_here = True
-                _make_dirs(self._root, rel)
-                checksum = _take(item, target, directory / _tmp_name(file_id, "data"))
+                directory.mkdir(parents=True, exist_ok=True)
+                checksum = _take(item, target, tmp_data)
             attr["checksum"] = checksum
             _write_attr(directory, file_id, name + ATTR_SUFFIX, encode_attr(attr), sync_dir=False)
             self._index.link(file_id, directory / (name + ATTR_SUFFIX))
@@ -286,11 +287,6 @@ def _tmp_name(file_id: str, kind: str) -> str:
 def _remove_temporaries(directory: Path, file_id: str) -> None:
     for kind in ("data", "attr"):
         (directory / _tmp_name(file_id, kind)).unlink(missing_ok=True)
-
-
-def _make_dirs(root: Path, rel: str) -> None:
-    """Create root/YYYY/MM/DD/HH (the parts that are missing)."""
-    (root / rel).mkdir(parents=True, exist_ok=True)
 
 
 def _parents(root: Path, rel: str) -> list[Path]:
