@@ -11,7 +11,7 @@ import pytest
 
 from tusingest.domain import OperationKind
 from tusingest.store.database import open_checked
-from tusingest.store.db import Database, Duplicate, Row, Statement
+from tusingest.store.db import Database, Duplicate, Statement
 from tusingest.store.operations import SqlOperationStore
 
 _INSERT = "INSERT INTO upload_locks (key, holder, expires_at) VALUES ($1, $2, '2030-01-01')"
@@ -137,35 +137,35 @@ def test_concurrent_statements_from_many_tasks_all_land(tmp_path: Path) -> None:
 
 
 def test_a_failing_self_contained_transaction_undoes_only_itself(tmp_path: Path) -> None:
-    """`fetchrow_then` is all or nothing, alone or in a shared commit, and the writer goes on."""
+    """`fetchrow_then` is all or nothing, alone or in a shared commit, and the writer goes on:
+    a statement after the first that fails (here a duplicate of the first's key) undoes the
+    first."""
 
-    def refuse(_row: Row) -> list[Statement]:
-        raise ValueError("refused after the first statement")
+    def refuse(key: str) -> list[Statement]:
+        return [(_INSERT, [key, "h"])]
 
     async def scenario() -> None:
         db = await _open(tmp_path / "together.db")
         try:
             returning = _INSERT + " RETURNING key"
-            with pytest.raises(ValueError, match="refused"):
-                await db.fetchrow_then(returning, ["alone", "h"], refuse)
+            with pytest.raises(Duplicate):
+                await db.fetchrow_then(returning, ["alone", "h"], refuse("alone"))
             async with db.transaction() as tx:  # the next ones wait, then share one commit
                 await tx.execute(_INSERT, "tx", "h")
                 together = [
                     asyncio.ensure_future(db.execute(_INSERT, "before", "h")),
-                    asyncio.ensure_future(db.fetchrow_then(returning, ["grouped", "h"], refuse)),
                     asyncio.ensure_future(
-                        db.fetchrow_then(
-                            returning,
-                            ["kept", "h"],
-                            lambda row: [(_INSERT, [row["key"] + "2", "h"])],
-                        )
+                        db.fetchrow_then(returning, ["grouped", "h"], refuse("grouped"))
+                    ),
+                    asyncio.ensure_future(
+                        db.fetchrow_then(returning, ["kept", "h"], [(_INSERT, ["kept2", "h"])])
                     ),
                     asyncio.ensure_future(db.execute(_INSERT, "after", "h")),
                 ]
                 await asyncio.sleep(0.05)
             outcomes = await asyncio.gather(*together, return_exceptions=True)
             assert outcomes[0] == 1
-            assert isinstance(outcomes[1], ValueError)
+            assert isinstance(outcomes[1], Duplicate)
             assert outcomes[3] == 1
             keys = [r["key"] for r in await db.fetch(_KEYS)]
             assert keys == ["after", "before", "kept", "kept2", "tx"]

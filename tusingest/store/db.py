@@ -4,7 +4,8 @@ connection in a thread of its own; PostgreSQL: an asyncpg pool with prepared sta
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+import re
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,11 +50,18 @@ class Database(Queries, Protocol):
         ...
 
     async def fetchrow_then(
-        self, sql: str, args: Sequence[Any], then: Callable[[Row], Sequence[Statement]]
+        self,
+        sql: str,
+        args: Sequence[Any],
+        then: Sequence[Statement],
+        *,
+        unless: tuple[str, Any] | None = None,
     ) -> Row | None:
-        """In one transaction (one round trip where the driver allows): `sql`, a statement
-        that returns at most one row, then, if it returned one, the statements `then` makes of
-        it (`then` may run on another thread: a pure function). The row."""
+        """In one transaction: `sql`, a statement that returns at most one row, then, if it
+        returned one (and with `unless=(column, value)`, unless that row's `column` is
+        `value`), the statements `then`. The row. On PostgreSQL statements of the form
+        `INSERT INTO t (columns) VALUES (values)` make one statement with `sql`: one round
+        trip instead of four (BEGIN, the two, COMMIT)."""
         ...
 
     async def close(self) -> None: ...
@@ -122,6 +130,7 @@ class PgDatabase(_PgQueries):
     def __init__(self, pool: asyncpg.Pool) -> None:
         super().__init__(pool)
         self._pool = pool
+        self._folded: dict[tuple[str, tuple[str, ...], str | bool], str | None] = {}
 
     @classmethod
     async def open(cls, dsn: str, *, size: int = 20) -> PgDatabase:
@@ -145,17 +154,71 @@ class PgDatabase(_PgQueries):
             return [await tx.execute(sql, *args) for sql, args in statements]
 
     async def fetchrow_then(
-        self, sql: str, args: Sequence[Any], then: Callable[[Row], Sequence[Statement]]
+        self,
+        sql: str,
+        args: Sequence[Any],
+        then: Sequence[Statement],
+        *,
+        unless: tuple[str, Any] | None = None,
     ) -> Row | None:
+        if not then:
+            return await self.fetchrow(sql, *args)
+        key = (sql, tuple(more for more, _args in then), unless is not None and unless[0])
+        folded = self._folded.get(key)
+        if folded is None and key not in self._folded:
+            folded = self._folded[key] = _fold(sql, len(args), then, unless)
+        if folded is not None:
+            values = [*args]
+            for _sql, more_args in then:
+                values.extend(more_args)
+            if unless is not None:
+                values.append(unless[1])
+            return await self.fetchrow(folded, *values)
         async with self.transaction() as tx:
             row = await tx.fetchrow(sql, *args)
-            if row is not None:
-                for more, more_args in then(row):
+            if row is not None and (unless is None or row[unless[0]] != unless[1]):
+                for more, more_args in then:
                     await tx.execute(more, *more_args)
             return row
 
     async def close(self) -> None:
         await self._pool.close()
+
+
+_INSERT_VALUES = re.compile(
+    r"INSERT INTO (\w+) \(([\w, ]+)\) VALUES \((.*)\)( ON CONFLICT \(\w+\) DO NOTHING)?", re.DOTALL
+)
+_PARAMETER = re.compile(r"\$(\d+)")
+
+
+def _fold(
+    sql: str, count: int, then: Sequence[Statement], unless: tuple[str, Any] | None
+) -> str | None:
+    """`sql` and the INSERT ... VALUES statements `then` as one statement (PostgreSQL's
+    data-modifying WITH: all of it or nothing, as one transaction), each insert made once per
+    row `sql` returns (at most one) that `unless` does not exclude, their parameters
+    renumbered after those of `sql` (PostgreSQL infers their types from the columns they go
+    into, as with VALUES). None when a statement of `then` is not of that form."""
+    parts = [f"fold_row AS ({sql})"]
+    where = ""
+    if unless is not None:
+        if not unless[0].isidentifier():
+            return None
+        position = count + sum(len(args) for _sql, args in then) + 1
+        where = f" WHERE fold_row.{unless[0]} IS DISTINCT FROM ${position}"
+    offset = count
+    for index, (more, args) in enumerate(then):
+        match = _INSERT_VALUES.fullmatch(more)
+        if match is None:
+            return None
+        table, columns, values, conflict = match.groups()
+        values = _PARAMETER.sub(lambda m, by=offset: f"${int(m.group(1)) + by}", values)
+        parts.append(
+            f"then{index} AS (INSERT INTO {table} ({columns}) "
+            f"SELECT {values} FROM fold_row{where}{conflict or ''})"
+        )
+        offset += len(args)
+    return f"WITH {', '.join(parts)} SELECT * FROM fold_row"
 
 
 def _pg_count(status: str) -> int:

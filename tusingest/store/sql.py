@@ -143,11 +143,8 @@ class SqlSessionStore:
         if not _needs_ingest(status, None):
             row = await self._db.fetchrow(_ADVANCE, *args)
             return None if row is None else upload_from_row(row)
-        queue = [self._queue_ingest(upload_id, now)]
         row = await self._db.fetchrow_then(
-            _ADVANCE,
-            args,
-            lambda advanced: queue if _needs_ingest(status, advanced["concat"]) else [],
+            _ADVANCE, args, [self._queue_ingest(upload_id, now)], unless=("concat", PARTIAL)
         )
         return None if row is None else upload_from_row(row)
 
@@ -170,7 +167,7 @@ class SqlSessionStore:
         if self._notes is None:
             raise RuntimeError("this session store was given no catalog to record notes")
         noted = self._notes.noted(note)
-        settled = await self._db.fetchrow_then(_SETTLE_RETURNING, args, lambda _row: noted)
+        settled = await self._db.fetchrow_then(_SETTLE_RETURNING, args, noted)
         if settled is None:
             return False
         self._notes.queued(noted)

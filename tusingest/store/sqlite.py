@@ -103,15 +103,21 @@ class SqliteDatabase:
         return await self._call(functools.partial(_together, run), solo=True)
 
     async def fetchrow_then(
-        self, sql: str, args: Sequence[Any], then: Callable[[Row], Sequence[Statement]]
+        self,
+        sql: str,
+        args: Sequence[Any],
+        then: Sequence[Statement],
+        *,
+        unless: tuple[str, Any] | None = None,
     ) -> Row | None:
         text, params = self._bound(sql, args)
+        texts = [self._bound(more, more_args) for more, more_args in then]
 
         def run(conn: sqlite3.Connection) -> Row | None:
             row = _one(conn.execute(text, params))
-            if row is not None:
-                for more, more_args in then(row):
-                    conn.execute(*self._bound(more, more_args))
+            if row is not None and (unless is None or row[unless[0]] != unless[1]):
+                for more_text, more_params in texts:
+                    conn.execute(more_text, more_params)
             return row
 
         return await self._call(functools.partial(_together, run), solo=True)
