@@ -118,7 +118,7 @@ async def rig(
     *,
     max_attempts: int = 3,
     empty: bool = False,
-    decided: Callable[[str], None] | None = None,
+    decided: Callable[[Upload], None] | None = None,
 ) -> AsyncIterator[Rig]:
     await schema.upgrade(url)
     db = await open_database(url)
@@ -215,19 +215,22 @@ def test_a_clean_pdf_is_stored_with_its_attr_json(database: str, tmp_path: Path)
 
 def test_the_verdict_is_announced_with_its_note_before_the_cleanup(tmp_path: Path) -> None:
     """The completing request hears of the verdict once it and its `file_stored` note are
-    committed, before the staged bytes' removal and the operation's end."""
+    committed, before the staged bytes' removal and the operation's end, and is handed the
+    upload exactly as committed (it need not read the row back)."""
     path = tmp_path / "db.sqlite"
     seen: list[tuple[str, str, int, bool]] = []
+    handed: list[Upload] = []
 
-    def decided(upload_id: str) -> None:
+    def decided(upload: Upload) -> None:
         conn = sqlite3.connect(path)
         try:
-            [status] = conn.execute("SELECT status FROM uploads WHERE id = ?", (upload_id,))
+            [status] = conn.execute("SELECT status FROM uploads WHERE id = ?", (upload.id,))
             [notes] = conn.execute("SELECT count(*) FROM audit_events WHERE action = 'file_stored'")
         finally:
             conn.close()
-        staged = (tmp_path / "staging" / upload_id).exists()
-        seen.append((upload_id, status[0], notes[0], staged))
+        staged = (tmp_path / "staging" / upload.id).exists()
+        seen.append((upload.id, status[0], notes[0], staged))
+        handed.append(upload)
 
     async def scenario() -> None:
         url = Settings.from_env({"DATABASE_URL": f"sqlite:///{path}"}).database.url
@@ -242,6 +245,9 @@ def test_the_verdict_is_announced_with_its_note_before_the_cleanup(tmp_path: Pat
                 await asyncio.sleep(0.01)
             assert seen[0] == (upload.id, "stored", 1, True)
             assert seen[1][:2] == (empty.id, "rejected")
+            assert handed == [await r.sessions.get(upload.id), await r.sessions.get(empty.id)]
+            assert handed[0].file_id is not None
+            assert handed[0].sha256 == hashlib.sha256(PDF).hexdigest()
 
     asyncio.run(scenario())
 

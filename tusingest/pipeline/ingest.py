@@ -90,11 +90,11 @@ class Ingest:
         policy: IngestPolicy,
         metrics: Metrics | None = None,
         tracer: Tracer | None = None,
-        decided: Callable[[str], None] | None = None,
+        decided: Callable[[Upload], None] | None = None,
     ) -> None:
-        """`decided(upload_id)` hears of each verdict once it and its audit note are
-        committed, before the cleanup and the operation's end (the completing request waits
-        for no more)."""
+        """`decided(upload)` hears of each verdict once it and its audit note are committed,
+        with the upload as committed, before the cleanup and the operation's end (the
+        completing request waits for no more, and need not read the row back)."""
         self._sessions = sessions
         self._staging = staging
         self._catalog = catalog
@@ -104,7 +104,7 @@ class Ingest:
         self._policy = policy
         self._metrics = metrics
         self._tracer = tracer or NoTracer()
-        self._decided = decided or (lambda _upload_id: None)
+        self._decided = decided or (lambda _upload: None)
         self._detector = MimeDetector()
         self._handed: OrderedDict[str, Upload] = OrderedDict()
 
@@ -192,7 +192,7 @@ class Ingest:
                  entry.element_id, entry.size)  # fmt: skip
         self._count("stored", entry.size, (datetime.now(UTC) - upload.created_at).total_seconds())
         # The audit trail and the counts show the file by the time its client hears.
-        self._decided(upload.id)
+        self._decided(settled)
         self._step("cleanup")
         await self._cleanup(upload, copies=self._compressible(prepared.validated))
         return replace(state, verdict="stored", file_id=entry.file_id)
@@ -318,7 +318,7 @@ class Ingest:
         self, state: IngestState, upload: Upload, meta: dict[str, str], rejection: Rejection
     ) -> IngestState:
         # The note (and the webhook deliveries it brings along) in the verdict's transaction.
-        await self._sessions.settle(
+        settled = await self._sessions.settle(
             upload.id,
             status=UploadStatus.REJECTED,
             now=datetime.now(UTC),
@@ -327,7 +327,8 @@ class Ingest:
             note=rejected_note(upload, meta, rejection),
         )
         self._count("rejected")
-        self._decided(upload.id)
+        if settled is not None:
+            self._decided(settled)
         await self._cleanup(upload)
         return replace(state, verdict="rejected", code=rejection.code)
 
@@ -374,7 +375,7 @@ class Ingest:
                 log.error("could not unregister %s: %s", entry.file_id, exc)
         await self._catalog.remove(op.subject)
         await self._saga.compensate(IngestState.from_json(op.state).log)
-        await self._sessions.settle(
+        upload = await self._sessions.settle(
             op.subject,
             status=UploadStatus.FAILED,
             now=datetime.now(UTC),
@@ -382,6 +383,5 @@ class Ingest:
             detail=error,
         )
         self._count("failed")
-        upload = await self._sessions.get(op.subject)
         if upload is not None:
             await self._catalog.audit(failed_note(upload, error))

@@ -66,10 +66,10 @@ class SessionStore(Protocol):
         file_id: str | None = None,
         digests: tuple[str | None, str] | None = None,
         note: AuditNote | None = None,
-    ) -> bool:
+    ) -> Upload | None:
         """Record the completion pipeline's progress or verdict on the upload, and `note` (with
-        what it brings along) in the same transaction; False (and nothing changed, nothing
-        noted) when the client terminated it meanwhile."""
+        what it brings along) in the same transaction: the upload as committed, or None (and
+        nothing changed, nothing noted) when the client terminated it meanwhile."""
         ...
 
     async def transition(

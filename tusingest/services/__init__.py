@@ -119,7 +119,7 @@ async def open_services(
         catalog = SqlCatalog(db, outbox)
         sessions = SqlSessionStore(db, claim=claim, notes=catalog)
         tracer = NoTracer() if tracing is None else tracing.tracer
-        runner, ingest = operation_runner(
+        runner, ingest, verdicts = operation_runner(
             settings, node, operations, sessions, staging, catalog, storage, tracer
         )
         runners = [runner, *webhooks]
@@ -174,12 +174,7 @@ async def open_services(
         yield Services(
             uploads=uploads,
             sessions=sessions,
-            verdicts=Verdicts(
-                runner,
-                sessions,
-                wait_seconds=config.completion_wait_seconds,
-                retry_after=settings.storage.no_storage_retry_seconds,
-            ),
+            verdicts=verdicts,
             catalog=catalog,
             deletions=deletions,
             transfers=Transfers(catalog, storage.chain, storage.elements, operations, runner),

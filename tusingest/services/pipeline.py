@@ -17,6 +17,7 @@ from tusingest.pipeline.runner import Runner, RunnerPolicy
 from tusingest.pipeline.saga import SagaPolicy, StoreSaga
 from tusingest.pipeline.scan import ClamdScanner
 from tusingest.pipeline.transfer import Transfer
+from tusingest.pipeline.verdicts import Verdicts
 from tusingest.pipeline.webhooks import WebhookOutbox
 from tusingest.ports import Catalog, OperationStore, Outbox, Scanner, SessionStore, Staging, Tracer
 from tusingest.receivers.http import HttpWebhookSender
@@ -37,8 +38,9 @@ def operation_runner(
     catalog: Catalog,
     storage: Storage,
     tracer: Tracer,
-) -> tuple[Runner, Ingest]:
-    """The durable runner with a handler for every operation kind, and its ingest."""
+) -> tuple[Runner, Ingest, Verdicts]:
+    """The durable runner with a handler for every operation kind, its ingest, and the
+    verdicts that completing requests wait for."""
     pipeline = settings.pipeline
     scanner: Scanner | None = None
     if pipeline.virus_scan_enabled and pipeline.clamd_url:
@@ -74,7 +76,7 @@ def operation_runner(
         metrics=storage.metrics,
         tracer=tracer,
         # The completing request waits on the runner: woken at the verdict, not at its end.
-        decided=lambda upload_id: runner.announce(upload_id),
+        decided=lambda upload: verdicts.decided(upload),
     )
     # A copy left on a dead element is retried about when its breaker lets calls through.
     discard_wait = min(60.0, max(1.0, settings.storage.breaker.timeout_seconds))
@@ -115,7 +117,13 @@ def operation_runner(
         node=node,
         on_end=lambda kind, status: storage.metrics.operation_finished(kind.value, status),
     )
-    return runner, ingest
+    verdicts = Verdicts(
+        runner,
+        sessions,
+        wait_seconds=settings.uploads.completion_wait_seconds,
+        retry_after=settings.storage.no_storage_retry_seconds,
+    )
+    return runner, ingest, verdicts
 
 
 def webhook_runners(

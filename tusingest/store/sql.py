@@ -42,9 +42,8 @@ _ADVANCE = (
 _SETTLE = (
     "UPDATE uploads SET status = $1, updated_at = $2, error = $3, error_detail = $4, "
     "file_id = COALESCE($5, file_id), md5 = COALESCE($6, md5), sha256 = COALESCE($7, sha256) "
-    "WHERE id = $8 AND status <> 'terminated'"
+    f"WHERE id = $8 AND status <> 'terminated' RETURNING {UPLOAD_COLUMNS}"
 )
-_SETTLE_RETURNING = _SETTLE + " RETURNING id"
 _EXPIRED = (
     "SELECT id FROM uploads WHERE (status = 'receiving' OR (status = 'complete' AND "
     "concat = 'partial')) AND expires_at <= $1 ORDER BY expires_at LIMIT $2"
@@ -159,19 +158,20 @@ class SqlSessionStore:
         file_id: str | None = None,
         digests: tuple[str | None, str] | None = None,
         note: AuditNote | None = None,
-    ) -> bool:
+    ) -> Upload | None:
         md5, sha256 = digests if digests is not None else (None, None)
         args = (status.value, now, error, detail, file_id, md5, sha256, upload_id)
         if note is None:
-            return await self._db.execute(_SETTLE, *args) > 0
+            row = await self._db.fetchrow(_SETTLE, *args)
+            return None if row is None else upload_from_row(row)
         if self._notes is None:
             raise RuntimeError("this session store was given no catalog to record notes")
         noted = self._notes.noted(note)
-        settled = await self._db.fetchrow_then(_SETTLE_RETURNING, args, noted)
-        if settled is None:
-            return False
+        row = await self._db.fetchrow_then(_SETTLE, args, noted)
+        if row is None:
+            return None
         self._notes.queued(noted)
-        return True
+        return upload_from_row(row)
 
     async def transition(
         self,
