@@ -58,9 +58,6 @@ def test_a_verdict_decided_here_reaches_the_waiting_request_without_a_read(
                 return done
 
             upload = await completed()
-            waiting = asyncio.create_task(verdicts.settle(upload))
-            await asyncio.sleep(0.05)
-            assert not waiting.done()
             stored = await store.settle(
                 upload.id,
                 status=UploadStatus.STORED,
@@ -70,6 +67,11 @@ def test_a_verdict_decided_here_reaches_the_waiting_request_without_a_read(
             )
             assert stored is not None
             assert stored.status is UploadStatus.STORED
+            # The request still holds the upload as it completed it, and waits; the verdict
+            # reaches it at once (long before its first look at the row, a quarter second on).
+            waiting = asyncio.create_task(verdicts.settle(upload))
+            await asyncio.sleep(0)
+            assert not waiting.done()
             verdicts.decided(stored)
             answered = await asyncio.wait_for(waiting, 2)
             assert answered == stored
