@@ -75,7 +75,8 @@ def operation_runner(
         ),
         metrics=storage.metrics,
         tracer=tracer,
-        # The completing request waits on the runner: woken at the verdict, not at its end.
+        # The completing request is handed the verdict's row when it commits, not at the
+        # operation's end.
         decided=lambda upload: verdicts.decided(upload),
     )
     # A copy left on a dead element is retried about when its breaker lets calls through.

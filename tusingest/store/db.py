@@ -59,9 +59,9 @@ class Database(Queries, Protocol):
     ) -> Row | None:
         """In one transaction: `sql`, a statement that returns at most one row, then, if it
         returned one (and with `unless=(column, value)`, unless that row's `column` is
-        `value`), the statements `then`. The row. On PostgreSQL statements of the form
-        `INSERT INTO t (columns) VALUES (values)` make one statement with `sql`: one round
-        trip instead of four (BEGIN, the two, COMMIT)."""
+        `value`), the inserts `then`, each `INSERT INTO t (columns) VALUES (values)`, maybe
+        with `ON CONFLICT (column) DO NOTHING`. The row. On PostgreSQL all of it is one
+        statement: one round trip instead of four (BEGIN, the two, COMMIT)."""
         ...
 
     async def close(self) -> None: ...
@@ -130,7 +130,7 @@ class PgDatabase(_PgQueries):
     def __init__(self, pool: asyncpg.Pool) -> None:
         super().__init__(pool)
         self._pool = pool
-        self._folded: dict[tuple[str, tuple[str, ...], str | bool], str | None] = {}
+        self._folded: dict[tuple[str, tuple[str, ...], str | None], str] = {}
 
     @classmethod
     async def open(cls, dsn: str, *, size: int = 20) -> PgDatabase:
@@ -163,23 +163,16 @@ class PgDatabase(_PgQueries):
     ) -> Row | None:
         if not then:
             return await self.fetchrow(sql, *args)
-        key = (sql, tuple(more for more, _args in then), unless is not None and unless[0])
+        key = (sql, tuple(more for more, _args in then), None if unless is None else unless[0])
         folded = self._folded.get(key)
-        if folded is None and key not in self._folded:
+        if folded is None:
             folded = self._folded[key] = _fold(sql, len(args), then, unless)
-        if folded is not None:
-            values = [*args]
-            for _sql, more_args in then:
-                values.extend(more_args)
-            if unless is not None:
-                values.append(unless[1])
-            return await self.fetchrow(folded, *values)
-        async with self.transaction() as tx:
-            row = await tx.fetchrow(sql, *args)
-            if row is not None and (unless is None or row[unless[0]] != unless[1]):
-                for more, more_args in then:
-                    await tx.execute(more, *more_args)
-            return row
+        values = [*args]
+        for _sql, more_args in then:
+            values.extend(more_args)
+        if unless is not None:
+            values.append(unless[1])
+        return await self.fetchrow(folded, *values)
 
     async def close(self) -> None:
         await self._pool.close()
@@ -191,26 +184,24 @@ _INSERT_VALUES = re.compile(
 _PARAMETER = re.compile(r"\$(\d+)")
 
 
-def _fold(
-    sql: str, count: int, then: Sequence[Statement], unless: tuple[str, Any] | None
-) -> str | None:
+def _fold(sql: str, count: int, then: Sequence[Statement], unless: tuple[str, Any] | None) -> str:
     """`sql` and the INSERT ... VALUES statements `then` as one statement (PostgreSQL's
     data-modifying WITH: all of it or nothing, as one transaction), each insert made once per
     row `sql` returns (at most one) that `unless` does not exclude, their parameters
     renumbered after those of `sql` (PostgreSQL infers their types from the columns they go
-    into, as with VALUES). None when a statement of `then` is not of that form."""
+    into, as with VALUES)."""
     parts = [f"fold_row AS ({sql})"]
     where = ""
     if unless is not None:
         if not unless[0].isidentifier():
-            return None
+            raise ValueError(f"not a column name: {unless[0]!r}")
         position = count + sum(len(args) for _sql, args in then) + 1
         where = f" WHERE fold_row.{unless[0]} IS DISTINCT FROM ${position}"
     offset = count
     for index, (more, args) in enumerate(then):
         match = _INSERT_VALUES.fullmatch(more)
         if match is None:
-            return None
+            raise ValueError(f"not an INSERT ... VALUES statement: {more}")
         table, columns, values, conflict = match.groups()
         values = _PARAMETER.sub(lambda m, by=offset: f"${int(m.group(1)) + by}", values)
         parts.append(
