@@ -448,6 +448,84 @@ def test_files_kept_before_the_index_are_found(tmp_path: Path, source: Path) -> 
     assert run(LocalElement(root, "se").find(old.file_id)) is None
 
 
+def _index_entry(element: LocalElement, file_id: str) -> Path:
+    return element.root / ".by-id" / file_id[:2] / file_id
+
+
+def _attr_path(element: LocalElement, stored: StoredFile) -> Path:
+    return element.root / stored.storage_path / (stored.storage_filename + ".attr.json")
+
+
+def test_the_index_entry_is_the_attr_json_itself_no_inode_of_its_own(
+    element: LocalElement, source: Path
+) -> None:
+    stored = run(element.store(make_item(source)))
+    entry = _index_entry(element, stored.file_id)
+    assert not entry.is_symlink()
+    assert entry.stat().st_ino == _attr_path(element, stored).stat().st_ino
+    assert entry.stat().st_nlink == 2
+
+
+def test_an_update_points_the_index_at_the_new_attr_json(
+    element: LocalElement, source: Path
+) -> None:
+    stored = run(element.store(make_item(source)))
+    run(element.update_attr(stored.file_id, {"description": "moved on"}))
+    entry = _index_entry(element, stored.file_id)
+    assert entry.stat().st_ino == _attr_path(element, stored).stat().st_ino
+    assert json.loads(entry.read_bytes())["description"] == "moved on"
+    assert sorted(os.listdir(entry.parent)) == [stored.file_id]  # the old inode gone
+    run(element.delete(stored.file_id))
+    assert not entry.exists()
+    assert run(element.find(stored.file_id)) is None
+
+
+def test_an_index_of_symlinks_from_an_earlier_version_still_finds_files(
+    element: LocalElement, source: Path
+) -> None:
+    stored = run(element.store(make_item(source)))
+    entry = _index_entry(element, stored.file_id)
+    entry.unlink()
+    os.symlink(os.path.relpath(_attr_path(element, stored), entry.parent), entry)
+    again = LocalElement(element.root, "se-local")
+    assert run(again.find(stored.file_id)) == stored
+    assert run(again.store(make_item(source, file_id=stored.file_id))) == stored
+    assert entry.is_symlink()  # the entry already names that attr.json: left as it is
+    run(again.delete(stored.file_id))
+    assert not os.path.lexists(entry)
+    assert run(again.find(stored.file_id)) is None
+
+
+def test_where_hard_links_are_refused_the_index_holds_symlinks(
+    element: LocalElement, source: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refused(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", refused)
+    stored = run(element.store(make_item(source)))
+    entry = _index_entry(element, stored.file_id)
+    assert entry.is_symlink()
+    assert run(LocalElement(element.root, "se-local").find(stored.file_id)) == stored
+
+
+def test_an_index_entry_naming_a_place_outside_the_element_is_not_followed(
+    element: LocalElement, source: Path, tmp_path: Path
+) -> None:
+    stored = run(element.store(make_item(source)))
+    entry = _index_entry(element, stored.file_id)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    forged = {**json.loads(entry.read_bytes()), "storage_path": "../outside/"}
+    (outside / (stored.storage_filename + ".attr.json")).write_text(json.dumps(forged))
+    (outside / stored.storage_filename).write_bytes(b"x" * stored.size)
+    entry.unlink()
+    entry.write_text(json.dumps(forged))
+    run(element.delete(stored.file_id))
+    assert (outside / stored.storage_filename).exists()
+    assert run(element.find(stored.file_id)) is None
+
+
 async def _fill(element: LocalElement, source: Path, count: int) -> None:
     items = [make_item(source, file_id=str(uuid.uuid4())) for _ in range(count)]
     for start in range(0, count, 64):

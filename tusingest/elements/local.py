@@ -1,5 +1,5 @@
 """Local-disk storage element: files and their attr.json in the ArtStore hour layout, found by
-id through an index of links (never a directory scan)."""
+id through an index of hard links to their attr.json (never a directory scan)."""
 
 from __future__ import annotations
 
@@ -227,7 +227,9 @@ class LocalElement:
                 status=500,
             )
         _remove_temporaries(directory, attr["file_id"])
-        _write_attr(directory, attr["file_id"], attr["storage_filename"] + ATTR_SUFFIX, body)
+        name = attr["storage_filename"] + ATTR_SUFFIX
+        _write_attr(directory, attr["file_id"], name, body)
+        self._index.link(attr["file_id"], directory / name)  # the new attr.json's inode
         return attr
 
     def _complete(self, directory: Path, attr: dict[str, Any]) -> StoredFile | None:
