@@ -5,8 +5,9 @@ the edge and by the operation at work (contextvars)."""
 from __future__ import annotations
 
 import contextvars
-import os
 import re
+
+from tusingest.randomids import token_hex
 
 REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 USER: contextvars.ContextVar[str] = contextvars.ContextVar("user", default="-")
@@ -22,7 +23,7 @@ def request_id(offered: str | None) -> str:
     """The id of a request: the client's `X-Request-ID` if it is safe to log, else a new one."""
     if offered is not None and _SAFE_ID.fullmatch(offered):
         return offered
-    return os.urandom(8).hex()
+    return token_hex(8)
 
 
 def loggable_id(value: str | None) -> str | None:

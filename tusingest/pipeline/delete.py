@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -27,6 +26,7 @@ from tusingest.pipeline.files import find_live
 from tusingest.pipeline.runner import Progress, Runner
 from tusingest.pipeline.saga import Placement
 from tusingest.ports import Catalog, Elements, FileRegistrar, Metrics, OperationStore, RegistryChain
+from tusingest.randomids import uuid4
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +159,7 @@ class Deletions:
             address=address,
         )
         await self._operations.enqueue(
-            uuid.uuid4().hex, OperationKind.DELETE, entry.file_id, state.to_json()
+            uuid4().hex, OperationKind.DELETE, entry.file_id, state.to_json()
         )
         self._runner.wake()
         loop = asyncio.get_running_loop()

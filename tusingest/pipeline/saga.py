@@ -41,6 +41,7 @@ from tusingest.pipeline.tracing import (
     NoTracer,
 )
 from tusingest.ports import Elements, Metrics, OperationStore, RegistryChain, Tracer
+from tusingest.randomids import uuid4
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +213,7 @@ class StoreSaga:
             if resumable is not None and resumable.same_element(info):
                 placement = resumable
             else:
-                placement = Placement(info.element_id, info.endpoint, info.mode, str(uuid.uuid4()))
+                placement = Placement(info.element_id, info.endpoint, info.mode, str(uuid4()))
                 placements.append(placement)
                 await record()
             resumable = None

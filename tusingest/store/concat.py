@@ -12,6 +12,7 @@ from datetime import datetime
 from tusingest.domain import FINAL_PREFIX, Principal, Upload, UploadStatus
 from tusingest.errors import BadRequest, Gone, NotFound
 from tusingest.ports import Locker, SessionStore, Staging
+from tusingest.randomids import uuid4
 
 # A final in one of these states is not given out again: the same parts make a new one.
 _GONE = (UploadStatus.TERMINATED, UploadStatus.EXPIRED)
@@ -80,7 +81,7 @@ class Concatenation:
             self._check_size(length)
             now = self._clock()
             final = Upload(
-                id=final_id if earlier is None else uuid.uuid4().hex,
+                id=final_id if earlier is None else uuid4().hex,
                 owner=principal.sub,
                 length=length,
                 offset=length,

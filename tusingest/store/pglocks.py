@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 import secrets
-import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from typing import Any
 import asyncpg
 
 from tusingest.ports import ReleaseRequest
+from tusingest.randomids import uuid4
 from tusingest.store.db import Database
 from tusingest.store.locks import locked_error
 
@@ -113,7 +113,7 @@ class PgLocker:
     async def hold(
         self, key: str, *, on_release: ReleaseRequest | None = None, patient: bool = True
     ) -> AsyncIterator[None]:
-        holder = f"{self._node}:{uuid.uuid4().hex}"
+        holder = f"{self._node}:{uuid4().hex}"
         if not await self._try_acquire(key, holder):
             if not patient:
                 raise locked_error()

@@ -8,7 +8,6 @@ import contextlib
 import logging
 import re
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -25,6 +24,7 @@ from tusingest.errors import (
     PayloadTooLarge,
 )
 from tusingest.ports import Locker, ReleaseRequest, SessionStore, Staging
+from tusingest.randomids import uuid4
 from tusingest.store.concat import Concatenation
 from tusingest.store.digests import InlineDigests, UploadDigest
 from tusingest.store.receive import BufferPool, Receiver
@@ -137,7 +137,7 @@ class UploadStore:
         now = self._clock()
         complete = length == 0
         upload = Upload(
-            id=uuid.uuid4().hex,
+            id=uuid4().hex,
             owner=principal.sub,
             length=length,
             offset=0,
