@@ -16,10 +16,10 @@ from tusingest.diskio import fsync_dir
 
 # file id → its attr.json, as hard links `{INDEX}/{id[:2]}/{id}` (an entry is the attr.json
 # itself: its storage_path and storage_filename say where the file lives). A hard link costs
-# no inode: on ext4 a symlink's inode costs ~25 times the CPU of a link. A relative symlink to
-# the attr.json (where hard links are refused, or made by an earlier version) reads the same,
-# since opening it follows it. BUILT marks an index that holds every file (one made before the
-# element kept it is rebuilt once).
+# no inode: on ext4, after many deletions, a new inode cost ~25 times the CPU of a link. A
+# relative symlink to the attr.json (where hard links are refused, or made by an earlier
+# version) reads the same, since opening it follows it. BUILT marks an index that holds every
+# file (one made before the element kept it is rebuilt once).
 INDEX = ".by-id"
 _NO_HARD_LINK = frozenset({errno.EXDEV, errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK})
 BUILT = ".built"
