@@ -139,9 +139,11 @@ class SqlSessionStore:
         md5, sha256 = digests if digests is not None else (None, None)
         args: tuple[object, ...] = (new_offset, length, status.value, now, expires_at, md5)
         args += (sha256, upload_id, expected_offset, metadata_raw)
-        if not _needs_ingest(status, None):
+        if status is not UploadStatus.COMPLETE:
             row = await self._db.fetchrow(_ADVANCE, *args)
             return None if row is None else upload_from_row(row)
+        # A complete upload queues its ingest in the same statement, unless it is a partial
+        # (whose concat only the row knows).
         row = await self._db.fetchrow_then(
             _ADVANCE, args, [self._queue_ingest(upload_id, now)], unless=("concat", PARTIAL)
         )
